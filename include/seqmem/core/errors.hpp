@@ -1,0 +1,82 @@
+#pragma once
+
+/// @file
+/// `seqmem::invalid_argument` and the checks every public entry runs before it touches a
+/// state (strong guarantee: a call that throws leaves the state as it was).
+
+#include <cmath>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "seqmem/core/types.hpp"
+
+namespace seqmem {
+
+/// Thrown for bad shapes, dimensions, gate values and options. The message names the
+/// argument, what was expected and what was given.
+class invalid_argument : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+namespace detail {
+
+template <class... Parts>
+[[noreturn]] void fail(std::string_view where, const Parts&... parts) {
+  std::ostringstream message;
+  message << "seqmem::" << where << ": ";
+  (message << ... << parts);
+  throw invalid_argument(message.str());
+}
+
+/// Throws unless `value > 0` (option values such as dims and chunk sizes).
+inline void require_positive(std::string_view where, std::string_view name, Index value) {
+  if (value <= 0) fail(where, name, " must be > 0, got ", value);
+}
+
+/// Throws unless `x` is `rows × cols`.
+template <class Derived>
+void require_shape(std::string_view where, std::string_view name,
+                   const Eigen::DenseBase<Derived>& x, Index rows, Index cols) {
+  if (x.rows() != rows || x.cols() != cols) {
+    fail(where, name, " must be ", rows, "x", cols, ", got ", x.rows(), "x", x.cols());
+  }
+}
+
+/// Checks a per-token gate: present (unless optional), `T × 1`, every value finite and
+/// accepted by `in_range`; `range_text` says the accepted range in the message.
+template <class Scalar, class InRange>
+void require_gate(std::string_view where, std::string_view name,
+                  const std::optional<GateRef<Scalar>>& gate, Index tokens, bool required,
+                  InRange in_range, std::string_view range_text) {
+  if (!gate) {
+    if (required) fail(where, name, " is required (", tokens, "x1), got none");
+    return;
+  }
+  require_shape(where, name, *gate, tokens, 1);
+  for (Index t = 0; t < tokens; ++t) {
+    const Scalar value = (*gate)(t, 0);
+    if (!std::isfinite(value) || !in_range(value)) {
+      fail(where, name, "[", t, "] must be finite and ", range_text, ", got ", value);
+    }
+  }
+}
+
+/// Column `h` of a packed `T×H` gate (one column per head), or none.
+template <class Scalar>
+std::optional<GateRef<Scalar>> head_gate(std::string_view where, std::string_view name,
+                                         const std::optional<GateRef<Scalar>>& packed, Index h,
+                                         Index heads) {
+  if (!packed) return std::nullopt;
+  if (packed->cols() != heads) {
+    fail(where, name, " (packed) must have ", heads, " columns (one per head), got ",
+         packed->cols());
+  }
+  return GateRef<Scalar>(packed->col(h));
+}
+
+}  // namespace detail
+}  // namespace seqmem

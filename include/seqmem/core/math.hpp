@@ -1,0 +1,119 @@
+#pragma once
+
+/// @file
+/// Math shared by several layers: feature maps, log-space decay tables (MATH.md §0) and the
+/// decayed linear-attention chunk that linear attention and DeltaNet both end with
+/// (MATH.md §2, §3).
+
+#include <cmath>
+#include <optional>
+
+#include "seqmem/core/types.hpp"
+
+namespace seqmem {
+
+/// Feature map φ applied to q and k by linear attention (MATH.md §2).
+enum class FeatureMap { identity, elu_plus_one, relu };
+
+namespace detail {
+
+template <class Scalar>
+void apply_feature_map(FeatureMap map, Matrix<Scalar>& x) {
+  switch (map) {
+    case FeatureMap::identity: break;
+    case FeatureMap::elu_plus_one:
+      x = x.unaryExpr([](Scalar v) { return v > Scalar(0) ? v + Scalar(1) : std::exp(v); });
+      break;
+    case FeatureMap::relu: x = x.cwiseMax(Scalar(0)); break;
+  }
+}
+
+/// Log-space decay table of one chunk (MATH.md §0). The cumulative sums γ are kept in double
+/// even for float: γ grows with the chunk length, and a float γ would lose the small
+/// differences γ_i − γ_j that the factors are made of.
+template <class Scalar>
+class DecayTable {
+ public:
+  /// Fills the table for gate rows [begin, begin + length); no gate = no decay.
+  void assign(const std::optional<GateRef<Scalar>>& log_decay, Index begin, Index length) {
+    gated_ = log_decay.has_value();
+    length_ = length;
+    if (!gated_) return;
+    gamma_.resize(length);
+    double sum = 0.0;
+    for (Index i = 0; i < length; ++i) {
+      sum += static_cast<double>((*log_decay)(begin + i, 0));
+      gamma_(i) = sum;
+    }
+    to_start_.resize(length);  // Γ_i = exp(γ_i): decay from the chunk start to i
+    to_end_.resize(length);    // Γ_C/Γ_j = exp(γ_C − γ_j): decay from j to the chunk end
+    for (Index i = 0; i < length; ++i) {
+      to_start_(i) = static_cast<Scalar>(std::exp(gamma_(i)));
+      to_end_(i) = static_cast<Scalar>(std::exp(gamma_(length - 1) - gamma_(i)));
+    }
+  }
+
+  bool gated() const { return gated_; }
+  Index length() const { return length_; }
+  const Vector<Scalar>& to_start() const { return to_start_; }
+  const Vector<Scalar>& to_end() const { return to_end_; }
+  Scalar total() const { return gated_ ? to_start_(length_ - 1) : Scalar(1); }
+
+  /// `scores ⊙ [Γ_i/Γ_j]` on the lower triangle (diagonal kept when `keep_diagonal`),
+  /// zero above it. The exponent is formed only where j ≤ i, so it never overflows.
+  void mask(Matrix<Scalar>& scores, bool keep_diagonal) const {
+    const Index n = scores.rows();
+    for (Index i = 0; i < n; ++i) {
+      const Index last = keep_diagonal ? i + 1 : i;
+      if (gated_) {
+        for (Index j = 0; j < last; ++j) {
+          scores(i, j) *= static_cast<Scalar>(std::exp(gamma_(i) - gamma_(j)));
+        }
+      }
+      scores.row(i).tail(n - last).setZero();
+    }
+  }
+
+ private:
+  bool gated_ = false;
+  Index length_ = 0;
+  Eigen::VectorXd gamma_;
+  Vector<Scalar> to_start_, to_end_;
+};
+
+/// Buffers of one decayed chunk, reused across chunks of a call.
+template <class Scalar>
+struct ChunkWorkspace {
+  DecayTable<Scalar> decay;
+  Matrix<Scalar> scores;     // C×C
+  Matrix<Scalar> weighted;   // C×dk (rows scaled by a decay)
+  Matrix<Scalar> values;     // C×dv (DeltaNet pseudo-values)
+};
+
+/// One chunk of decayed linear attention with start state S (MATH.md §2, also the last two
+/// lines of the DeltaNet chunk in §3), `ws.decay` already assigned for this chunk:
+///
+///     O = diag(Γ) Q S + (tril₀(Q Kᵀ) ⊙ [Γ_i/Γ_j]) V
+///     S ← Γ_C S + (diag(Γ_C/Γ_j) K)ᵀ V
+///
+/// Q is already scaled (and feature-mapped).
+template <class Scalar, class QBlock, class KBlock, class VBlock, class OBlock>
+void decayed_linear_chunk(const QBlock& q, const KBlock& k, const VBlock& v, Matrix<Scalar>& state,
+                          OBlock&& out, ChunkWorkspace<Scalar>& ws) {
+  const DecayTable<Scalar>& decay = ws.decay;
+  ws.scores.noalias() = q * k.transpose();
+  decay.mask(ws.scores, /*keep_diagonal=*/true);
+  out.noalias() = ws.scores * v;
+  if (decay.gated()) {
+    out.noalias() += decay.to_start().asDiagonal() * (q * state);
+    state *= decay.total();
+    ws.weighted.noalias() = decay.to_end().asDiagonal() * k;
+    state.noalias() += ws.weighted.transpose() * v;
+  } else {
+    out.noalias() += q * state;
+    state.noalias() += k.transpose() * v;
+  }
+}
+
+}  // namespace detail
+}  // namespace seqmem

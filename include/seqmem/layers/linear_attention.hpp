@@ -1,0 +1,181 @@
+#pragma once
+
+/// @file
+/// Linear attention, optionally gated (simple GLA), normalized and feature-mapped
+/// (MATH.md §2).
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <utility>
+
+#include "seqmem/core/errors.hpp"
+#include "seqmem/core/math.hpp"
+#include "seqmem/core/types.hpp"
+
+namespace seqmem {
+
+/// Linear attention (MATH.md §2):
+///
+///     S_t = exp(g_t) S_{t−1} + φ(k_t)ᵀ v_t           o_t = scale·φ(q_t) S_t
+///     z_t = exp(g_t) z_{t−1} + φ(k_t)                 (normalized: o_t /= scale·φ(q_t)·z_t + ε)
+///
+/// The parallel form is the chunkwise algorithm with one chunk spanning the call.
+template <class Scalar_>
+class LinearAttention {
+ public:
+  using Scalar = Scalar_;
+  static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
+
+  struct Options {
+    Index key_dim = 0;
+    Index value_dim = 0;
+    std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
+    FeatureMap feature_map = FeatureMap::identity;
+    bool normalize = false;
+    Scalar norm_eps = Scalar(1e-10);  ///< ε added to the signed denominator (as fla)
+    Index chunk_size = 64;
+  };
+
+  /// One head's inputs for one call: q, k `T×key_dim`, v `T×value_dim`, optional
+  /// `log_decay` `T×1` with g_t ≤ 0.
+  struct Inputs {
+    MatrixCRef<Scalar> q;
+    MatrixCRef<Scalar> k;
+    MatrixCRef<Scalar> v;
+    std::optional<GateRef<Scalar>> log_decay = std::nullopt;
+  };
+
+  /// S (`key_dim×value_dim`) and, when normalized, z (`1×key_dim`; empty otherwise).
+  struct State {
+    Matrix<Scalar> S;
+    Matrix<Scalar> z;
+  };
+
+  explicit LinearAttention(const Options& options) : options_(options) {
+    detail::require_positive(kName, "key_dim", options_.key_dim);
+    detail::require_positive(kName, "value_dim", options_.value_dim);
+    detail::require_positive(kName, "chunk_size", options_.chunk_size);
+    if (!options_.scale) options_.scale = Scalar(1) / std::sqrt(Scalar(options_.key_dim));
+    if (!std::isfinite(*options_.scale)) detail::fail(kName, "scale must be finite, got ", *options_.scale);
+    if (!(options_.norm_eps >= Scalar(0))) {
+      detail::fail(kName, "norm_eps must be >= 0, got ", options_.norm_eps);
+    }
+  }
+
+  const Options& options() const { return options_; }
+  Scalar scale() const { return *options_.scale; }
+  Index output_dim() const { return options_.value_dim; }
+  static Index tokens(const Inputs& in) { return in.q.rows(); }
+
+  State initial_state() const {
+    State state;
+    state.S = Matrix<Scalar>::Zero(options_.key_dim, options_.value_dim);
+    if (options_.normalize) state.z = Matrix<Scalar>::Zero(1, options_.key_dim);
+    return state;
+  }
+
+  /// Throws `seqmem::invalid_argument` unless `forward(form, in, state)` is valid.
+  void check(Form form, const Inputs& in, const State& state) const {
+    (void)form;
+    const Index T = in.q.rows(), dk = options_.key_dim, dv = options_.value_dim;
+    detail::require_shape(kName, "q", in.q, T, dk);
+    detail::require_shape(kName, "k", in.k, T, dk);
+    detail::require_shape(kName, "v", in.v, T, dv);
+    detail::require_gate<Scalar>(kName, "log_decay", in.log_decay, T, false,
+                                 [](Scalar g) { return g <= Scalar(0); }, "<= 0");
+    detail::require_shape(kName, "state.S", state.S, dk, dv);
+    detail::require_shape(kName, "state.z", state.z, options_.normalize ? 1 : 0,
+                                  options_.normalize ? dk : 0);
+  }
+
+  /// Head `h` of `H` heads packed side by side (`T×(H·d)` inputs, `T×H` gate).
+  Inputs head(const Inputs& packed, Index h, Index H) const {
+    const Index dk = options_.key_dim, dv = options_.value_dim;
+    detail::require_shape(kName, "q (packed)", packed.q, packed.q.rows(), H * dk);
+    detail::require_shape(kName, "k (packed)", packed.k, packed.q.rows(), H * dk);
+    detail::require_shape(kName, "v (packed)", packed.v, packed.q.rows(), H * dv);
+    return {.q = packed.q.middleCols(h * dk, dk),
+            .k = packed.k.middleCols(h * dk, dk),
+            .v = packed.v.middleCols(h * dv, dv),
+            .log_decay = detail::head_gate<Scalar>(kName, "log_decay", packed.log_decay, h, H)};
+  }
+
+  Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
+    Matrix<Scalar> out(in.q.rows(), options_.value_dim);
+    forward(form, in, state, out);
+    return out;
+  }
+
+  void forward(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
+    check(form, in, state);
+    detail::require_shape(kName, "out", out, in.q.rows(), options_.value_dim);
+    const Index T = in.q.rows();
+    if (T == 0) return;
+    Matrix<Scalar> q = in.q * scale();
+    detail::apply_feature_map(options_.feature_map, q);
+    if (options_.feature_map == FeatureMap::identity) {
+      run(form, q, in.k, in, state, out);
+    } else {
+      Matrix<Scalar> k = in.k;
+      detail::apply_feature_map(options_.feature_map, k);
+      run(form, q, k, in, state, out);
+    }
+  }
+
+ private:
+  static constexpr const char* kName = "LinearAttention";
+
+  template <class KMatrix>
+  void run(Form form, const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in, State& state,
+           MatrixRef<Scalar>& out) const {
+    if (form == Form::recurrent) return recurrent(q, k, in, state, out);
+    const Index chunk = form == Form::parallel ? q.rows() : options_.chunk_size;
+    if (!options_.normalize) return chunked(q, k, in.v, in.log_decay, chunk, state.S, out);
+    // Normalized: z is one more value column, fed by a constant 1 (z_t = Σ Γ φ(k)ᵀ·1).
+    const Index T = q.rows(), dv = options_.value_dim;
+    Matrix<Scalar> v(T, dv + 1), s(options_.key_dim, dv + 1), o(T, dv + 1);
+    v << in.v, Vector<Scalar>::Ones(T);
+    s << state.S, state.z.transpose();
+    chunked(q, k, v, in.log_decay, chunk, s, o);
+    state.S = s.leftCols(dv);
+    state.z = s.col(dv).transpose();
+    out = o.leftCols(dv).array().colwise() / (o.col(dv).array() + options_.norm_eps);
+  }
+
+  template <class KMatrix, class VMatrix, class OMatrix>
+  static void chunked(const Matrix<Scalar>& q, const KMatrix& k, const VMatrix& v,
+                      const std::optional<GateRef<Scalar>>& log_decay, Index chunk,
+                      Matrix<Scalar>& state, OMatrix& out) {
+    detail::ChunkWorkspace<Scalar> ws;
+    for (Index begin = 0; begin < q.rows(); begin += chunk) {
+      const Index n = std::min(chunk, q.rows() - begin);
+      ws.decay.assign(log_decay, begin, n);
+      detail::decayed_linear_chunk(q.middleRows(begin, n), k.middleRows(begin, n),
+                                   v.middleRows(begin, n), state, out.middleRows(begin, n), ws);
+    }
+  }
+
+  /// The definition, token by token.
+  template <class KMatrix>
+  void recurrent(const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in, State& state,
+                 MatrixRef<Scalar>& out) const {
+    for (Index t = 0; t < q.rows(); ++t) {
+      if (in.log_decay) {
+        const Scalar decay = std::exp((*in.log_decay)(t, 0));
+        state.S *= decay;
+        if (options_.normalize) state.z *= decay;
+      }
+      state.S.noalias() += k.row(t).transpose() * in.v.row(t);
+      out.row(t).noalias() = q.row(t) * state.S;
+      if (options_.normalize) {
+        state.z += k.row(t);
+        out.row(t) /= q.row(t).dot(state.z.row(0)) + options_.norm_eps;
+      }
+    }
+  }
+
+  Options options_;
+};
+
+}  // namespace seqmem

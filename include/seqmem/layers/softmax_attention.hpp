@@ -1,0 +1,244 @@
+#pragma once
+
+/// @file
+/// Causal softmax attention with an optional sliding window (MATH.md §1).
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
+
+#include "seqmem/core/errors.hpp"
+#include "seqmem/core/types.hpp"
+
+namespace seqmem {
+
+/// Causal softmax attention (MATH.md §1):
+///
+///     o_t = Σ_{s∈W(t)} softmax_s(scale · q_t·k_s) v_s,   W(t) = {s : t − w < s ≤ t}
+///
+/// (`window` w = number of keys visible, self included; 0 = all s ≤ t).
+///
+/// Every form first appends the call's keys and values to the KV cache, so a query finds
+/// all its keys at cache rows [max(0, p − w + 1), p] where p is its own row; at the end of
+/// the call the cache is cut back to the last w − 1 rows (windowed) or kept whole.
+template <class Scalar_>
+class SoftmaxAttention {
+ public:
+  using Scalar = Scalar_;
+  static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
+
+  struct Options {
+    Index key_dim = 0;
+    Index value_dim = 0;
+    std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
+    Index window = 0;                            ///< keys visible, self included; 0 = all
+    Index chunk_size = 64;                       ///< query and key tile of the chunkwise form
+  };
+
+  struct Inputs {
+    MatrixCRef<Scalar> q;
+    MatrixCRef<Scalar> k;
+    MatrixCRef<Scalar> v;
+  };
+
+  /// The KV cache (the last `window − 1` keys and values, or all of them) and the number
+  /// of tokens seen. Rows live in a buffer with spare room at both ends, so appending a
+  /// token and evicting the oldest are amortized O(d).
+  class State {
+   public:
+    /// Cached keys (`cached() × key_dim`), oldest first.
+    auto keys() const { return keys_.middleRows(begin_, size_); }
+    /// Cached values (`cached() × value_dim`), oldest first.
+    auto values() const { return values_.middleRows(begin_, size_); }
+    Index cached() const { return size_; }
+    /// Tokens seen since the initial state.
+    Index tokens() const { return tokens_; }
+
+   private:
+    friend class SoftmaxAttention;
+
+    /// Appends rows, growing (doubling) or compacting the buffer when it is full.
+    void append(const MatrixCRef<Scalar>& k, const MatrixCRef<Scalar>& v) {
+      const Index n = k.rows();
+      if (begin_ + size_ + n > keys_.rows()) {
+        const Index capacity = std::max<Index>(2 * (size_ + n), 16);
+        Matrix<Scalar> keys(capacity, keys_.cols()), values(capacity, values_.cols());
+        keys.topRows(size_) = this->keys();
+        values.topRows(size_) = this->values();
+        keys_.swap(keys);
+        values_.swap(values);
+        begin_ = 0;
+      }
+      keys_.middleRows(begin_ + size_, n) = k;
+      values_.middleRows(begin_ + size_, n) = v;
+      size_ += n;
+      tokens_ += n;
+    }
+
+    /// Keeps the newest `keep` rows.
+    void keep_last(Index keep) {
+      if (size_ <= keep) return;
+      begin_ += size_ - keep;
+      size_ = keep;
+    }
+
+    Matrix<Scalar> keys_, values_;
+    Index begin_ = 0, size_ = 0, tokens_ = 0;
+  };
+
+  explicit SoftmaxAttention(const Options& options) : options_(options) {
+    detail::require_positive(kName, "key_dim", options_.key_dim);
+    detail::require_positive(kName, "value_dim", options_.value_dim);
+    detail::require_positive(kName, "chunk_size", options_.chunk_size);
+    if (options_.window < 0) detail::fail(kName, "window must be >= 0, got ", options_.window);
+    if (!options_.scale) options_.scale = Scalar(1) / std::sqrt(Scalar(options_.key_dim));
+    if (!std::isfinite(*options_.scale)) detail::fail(kName, "scale must be finite, got ", *options_.scale);
+  }
+
+  const Options& options() const { return options_; }
+  Scalar scale() const { return *options_.scale; }
+  Index output_dim() const { return options_.value_dim; }
+  static Index tokens(const Inputs& in) { return in.q.rows(); }
+
+  State initial_state() const {
+    State state;
+    state.keys_.resize(0, options_.key_dim);
+    state.values_.resize(0, options_.value_dim);
+    return state;
+  }
+
+  void check(Form form, const Inputs& in, const State& state) const {
+    (void)form;
+    const Index T = in.q.rows();
+    detail::require_shape(kName, "q", in.q, T, options_.key_dim);
+    detail::require_shape(kName, "k", in.k, T, options_.key_dim);
+    detail::require_shape(kName, "v", in.v, T, options_.value_dim);
+    detail::require_shape(kName, "state.keys", state.keys(), state.cached(), options_.key_dim);
+    detail::require_shape(kName, "state.values", state.values(), state.cached(),
+                          options_.value_dim);
+  }
+
+  Inputs head(const Inputs& packed, Index h, Index H) const {
+    const Index dk = options_.key_dim, dv = options_.value_dim;
+    detail::require_shape(kName, "q (packed)", packed.q, packed.q.rows(), H * dk);
+    detail::require_shape(kName, "k (packed)", packed.k, packed.q.rows(), H * dk);
+    detail::require_shape(kName, "v (packed)", packed.v, packed.q.rows(), H * dv);
+    return {.q = packed.q.middleCols(h * dk, dk),
+            .k = packed.k.middleCols(h * dk, dk),
+            .v = packed.v.middleCols(h * dv, dv)};
+  }
+
+  Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
+    Matrix<Scalar> out(in.q.rows(), options_.value_dim);
+    forward(form, in, state, out);
+    return out;
+  }
+
+  void forward(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
+    check(form, in, state);
+    detail::require_shape(kName, "out", out, in.q.rows(), options_.value_dim);
+    const Index T = in.q.rows();
+    if (T == 0) return;
+    state.append(in.k, in.v);
+    const Index first = state.cached() - T;  // cache row of the call's first query
+    const Matrix<Scalar> q = in.q * scale();
+    switch (form) {
+      case Form::recurrent: recurrent(q, state, first, out); break;
+      case Form::parallel: parallel(q, state, first, out); break;
+      case Form::chunkwise: chunkwise(q, state, first, out); break;
+    }
+    if (options_.window > 0) state.keep_last(options_.window - 1);
+  }
+
+ private:
+  static constexpr const char* kName = "SoftmaxAttention";
+  static constexpr Scalar kNegInf = -std::numeric_limits<Scalar>::infinity();
+
+  /// First cache row visible from the query at cache row p.
+  Index first_visible(Index p) const {
+    return options_.window > 0 ? std::max<Index>(0, p - options_.window + 1) : 0;
+  }
+
+  /// The definition: one query at a time over its visible keys, stable softmax.
+  void recurrent(const Matrix<Scalar>& q, const State& state, Index first,
+                 MatrixRef<Scalar>& out) const {
+    const auto keys = state.keys();
+    const auto values = state.values();
+    Vector<Scalar> scores(first + q.rows());
+    for (Index t = 0; t < q.rows(); ++t) {
+      const Index p = first + t, lo = first_visible(p), n = p - lo + 1;
+      auto s = scores.head(n);
+      s.noalias() = keys.middleRows(lo, n) * q.row(t).transpose();
+      s = (s.array() - s.maxCoeff()).exp();
+      out.row(t).noalias() = s.transpose() * values.middleRows(lo, n);
+      out.row(t) /= s.sum();
+    }
+  }
+
+  /// Scores of all queries against all visible cache rows, masked, row softmax, times values.
+  void parallel(const Matrix<Scalar>& q, const State& state, Index first,
+                MatrixRef<Scalar>& out) const {
+    const Index lo = first_visible(first), n = state.cached() - lo;
+    Matrix<Scalar> scores(q.rows(), n);
+    scores.noalias() = q * state.keys().bottomRows(n).transpose();
+    for (Index t = 0; t < q.rows(); ++t) {
+      const Index p = first + t, row_lo = first_visible(p) - lo, row_hi = p - lo;
+      auto s = scores.row(t);
+      s.head(row_lo).setConstant(kNegInf);
+      s.tail(n - row_hi - 1).setConstant(kNegInf);
+      s = (s.array() - s.maxCoeff()).exp();
+      s /= s.sum();
+    }
+    out.noalias() = scores * state.values().bottomRows(n);
+  }
+
+  /// Flash-style tiles: for each block of C queries, sweep the visible key blocks with the
+  /// online softmax (running max m, running sum l, rescaled accumulator). Holds at most one
+  /// C×C score tile: memory O(C² + T·d).
+  void chunkwise(const Matrix<Scalar>& q, const State& state, Index first,
+                 MatrixRef<Scalar>& out) const {
+    const auto keys = state.keys();
+    const auto values = state.values();
+    const Index C = options_.chunk_size;
+    Matrix<Scalar> tile, acc;
+    Vector<Scalar> row_max, row_sum;
+    for (Index q0 = 0; q0 < q.rows(); q0 += C) {
+      const Index nq = std::min(C, q.rows() - q0);
+      const Index p0 = first + q0, p1 = p0 + nq;  // cache rows [p0, p1) of these queries
+      acc.setZero(nq, options_.value_dim);
+      row_max.setConstant(nq, kNegInf);
+      row_sum.setZero(nq);
+      for (Index k0 = first_visible(p0); k0 < p1; k0 += C) {
+        const Index nk = std::min(C, p1 - k0);
+        tile.resize(nq, nk);
+        tile.noalias() = q.middleRows(q0, nq) * keys.middleRows(k0, nk).transpose();
+        for (Index i = 0; i < nq; ++i) {
+          const Index p = p0 + i, lo = first_visible(p);
+          auto s = tile.row(i);
+          // Keys outside [lo, p] are masked.
+          const Index masked_front = std::clamp<Index>(lo - k0, 0, nk);
+          const Index visible_end = std::clamp<Index>(p - k0 + 1, 0, nk);
+          s.head(masked_front).setConstant(kNegInf);
+          s.tail(nk - visible_end).setConstant(kNegInf);
+          const Scalar m = std::max(row_max(i), s.maxCoeff());
+          if (m == kNegInf) {  // nothing visible yet in this row
+            s.setZero();
+            continue;
+          }
+          s = (s.array() - m).exp();
+          const Scalar rescale = std::exp(row_max(i) - m);
+          row_sum(i) = row_sum(i) * rescale + s.sum();
+          acc.row(i) *= rescale;
+          row_max(i) = m;
+        }
+        acc.noalias() += tile * values.middleRows(k0, nk);
+      }
+      out.middleRows(q0, nq) = acc.array().colwise() / row_sum.array();
+    }
+  }
+
+  Options options_;
+};
+
+}  // namespace seqmem

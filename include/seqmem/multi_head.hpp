@@ -1,0 +1,127 @@
+#pragma once
+
+/// @file
+/// Runs any layer over H heads packed side by side and over a batch of sequences of
+/// different lengths; every (sequence, head) pair has its own state. The one place in
+/// seqmem that starts threads.
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "seqmem/core/concepts.hpp"
+#include "seqmem/core/errors.hpp"
+#include "seqmem/core/types.hpp"
+
+namespace seqmem {
+
+/// Multi-head, multi-sequence executor. Inputs of one sequence are packed: q, k `T×(H·dk)`,
+/// v `T×(H·dv)`, gates `T×H`; the output is `T×(H·output_dim)`. Head h is computed exactly
+/// as `layer.forward` on the head's column slices, so results do not depend on the number
+/// of threads (Eigen's own threading is not used inside).
+template <MultiHeadLayer Layer>
+class MultiHead {
+ public:
+  using Scalar = typename Layer::Scalar;
+  using Inputs = typename Layer::Inputs;
+  using State = typename Layer::State;
+  /// One state per head.
+  using States = std::vector<State>;
+
+  /// `num_threads` = 0 uses `std::thread::hardware_concurrency()`.
+  MultiHead(Layer layer, Index num_heads, Index num_threads = 0)
+      : layer_(std::move(layer)), num_heads_(num_heads), num_threads_(num_threads) {
+    detail::require_positive(kName, "num_heads", num_heads_);
+    if (num_threads_ < 0) detail::fail(kName, "num_threads must be >= 0, got ", num_threads_);
+    if (num_threads_ == 0) {
+      num_threads_ = std::max<Index>(1, static_cast<Index>(std::thread::hardware_concurrency()));
+    }
+  }
+
+  const Layer& layer() const { return layer_; }
+  Index num_heads() const { return num_heads_; }
+  Index num_threads() const { return num_threads_; }
+
+  States initial_state() const { return States(static_cast<std::size_t>(num_heads_), layer_.initial_state()); }
+
+  /// One sequence, all heads.
+  Matrix<Scalar> forward(Form form, const Inputs& packed, States& states) const {
+    std::vector<Matrix<Scalar>> outs = forward_batch(form, std::span<const Inputs>(&packed, 1),
+                                                     std::span<States>(&states, 1));
+    return std::move(outs.front());
+  }
+
+  /// A batch of sequences (any lengths), all heads; `states[s]` belongs to sequence s.
+  /// Everything is validated before any state changes (strong guarantee).
+  std::vector<Matrix<Scalar>> forward_batch(Form form, std::span<const Inputs> sequences,
+                                            std::span<States> states) const {
+    if (states.size() != sequences.size()) {
+      detail::fail(kName, "states must hold one entry per sequence (", sequences.size(),
+                   "), got ", states.size());
+    }
+    std::vector<Inputs> heads;  // views into the caller's packed inputs
+    heads.reserve(sequences.size() * static_cast<std::size_t>(num_heads_));
+    std::vector<Matrix<Scalar>> outs(sequences.size());
+    for (std::size_t s = 0; s < sequences.size(); ++s) {
+      if (static_cast<Index>(states[s].size()) != num_heads_) {
+        detail::fail(kName, "states[", s, "] must hold ", num_heads_, " head states, got ",
+                     states[s].size());
+      }
+      for (Index h = 0; h < num_heads_; ++h) {
+        heads.push_back(layer_.head(sequences[s], h, num_heads_));
+        layer_.check(form, heads.back(), states[s][static_cast<std::size_t>(h)]);
+      }
+      outs[s].resize(Layer::tokens(sequences[s]), num_heads_ * layer_.output_dim());
+    }
+    const Index dv = layer_.output_dim();
+    run_parallel(static_cast<Index>(heads.size()), [&](Index item) {
+      const auto s = static_cast<std::size_t>(item / num_heads_);
+      const Index h = item % num_heads_;
+      layer_.forward(form, heads[static_cast<std::size_t>(item)],
+                     states[s][static_cast<std::size_t>(h)], outs[s].middleCols(h * dv, dv));
+    });
+    return outs;
+  }
+
+ private:
+  static constexpr const char* kName = "MultiHead";
+
+  /// Runs work(0..items-1) on up to num_threads threads; rethrows the first exception.
+  template <class Work>
+  void run_parallel(Index items, const Work& work) const {
+    const Index threads = std::min(num_threads_, items);
+    if (threads <= 1) {
+      for (Index i = 0; i < items; ++i) work(i);
+      return;
+    }
+    std::atomic<Index> next{0};
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    auto worker = [&] {
+      for (Index i = next++; i < items; i = next++) {
+        try {
+          work(i);
+        } catch (...) {
+          const std::lock_guard<std::mutex> lock(error_mutex);
+          if (!error) error = std::current_exception();
+        }
+      }
+    };
+    {
+      std::vector<std::jthread> pool;
+      for (Index t = 1; t < threads; ++t) pool.emplace_back(worker);
+      worker();
+    }
+    if (error) std::rethrow_exception(error);
+  }
+
+  Layer layer_;
+  Index num_heads_;
+  Index num_threads_;
+};
+
+}  // namespace seqmem

@@ -1,0 +1,13 @@
+#pragma once
+
+/// @file
+/// Umbrella header: every seqmem layer and the multi-head executor.
+
+#include "seqmem/core/concepts.hpp"
+#include "seqmem/core/errors.hpp"
+#include "seqmem/core/math.hpp"
+#include "seqmem/core/types.hpp"
+#include "seqmem/layers/linear_attention.hpp"
+#include "seqmem/layers/softmax_attention.hpp"
+#include "seqmem/multi_head.hpp"
+#include "seqmem/version.hpp"

@@ -1,0 +1,9 @@
+#pragma once
+
+/// @file
+/// seqmem version; kept equal to `project(VERSION)` in the top-level CMakeLists.txt
+/// (a test checks it).
+
+#define SEQMEM_VERSION_MAJOR 0
+#define SEQMEM_VERSION_MINOR 1
+#define SEQMEM_VERSION_PATCH 0
