@@ -1,0 +1,88 @@
+// Compile-only checks of the memory-state concept: every layer satisfies it, and types that
+// lack a member of the contract do not. The test binary only reports that it compiled.
+
+#include <gtest/gtest.h>
+
+#include <seqmem/seqmem.hpp>
+
+namespace seqmem::test {
+namespace {
+
+template <class Scalar>
+constexpr bool layers_satisfy_concepts() {
+  static_assert(SequenceMemory<LinearAttention<Scalar>>);
+  static_assert(SequenceMemory<SoftmaxAttention<Scalar>>);
+  static_assert(MultiHeadLayer<LinearAttention<Scalar>>);
+  static_assert(MultiHeadLayer<SoftmaxAttention<Scalar>>);
+  return true;
+}
+static_assert(layers_satisfy_concepts<float>());
+static_assert(layers_satisfy_concepts<double>());
+
+// A complete minimal layer, and copies of it with one member missing.
+struct Complete {
+  using Scalar = double;
+  struct Options {};
+  struct Inputs {};
+  struct State {};
+  const Options& options() const { return options_; }
+  State initial_state() const { return {}; }
+  Matrix<double> forward(Form, const Inputs&, State&) const { return {}; }
+  void forward(Form, const Inputs&, State&, MatrixRef<double>) const {}
+  Options options_;
+};
+static_assert(SequenceMemory<Complete>);
+
+struct NoInitialState {
+  using Scalar = double;
+  struct Options {};
+  struct Inputs {};
+  struct State {};
+  const Options& options() const { return options_; }
+  Matrix<double> forward(Form, const Inputs&, State&) const { return {}; }
+  void forward(Form, const Inputs&, State&, MatrixRef<double>) const {}
+  Options options_;
+};
+static_assert(!SequenceMemory<NoInitialState>);
+
+struct NoForward {
+  using Scalar = double;
+  struct Options {};
+  struct Inputs {};
+  struct State {};
+  const Options& options() const { return options_; }
+  State initial_state() const { return {}; }
+  Options options_;
+};
+static_assert(!SequenceMemory<NoForward>);
+
+struct NoOutputViewForward {  // only the allocating overload
+  using Scalar = double;
+  struct Options {};
+  struct Inputs {};
+  struct State {};
+  const Options& options() const { return options_; }
+  State initial_state() const { return {}; }
+  Matrix<double> forward(Form, const Inputs&, State&) const { return {}; }
+  Options options_;
+};
+static_assert(!SequenceMemory<NoOutputViewForward>);
+
+struct IntegerScalar {
+  using Scalar = int;
+  struct Options {};
+  struct Inputs {};
+  struct State {};
+  const Options& options() const { return options_; }
+  State initial_state() const { return {}; }
+  Options options_;
+};
+static_assert(!SequenceMemory<IntegerScalar>);
+
+static_assert(!MultiHeadLayer<Complete>);  // no check/head/output_dim/tokens
+
+}  // namespace
+
+TEST(Concepts, Compiled) { SUCCEED() << "the static_asserts above hold"; }
+
+}  // namespace seqmem::test
