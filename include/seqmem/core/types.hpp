@@ -34,14 +34,15 @@ template <class Scalar>
 using MatrixRef = Eigen::Ref<Matrix<Scalar>, 0, Eigen::OuterStride<>>;
 
 /// Read-only view of one per-token gate (`T×1`), or of `H` gates side by side (`T×H`) for the
-/// multi-head executor. Binds without a copy to a `Vector`, to a column of a `T×H` matrix of
-/// either storage order and to an `Eigen::Map`; other expressions are copied into the view.
+/// multi-head executor. Binds without a copy to a `Vector`, to a `T×1` or `T×H` row-major
+/// `Matrix`, to a column or row range of those and to an `Eigen::Map`; a column-major `T×H`
+/// matrix is copied into the view.
 ///
-/// All views in an `Inputs` struct are non-owning when they bind without a copy; a view that
-/// had to copy owns that copy, so build `Inputs` where they are used and do not copy them.
+/// Views in an `Inputs` struct do not own data when they bind without a copy; a view that
+/// had to copy owns that copy, and a copied `Inputs` would point into the original's. Build
+/// `Inputs` where they are used (designated initializers) rather than copying them around.
 template <class Scalar>
-using GateRef = Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>, 0,
-                           Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+using GateRef = Eigen::Ref<const Matrix<Scalar>, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
 
 /// The three ways to run a layer over one call; all give the same numbers (MATH.md §6).
 enum class Form {
