@@ -1,0 +1,42 @@
+# seqmem_target_defaults(<target>)
+#
+# Compile settings for seqmem's OWN targets (tests, benchmarks, examples): no compiler
+# extensions, warnings, optional -Werror (SEQMEM_WERROR) and -march=native (SEQMEM_NATIVE).
+# Never call it on the `seqmem` interface target: consumers must not inherit any of this.
+include_guard(GLOBAL)
+include(CheckCXXCompilerFlag)
+
+function(seqmem_target_defaults target)
+  if(NOT TARGET ${target})
+    message(FATAL_ERROR "seqmem_target_defaults: no target named '${target}'")
+  endif()
+  get_target_property(_type ${target} TYPE)
+  if(_type STREQUAL "INTERFACE_LIBRARY")
+    message(FATAL_ERROR "seqmem_target_defaults: '${target}' is an INTERFACE library; "
+                        "these flags are for seqmem's own tests/benchmarks/examples only")
+  endif()
+
+  set_target_properties(${target} PROPERTIES CXX_EXTENSIONS OFF) # -std=c++20, not gnu++20
+  if(MSVC)
+    target_compile_options(${target} PRIVATE /W4 /permissive-)
+    if(SEQMEM_WERROR)
+      target_compile_options(${target} PRIVATE /WX)
+    endif()
+  elseif(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wconversion)
+    if(SEQMEM_WERROR)
+      target_compile_options(${target} PRIVATE -Werror)
+    endif()
+    if(SEQMEM_NATIVE)
+      check_cxx_compiler_flag(-march=native SEQMEM_HAVE_MARCH_NATIVE)
+      if(SEQMEM_HAVE_MARCH_NATIVE)
+        target_compile_options(${target} PRIVATE -march=native)
+        # GCC < 13 warns inside its own AVX-512 intrinsics that Eigen uses (GCC PR 105593:
+        # `__Y = __Y` in avx512fintrin.h), which would break SEQMEM_WERROR builds.
+        if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+          target_compile_options(${target} PRIVATE -Wno-maybe-uninitialized -Wno-uninitialized)
+        endif()
+      endif()
+    endif()
+  endif()
+endfunction()

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages seqmem needs to build, test and benchmark, if missing.
+# Sourced by scripts/quickstart.sh and scripts/test.sh; can also be run on its own.
+set -euo pipefail
+
+seqmem_install_deps() {
+  local packages=(libeigen3-dev libgtest-dev libbenchmark-dev cmake g++ make)
+  if ! command -v dpkg >/dev/null 2>&1; then
+    echo "seqmem: dpkg not found; install these yourself if missing: ${packages[*]}" >&2
+    return 0
+  fi
+  local missing=() p
+  for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo=(sudo)
+    else
+      echo "seqmem: missing packages (${missing[*]}) and not root, no sudo" >&2
+      return 1
+    fi
+  fi
+  echo "seqmem: installing ${missing[*]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    "${missing[@]}"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  seqmem_install_deps
+fi

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds seqmem (Release) and runs all tests.
+# Extra arguments are passed to ctest, e.g. `scripts/test.sh -R linear` or `-LE consumer`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/install-deps.sh
+seqmem_install_deps
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j"$(nproc 2>/dev/null || echo 2)"
+ctest --test-dir build --output-on-failure -j2 "$@"
