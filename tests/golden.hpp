@@ -80,7 +80,8 @@ namespace detail {
 inline std::vector<std::string> split_words(const std::string& line) {
   std::istringstream stream(line);
   std::vector<std::string> words;
-  for (std::string word; stream >> word;) words.push_back(word);
+  for (std::string word; stream >> word;)
+    words.push_back(word);
   return words;
 }
 
@@ -261,8 +262,8 @@ template <class Scalar>
 ::testing::AssertionResult near(const Matrix<Scalar>& got, const Matrix<double>& want,
                                 double rel_tol) {
   if (got.rows() != want.rows() || got.cols() != want.cols()) {
-    return ::testing::AssertionFailure() << "shape " << got.rows() << "x" << got.cols()
-                                         << ", want " << want.rows() << "x" << want.cols();
+    return ::testing::AssertionFailure() << "shape " << got.rows() << "x" << got.cols() << ", want "
+                                         << want.rows() << "x" << want.cols();
   }
   double worst = 0.0, want_max = 0.0;
   Index worst_row = -1, worst_col = -1;

@@ -7,6 +7,7 @@
 #include "seqmem/core/errors.hpp"
 #include "seqmem/core/math.hpp"
 #include "seqmem/core/types.hpp"
+#include "seqmem/layers/delta_net.hpp"
 #include "seqmem/layers/linear_attention.hpp"
 #include "seqmem/layers/softmax_attention.hpp"
 #include "seqmem/multi_head.hpp"

@@ -1,0 +1,183 @@
+#pragma once
+
+/// @file
+/// DeltaNet and gated DeltaNet: the delta rule in all three forms (MATH.md §3).
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
+#include "seqmem/core/errors.hpp"
+#include "seqmem/core/math.hpp"
+#include "seqmem/core/types.hpp"
+
+namespace seqmem {
+
+/// DeltaNet (MATH.md §3); with a `log_decay` gate, gated DeltaNet:
+///
+///     S̃_t = exp(g_t) S_{t−1}
+///     S_t = S̃_t + β_t k_tᵀ (v_t − k_t S̃_t)        o_t = scale·q_t S_t
+///
+/// Chunkwise uses the WY/UT transform: per chunk one triangular solve gives the
+/// pseudo-values V' actually written, and the rest is decayed linear attention on V'.
+/// The parallel form is that algorithm with one chunk spanning the call, so its memory is
+/// O(T²) (the `T×T` scores and the triangular system): use chunkwise for long calls.
+template <class Scalar_>
+class DeltaNet {
+ public:
+  using Scalar = Scalar_;
+  static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
+
+  struct Options {
+    Index key_dim = 0;
+    Index value_dim = 0;
+    std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
+    Index chunk_size = 64;
+    /// Divide q and k rows by sqrt(Σx² + 1e-6) inside the layer (as DeltaNet models do).
+    bool qk_l2norm = false;
+  };
+
+  /// q, k `T×key_dim`, v `T×value_dim`, `beta` `T×1` in [0, 2], optional `log_decay` `T×1`
+  /// with g_t ≤ 0 (gated DeltaNet).
+  struct Inputs {
+    MatrixCRef<Scalar> q;
+    MatrixCRef<Scalar> k;
+    MatrixCRef<Scalar> v;
+    std::optional<GateRef<Scalar>> beta = std::nullopt;
+    std::optional<GateRef<Scalar>> log_decay = std::nullopt;
+  };
+
+  struct State {
+    Matrix<Scalar> S;  ///< key_dim × value_dim
+  };
+
+  explicit DeltaNet(const Options& options) : options_(options) {
+    detail::require_positive(kName, "key_dim", options_.key_dim);
+    detail::require_positive(kName, "value_dim", options_.value_dim);
+    detail::require_positive(kName, "chunk_size", options_.chunk_size);
+    if (!options_.scale) options_.scale = Scalar(1) / std::sqrt(Scalar(options_.key_dim));
+    if (!std::isfinite(*options_.scale)) {
+      detail::fail(kName, "scale must be finite, got ", *options_.scale);
+    }
+  }
+
+  const Options& options() const { return options_; }
+  Scalar scale() const { return *options_.scale; }
+  Index output_dim() const { return options_.value_dim; }
+  static Index tokens(const Inputs& in) { return in.q.rows(); }
+
+  State initial_state() const {
+    return {Matrix<Scalar>::Zero(options_.key_dim, options_.value_dim)};
+  }
+
+  void check(Form form, const Inputs& in, const State& state) const {
+    (void)form;
+    const Index T = in.q.rows(), dk = options_.key_dim, dv = options_.value_dim;
+    detail::require_shape(kName, "q", in.q, T, dk);
+    detail::require_shape(kName, "k", in.k, T, dk);
+    detail::require_shape(kName, "v", in.v, T, dv);
+    detail::require_gate<Scalar>(
+        kName, "beta", in.beta, T, true,
+        [](Scalar b) { return b >= Scalar(0) && b <= Scalar(2); }, "in [0, 2]");
+    detail::require_gate<Scalar>(kName, "log_decay", in.log_decay, T, false,
+                                 [](Scalar g) { return g <= Scalar(0); }, "<= 0");
+    detail::require_shape(kName, "state.S", state.S, dk, dv);
+  }
+
+  Inputs head(const Inputs& packed, Index h, Index H) const {
+    const Index dk = options_.key_dim, dv = options_.value_dim;
+    detail::require_shape(kName, "q (packed)", packed.q, packed.q.rows(), H * dk);
+    detail::require_shape(kName, "k (packed)", packed.k, packed.q.rows(), H * dk);
+    detail::require_shape(kName, "v (packed)", packed.v, packed.q.rows(), H * dv);
+    return {.q = packed.q.middleCols(h * dk, dk),
+            .k = packed.k.middleCols(h * dk, dk),
+            .v = packed.v.middleCols(h * dv, dv),
+            .beta = detail::head_gate<Scalar>(kName, "beta", packed.beta, h, H),
+            .log_decay = detail::head_gate<Scalar>(kName, "log_decay", packed.log_decay, h, H)};
+  }
+
+  Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
+    Matrix<Scalar> out(in.q.rows(), options_.value_dim);
+    forward(form, in, state, out);
+    return out;
+  }
+
+  void forward(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
+    check(form, in, state);
+    detail::require_shape(kName, "out", out, in.q.rows(), options_.value_dim);
+    if (in.q.rows() == 0) return;
+    Matrix<Scalar> q = in.q;
+    if (options_.qk_l2norm) {
+      l2_normalize_rows(q);
+      Matrix<Scalar> k = in.k;
+      l2_normalize_rows(k);
+      q *= scale();
+      run(form, q, k, in, state, out);
+    } else {
+      q *= scale();
+      run(form, q, in.k, in, state, out);
+    }
+  }
+
+ private:
+  static constexpr const char* kName = "DeltaNet";
+
+  static void l2_normalize_rows(Matrix<Scalar>& x) {
+    const Vector<Scalar> norms = (x.rowwise().squaredNorm().array() + Scalar(1e-6)).sqrt();
+    x.array().colwise() /= norms.array();
+  }
+
+  template <class KMatrix>
+  void run(Form form, const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in,
+           State& state, MatrixRef<Scalar>& out) const {
+    if (form == Form::recurrent) return recurrent(q, k, in, state, out);
+    const Index chunk = form == Form::parallel ? q.rows() : options_.chunk_size;
+    detail::ChunkWorkspace<Scalar> ws;
+    for (Index begin = 0; begin < q.rows(); begin += chunk) {
+      const Index n = std::min(chunk, q.rows() - begin);
+      ws.decay.assign(in.log_decay, begin, n);
+      const auto kc = k.middleRows(begin, n);
+      pseudo_values(kc, in.v.middleRows(begin, n), in.beta->middleRows(begin, n), state.S, ws);
+      detail::decayed_linear_chunk(q.middleRows(begin, n), kc, ws.values, state.S,
+                                   out.middleRows(begin, n), ws);
+    }
+  }
+
+  /// The values the delta rule actually writes in one chunk (MATH.md §3):
+  ///     (I + A) V' = diag(β)(V − diag(Γ) K S),   A_ij = β_i (Γ_i/Γ_j) k_i·k_j  for i > j
+  /// solved by forward substitution (A is strictly lower triangular).
+  template <class KBlock, class VBlock, class BetaBlock>
+  static void pseudo_values(const KBlock& k, const VBlock& v, const BetaBlock& beta,
+                            const Matrix<Scalar>& S, detail::ChunkWorkspace<Scalar>& ws) {
+    const auto& decay = ws.decay;
+    ws.values = v;
+    if (decay.gated()) {
+      ws.values.noalias() -= decay.to_start().asDiagonal() * (k * S);
+    } else {
+      ws.values.noalias() -= k * S;
+    }
+    ws.values.array().colwise() *= beta.col(0).array();
+    ws.scores.noalias() = k * k.transpose();
+    decay.mask(ws.scores, /*keep_diagonal=*/false);
+    ws.scores.array().colwise() *= beta.col(0).array();
+    ws.scores.template triangularView<Eigen::UnitLower>().solveInPlace(ws.values);
+  }
+
+  /// The definition, token by token.
+  template <class KMatrix>
+  void recurrent(const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in, State& state,
+                 MatrixRef<Scalar>& out) const {
+    RowVector<Scalar> u(options_.value_dim);
+    for (Index t = 0; t < q.rows(); ++t) {
+      if (in.log_decay) state.S *= std::exp((*in.log_decay)(t, 0));
+      u.noalias() = in.v.row(t) - k.row(t) * state.S;
+      u *= (*in.beta)(t, 0);
+      state.S.noalias() += k.row(t).transpose() * u;
+      out.row(t).noalias() = q.row(t) * state.S;
+    }
+  }
+
+  Options options_;
+};
+
+}  // namespace seqmem
