@@ -240,6 +240,122 @@ void run_gated_delta_rule(Run<Scalar>& run) {
   run_delta_net(run, /*gated=*/true);
 }
 
+// The golden TTT and Titans files fix q's scale and the loss factor; the layers have them
+// built in (scale 1; TTT's ½ loss, Titans' full sum).
+template <class Scalar>
+void expect_param(Run<Scalar>& run, const std::string& key, double want) {
+  if (run.param_scalar(key) != static_cast<Scalar>(want)) {
+    run.fail("param " + key + " must be " + std::to_string(want) + " for this layer");
+  }
+}
+
+// TTT-Linear and TTT-MLP (MATH.md §4), from the file's initial weights.
+template <class Scalar, TTTModel Model>
+void run_ttt(Run<Scalar>& run) {
+  using Layer = TTT<Scalar, Model>;
+  const Index b = run.param_index("mini_batch");
+  if (run.form() == Form::parallel && run.golden().tensor("q").rows() > b) {
+    return run.undefined("T > mini_batch");
+  }
+  expect_param(run, "scale", 1.0);
+  expect_param(run, "loss_grad_factor", 1.0);
+  const Matrix<Scalar> q = run.input("q"), k = run.input("k"), v = run.input("v");
+  const Index d = q.cols();
+  typename Layer::Parameters parameters;
+  const std::vector<std::string> names =
+      Model == TTTModel::linear ? std::vector<std::string>{"W0", "b0"}
+                                : std::vector<std::string>{"W1", "b1", "W2", "b2"};
+  for (std::size_t i = 0; i < names.size(); i += 2) {
+    parameters.initial.W.push_back(run.input(names[i]));
+    parameters.initial.b.push_back(run.input(names[i + 1]));
+  }
+  parameters.ln_weight = run.input("ln_weight");
+  parameters.ln_bias = run.input("ln_bias");
+  typename Layer::Options options{.dim = d, .mini_batch = b, .ln_eps = run.param_scalar("ln_eps")};
+  if constexpr (Model == TTTModel::mlp) {
+    if (run.param_word("activation") != "gelu_tanh") run.fail("activation must be gelu_tanh");
+    options.expansion = run.param_index("hidden") / d;
+    if (options.expansion * d != run.param_index("hidden")) run.fail("hidden is not a multiple of d");
+  }
+  const Layer layer(options, parameters);
+  typename Layer::State state = layer.initial_state();
+  const Vector<Scalar> eta = run.gate("eta", q.rows());
+  run.expect("o", layer.forward(run.form(), {.q = q, .k = k, .v = v, .eta = GateRef<Scalar>(eta)}, state));
+  const Weights<Scalar> final_weights = layer.current_weights(state);
+  for (std::size_t i = 0; i < names.size(); i += 2) {
+    const std::string suffix = Model == TTTModel::linear ? "" : std::to_string(i / 2 + 1);
+    run.expect("final_W" + suffix, final_weights.W[i / 2]);
+    run.expect("final_b" + suffix, final_weights.b[i / 2]);
+  }
+}
+
+template <class Scalar>
+void run_ttt_linear(Run<Scalar>& run) {
+  run_ttt<Scalar, TTTModel::linear>(run);
+}
+
+template <class Scalar>
+void run_ttt_mlp(Run<Scalar>& run) {
+  run_ttt<Scalar, TTTModel::mlp>(run);
+}
+
+// TitansMemory (MATH.md §5): titans_linear (depth 1, W_0 = initial_state or 0) and
+// titans_mlp (depth 2, W1, W2, no biases).
+template <class Scalar>
+void run_titans(Run<Scalar>& run, bool mlp) {
+  using Layer = TitansMemory<Scalar>;
+  const Index b = run.param_index("mini_batch");
+  if (run.form() == Form::parallel && run.golden().tensor("q").rows() > b) {
+    return run.undefined("T > mini_batch");
+  }
+  expect_param(run, "scale", 1.0);
+  expect_param(run, "loss_grad_factor", 2.0);
+  const Matrix<Scalar> q = run.input("q"), k = run.input("k"), v = run.input("v");
+  const Index tokens = q.rows(), dk = q.cols(), dv = v.cols();
+  typename Layer::Options options{.key_dim = dk, .value_dim = dv, .depth = run.param_index("depth"), .mini_batch = b};
+  typename Layer::Parameters parameters{{}, Matrix<Scalar>::Ones(1, dv), Matrix<Scalar>::Zero(1, dv)};
+  std::vector<std::string> names{""};
+  if (mlp) {
+    if (run.param_word("activation") != "gelu_tanh") run.fail("activation must be gelu_tanh");
+    const Index hidden = run.param_index("hidden");
+    options.expansion = hidden / dk;
+    if (options.expansion * dk != hidden) run.fail("hidden is not a multiple of dk");
+    names.clear();
+    for (Index l = 1; l <= options.depth; ++l) {
+      names.push_back("_W" + std::to_string(l));
+      parameters.initial.W.push_back(run.input("W" + std::to_string(l)));
+    }
+  } else {
+    parameters.initial.W.push_back(run.input_or_zero("initial_state", dk, dv));
+  }
+  const Layer layer(options, parameters);
+  typename Layer::State state = layer.initial_state();
+  for (std::size_t l = 0; l < names.size(); ++l) {
+    const Matrix<Scalar>& W = state.momentum.W[l];
+    state.momentum.W[l] = run.input_or_zero("initial_momentum" + names[l], W.rows(), W.cols());
+  }
+  const Vector<Scalar> theta = run.gate("theta", tokens), alpha = run.gate("alpha", tokens),
+                       eta = run.gate("eta", tokens);
+  run.expect("o", layer.forward(run.form(),
+                                {.q = q, .k = k, .v = v, .theta = GateRef<Scalar>(theta),
+                                 .alpha = GateRef<Scalar>(alpha), .momentum = GateRef<Scalar>(eta)},
+                                state));
+  for (std::size_t l = 0; l < names.size(); ++l) {
+    run.expect(mlp ? "final" + names[l] : "final_state", state.current.W[l]);
+    run.expect("final_momentum" + names[l], state.momentum.W[l]);
+  }
+}
+
+template <class Scalar>
+void run_titans_linear(Run<Scalar>& run) {
+  run_titans(run, /*mlp=*/false);
+}
+
+template <class Scalar>
+void run_titans_mlp(Run<Scalar>& run) {
+  run_titans(run, /*mlp=*/true);
+}
+
 // Layer name → runner. Add new layers here (one line each).
 const Registry& registry() {
   static const auto* const kRegistry = new Registry{
@@ -248,15 +364,17 @@ const Registry& registry() {
       {"softmax_attn", {run_softmax_attn<double>, run_softmax_attn<float>}},
       {"delta_rule", {run_delta_rule<double>, run_delta_rule<float>}},
       {"gated_delta_rule", {run_gated_delta_rule<double>, run_gated_delta_rule<float>}},
+      {"ttt_linear", {run_ttt_linear<double>, run_ttt_linear<float>}},
+      {"ttt_mlp", {run_ttt_mlp<double>, run_ttt_mlp<float>}},
+      {"titans_linear", {run_titans_linear<double>, run_titans_linear<float>}},
+      {"titans_mlp", {run_titans_mlp<double>, run_titans_mlp<float>}},
   };
   return *kRegistry;
 }
 
 // Layers with golden files but no runner yet: reported as skip. Any other layer name fails.
 const std::set<std::string>& pending_layers() {
-  static const auto* const kPending = new std::set<std::string>{
-      "ttt_linear", "ttt_mlp", "titans_linear", "titans_mlp",
-  };
+  static const auto* const kPending = new std::set<std::string>{};
   return *kPending;
 }
 

@@ -78,7 +78,12 @@ class MultiHead {
       outs[s].resize(Layer::tokens(sequences[s]), num_heads_ * layer_.output_dim());
     }
     const Index dv = layer_.output_dim();
-    run_parallel(static_cast<Index>(heads.size()), [&](Index item) {
+    // Starting threads costs tens of microseconds: a call with few tokens in all (a decode
+    // step) runs on the calling thread.
+    Index total_tokens = 0;
+    for (const Inputs& seq : sequences) total_tokens += Layer::tokens(seq);
+    const Index threads = total_tokens * num_heads_ < kMinTokensPerThread * 2 ? 1 : num_threads_;
+    run_parallel(threads, static_cast<Index>(heads.size()), [&](Index item) {
       const auto s = static_cast<std::size_t>(item / num_heads_);
       const Index h = item % num_heads_;
       layer_.forward(form, heads[static_cast<std::size_t>(item)],
@@ -89,11 +94,12 @@ class MultiHead {
 
  private:
   static constexpr const char* kName = "MultiHead";
+  static constexpr Index kMinTokensPerThread = 64;
 
-  /// Runs work(0..items-1) on up to num_threads threads; rethrows the first exception.
+  /// Runs work(0..items-1) on up to max_threads threads; rethrows the first exception.
   template <class Work>
-  void run_parallel(Index items, const Work& work) const {
-    const Index threads = std::min(num_threads_, items);
+  static void run_parallel(Index max_threads, Index items, const Work& work) {
+    const Index threads = std::min(max_threads, items);
     if (threads <= 1) {
       for (Index i = 0; i < items; ++i) work(i);
       return;

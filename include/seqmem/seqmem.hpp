@@ -10,5 +10,7 @@
 #include "seqmem/layers/delta_net.hpp"
 #include "seqmem/layers/linear_attention.hpp"
 #include "seqmem/layers/softmax_attention.hpp"
+#include "seqmem/layers/titans.hpp"
+#include "seqmem/layers/ttt.hpp"
 #include "seqmem/multi_head.hpp"
 #include "seqmem/version.hpp"

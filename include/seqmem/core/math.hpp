@@ -66,9 +66,8 @@ class DecayTable {
     for (Index i = 0; i < n; ++i) {
       const Index last = keep_diagonal ? i + 1 : i;
       if (gated_) {
-        for (Index j = 0; j < last; ++j) {
-          scores(i, j) *= static_cast<Scalar>(std::exp(gamma_(i) - gamma_(j)));
-        }
+        scores.row(i).head(last).array() *=
+            (gamma_(i) - gamma_.head(last).array()).exp().template cast<Scalar>().transpose();
       }
       scores.row(i).tail(n - last).setZero();
     }

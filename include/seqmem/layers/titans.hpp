@@ -1,0 +1,251 @@
+#pragma once
+
+/// @file
+/// Titans neural memory: a deep memory trained at test time with momentum and
+/// data-dependent forgetting, in all three forms (MATH.md §5).
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "seqmem/core/errors.hpp"
+#include "seqmem/core/inner_model.hpp"
+#include "seqmem/core/types.hpp"
+
+namespace seqmem {
+
+/// Titans neural memory (MATH.md §5). Memory M of depth L (L = 1: x W; L ≥ 2: an MLP with
+/// hidden width expansion·key_dim), loss ‖M(k) − v‖², gradients u_t at the weights M_ref of
+/// the current mini-batch's start, and
+///
+///     S_t = η_t S_{t−1} − θ_t u_t          (momentum)
+///     M_t = (1 − α_t) M_{t−1} + S_t        (forgetting)
+///     o_t = M_t(q_t)                       (read after write)
+///
+/// The chunkwise form evaluates each mini-batch in closed form (the dual form of the shared
+/// engine, core/inner_model.hpp) with coefficients built by running products, so α = 1,
+/// η = 0 and long products of small factors are exact (no quotients).
+template <class Scalar_>
+class TitansMemory {
+ public:
+  using Scalar = Scalar_;
+  static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
+
+  struct Options {
+    Index key_dim = 0;
+    Index value_dim = 0;
+    Index depth = 1;      ///< L ∈ {1, 2, 3, 4}
+    Index expansion = 4;  ///< hidden width = expansion·key_dim (L ≥ 2)
+    Activation activation = Activation::gelu_tanh;
+    bool bias = false;
+    bool layer_norm = false;  ///< residual + LayerNorm; needs key_dim = value_dim
+    Index mini_batch = 16;    ///< b; 1 is the exact online rule
+    Scalar ln_eps = Scalar(1e-6);
+  };
+
+  /// Outer-loop parameters: the initial memory weights and the LayerNorm weight and bias
+  /// (`1×value_dim`). Defaults: W_0 = 0 for L = 1; for L ≥ 2 the deterministic init of
+  /// InnerModel::default_weights (W(i, j) = sin(1 + i·cols + j)/√rows); biases 0; LN weight 1,
+  /// LN bias 0.
+  struct Parameters {
+    Weights<Scalar> initial;
+    Matrix<Scalar> ln_weight, ln_bias;
+  };
+
+  /// q, k `T×key_dim`, v `T×value_dim`; per-token `theta` θ ≥ 0 (learning rate), `alpha`
+  /// α ∈ [0, 1] (forgetting), `momentum` η ∈ [0, 1] (momentum decay), each `T×1`.
+  struct Inputs {
+    MatrixCRef<Scalar> q;
+    MatrixCRef<Scalar> k;
+    MatrixCRef<Scalar> v;
+    std::optional<GateRef<Scalar>> theta = std::nullopt;
+    std::optional<GateRef<Scalar>> alpha = std::nullopt;
+    std::optional<GateRef<Scalar>> momentum = std::nullopt;
+  };
+
+  /// M_ref (weights at the start of the current mini-batch), the current weights M, the
+  /// momentum S (one per weight matrix) and the position inside the mini-batch.
+  struct State {
+    Weights<Scalar> reference;
+    Weights<Scalar> current;
+    Weights<Scalar> momentum;
+    Index position = 0;
+  };
+
+  explicit TitansMemory(const Options& options,
+                        std::optional<Parameters> parameters = std::nullopt)
+      : options_(options) {
+    detail::require_positive(kName, "key_dim", options_.key_dim);
+    detail::require_positive(kName, "value_dim", options_.value_dim);
+    detail::require_positive(kName, "mini_batch", options_.mini_batch);
+    if (options_.depth < 1 || options_.depth > 4) {
+      detail::fail(kName, "depth must be in [1, 4], got ", options_.depth);
+    }
+    if (options_.depth > 1) detail::require_positive(kName, "expansion", options_.expansion);
+    if (options_.layer_norm && options_.key_dim != options_.value_dim) {
+      detail::fail(kName, "layer_norm (with its residual) needs key_dim = value_dim, got ",
+                   options_.key_dim, " and ", options_.value_dim);
+    }
+    if (!(options_.ln_eps > Scalar(0))) {
+      detail::fail(kName, "ln_eps must be > 0, got ", options_.ln_eps);
+    }
+    const Index hidden = options_.expansion * options_.key_dim;
+    model_.dims.assign(std::size_t(options_.depth + 1), hidden);
+    model_.dims.front() = options_.key_dim;
+    model_.dims.back() = options_.value_dim;
+    model_.activation = options_.activation;
+    model_.bias = options_.bias;
+    model_.layer_norm = options_.layer_norm;
+    model_.ln_eps = options_.ln_eps;
+    model_.loss_factor = Scalar(2);
+    if (!parameters) {
+      const Index dv = options_.value_dim;
+      parameters = Parameters{options_.depth == 1 ? model_.zeros() : model_.default_weights(),
+                              Matrix<Scalar>::Ones(1, dv), Matrix<Scalar>::Zero(1, dv)};
+    }
+    model_.check_weights(kName, "parameters.initial", parameters->initial);
+    detail::require_shape(kName, "parameters.ln_weight", parameters->ln_weight, 1,
+                          options_.value_dim);
+    detail::require_shape(kName, "parameters.ln_bias", parameters->ln_bias, 1,
+                          options_.value_dim);
+    parameters_ = std::move(*parameters);
+    model_.ln_weight = parameters_.ln_weight;
+    model_.ln_bias = parameters_.ln_bias;
+  }
+
+  const Options& options() const { return options_; }
+  const Parameters& parameters() const { return parameters_; }
+  Index output_dim() const { return options_.value_dim; }
+  static Index tokens(const Inputs& in) { return in.q.rows(); }
+
+  State initial_state() const {
+    return {parameters_.initial, parameters_.initial, model_.zeros(), 0};
+  }
+
+  void check(Form form, const Inputs& in, const State& state) const {
+    const Index T = in.q.rows(), b = options_.mini_batch;
+    detail::require_shape(kName, "q", in.q, T, options_.key_dim);
+    detail::require_shape(kName, "k", in.k, T, options_.key_dim);
+    detail::require_shape(kName, "v", in.v, T, options_.value_dim);
+    detail::require_gate<Scalar>(kName, "theta", in.theta, T, true,
+                                 [](Scalar x) { return x >= Scalar(0); }, ">= 0");
+    detail::require_gate<Scalar>(kName, "alpha", in.alpha, T, true, in_unit, "in [0, 1]");
+    detail::require_gate<Scalar>(kName, "momentum", in.momentum, T, true, in_unit, "in [0, 1]");
+    model_.check_weights(kName, "state.reference", state.reference);
+    model_.check_weights(kName, "state.current", state.current);
+    model_.check_weights(kName, "state.momentum", state.momentum);
+    if (state.position < 0 || state.position >= b) {
+      detail::fail(kName, "state.position must be in [0, ", b, "), got ", state.position);
+    }
+    if (form == Form::parallel && state.position + T > b) {
+      detail::fail(kName, "the parallel form needs position + T <= mini_batch (", b,
+                   "), got ", state.position, " + ", T, "; use Form::chunkwise");
+    }
+  }
+
+  Inputs head(const Inputs& packed, Index h, Index H) const {
+    const Index dk = options_.key_dim, dv = options_.value_dim;
+    detail::require_shape(kName, "q (packed)", packed.q, packed.q.rows(), H * dk);
+    detail::require_shape(kName, "k (packed)", packed.k, packed.q.rows(), H * dk);
+    detail::require_shape(kName, "v (packed)", packed.v, packed.q.rows(), H * dv);
+    return {.q = packed.q.middleCols(h * dk, dk),
+            .k = packed.k.middleCols(h * dk, dk),
+            .v = packed.v.middleCols(h * dv, dv),
+            .theta = detail::head_gate<Scalar>(kName, "theta", packed.theta, h, H),
+            .alpha = detail::head_gate<Scalar>(kName, "alpha", packed.alpha, h, H),
+            .momentum = detail::head_gate<Scalar>(kName, "momentum", packed.momentum, h, H)};
+  }
+
+  Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
+    Matrix<Scalar> out(in.q.rows(), options_.value_dim);
+    forward(form, in, state, out);
+    return out;
+  }
+
+  void forward(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
+    check(form, in, state);
+    detail::require_shape(kName, "out", out, in.q.rows(), options_.value_dim);
+    if (form == Form::recurrent) return recurrent(in, state, out);
+    dual(form, in, state, out);
+  }
+
+ private:
+  static constexpr const char* kName = "TitansMemory";
+  static bool in_unit(Scalar x) { return x >= Scalar(0) && x <= Scalar(1); }
+
+  /// Ends the mini-batch when the position reached b: the next one takes gradients at M.
+  void roll_over(State& state) const {
+    if (state.position < options_.mini_batch) return;
+    state.reference = state.current;
+    state.position = 0;
+  }
+
+  /// The definition, token by token.
+  void recurrent(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
+    for (Index t = 0; t < in.q.rows(); ++t) {
+      const auto trace = model_.trace(state.reference, in.k.row(t), in.v.row(t));
+      const Scalar theta = (*in.theta)(t, 0), keep = Scalar(1) - (*in.alpha)(t, 0),
+                   eta = (*in.momentum)(t, 0);
+      for (std::size_t l = 0; l < model_.layers(); ++l) {
+        Matrix<Scalar>& S = state.momentum.W[l];
+        S *= eta;
+        S.noalias() -= theta * trace.X[l].transpose() * trace.Delta[l];
+        state.current.W[l] = keep * state.current.W[l] + S;
+        if (options_.bias) {
+          Matrix<Scalar>& Sb = state.momentum.b[l];
+          Sb = eta * Sb - theta * trace.Delta[l];
+          state.current.b[l] = keep * state.current.b[l] + Sb;
+        }
+      }
+      out.row(t) = model_.evaluate(state.current, in.q.row(t));
+      ++state.position;
+      roll_over(state);
+    }
+  }
+
+  /// Closed form per mini-batch segment (MATH.md §5), from M_0 = current, S_0 = momentum:
+  ///     M_t = β_t M_0 + f_t S_0 − Σ_{i≤t} G_{t,i} u_i,    S_t = m_t S_0 − Σ_{i≤t} N_{t,i} u_i
+  /// with the coefficients built by the recurrences they satisfy:
+  ///     m_t = η_t m_{t−1},  β_t = (1−α_t) β_{t−1},  f_t = (1−α_t) f_{t−1} + m_t,
+  ///     N_{t,i} = η_t N_{t−1,i},  G_{t,i} = (1−α_t) G_{t−1,i} + N_{t,i},  N_{i,i} = G_{i,i} = θ_i.
+  void dual(Form form, const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
+    const Index T = in.q.rows();
+    for (Index begin = 0; begin < T;) {
+      const Index n = form == Form::parallel ? T : std::min(options_.mini_batch - state.position, T - begin);
+      const Matrix<Scalar> k = in.k.middleRows(begin, n), v = in.v.middleRows(begin, n);
+      const auto trace = model_.trace(state.reference, k, v);
+      Vector<Scalar> m(n), beta(n), f(n);
+      Matrix<Scalar> N = Matrix<Scalar>::Zero(n, n), G = Matrix<Scalar>::Zero(n, n);
+      for (Index t = 0; t < n; ++t) {
+        const Scalar theta = (*in.theta)(begin + t, 0), keep = Scalar(1) - (*in.alpha)(begin + t, 0),
+                     eta = (*in.momentum)(begin + t, 0);
+        m(t) = eta * (t ? m(t - 1) : Scalar(1));
+        beta(t) = keep * (t ? beta(t - 1) : Scalar(1));
+        f(t) = keep * (t ? f(t - 1) : Scalar(0)) + m(t);
+        for (Index i = 0; i < t; ++i) {
+          N(t, i) = eta * N(t - 1, i);
+          G(t, i) = keep * G(t - 1, i) + N(t, i);
+        }
+        N(t, t) = G(t, t) = theta;
+      }
+      out.middleRows(begin, n) = model_.dual_outputs(
+          in.q.middleRows(begin, n), {{&beta, &state.current}, {&f, &state.momentum}}, G, trace);
+      const Index last = n - 1;
+      Weights<Scalar> current = model_.combine(
+          {{beta(last), &state.current}, {f(last), &state.momentum}}, G.row(last).transpose(), trace);
+      state.momentum = model_.combine({{m(last), &state.momentum}}, N.row(last).transpose(), trace);
+      state.current = std::move(current);
+      state.position += n;
+      roll_over(state);
+      begin += n;
+    }
+  }
+
+  Options options_;
+  Parameters parameters_;
+  detail::InnerModel<Scalar> model_;
+};
+
+}  // namespace seqmem

@@ -1,0 +1,247 @@
+#pragma once
+
+/// @file
+/// TTT-Linear and TTT-MLP: test-time training with mini-batch gradient descent, primal
+/// (recurrent) and dual (chunkwise, parallel) forms (MATH.md §4).
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "seqmem/core/errors.hpp"
+#include "seqmem/core/inner_model.hpp"
+#include "seqmem/core/types.hpp"
+
+namespace seqmem {
+
+/// The inner model of a TTT layer.
+enum class TTTModel {
+  linear,  ///< f_res(x) = x W + b
+  mlp,     ///< f_res(x) = gelu_tanh(x W1 + b1) W2 + b2, hidden width expansion·dim
+};
+
+/// TTT layer (MATH.md §4). Inner model f(x) = x + LN(f_res(x)) (or f_res alone with
+/// `layer_norm` off), loss ½‖f(k) − v‖², mini-batch gradient descent: token i of a
+/// mini-batch that starts at weights W_ref sees
+///
+///     W_i = W_ref − c_i Σ_{j≤i} a_j ∇ℓ(W_ref; k_j, v_j),    o_i = f(q_i; W_i)
+///
+/// with c_i = max(0, 1/(i+1) + λ_i) (token-index scaling; 1 when off) and the next
+/// mini-batch starting at the weights of its last token. Calls may stop and start anywhere
+/// inside a mini-batch. Use the names TTTLinear and TTTMLP.
+template <class Scalar_, TTTModel Model>
+class TTT {
+ public:
+  using Scalar = Scalar_;
+  static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
+
+  struct Options {
+    Index dim = 0;          ///< width d of q, k, v (= key and value dim)
+    Index mini_batch = 16;  ///< b: a model hyperparameter, not a tuning knob
+    bool token_index_scaling = true;
+    /// λ_i, one per mini-batch position (empty: all 0); used with token_index_scaling.
+    std::vector<Scalar> token_scale_offset = {};
+    bool layer_norm = true;  ///< residual + LayerNorm around the inner model
+    bool bias = true;
+    Scalar ln_eps = Scalar(1e-6);
+    Index expansion = 4;  ///< TTT-MLP hidden width = expansion·dim
+  };
+
+  /// Outer-loop parameters, learned elsewhere: the initial inner weights and the fixed
+  /// LayerNorm weight and bias (`1×dim`). Defaults: the documented deterministic init of
+  /// InnerModel::default_weights (W(i, j) = sin(1 + i·cols + j)/√rows, b = 0), LN weight 1,
+  /// LN bias 0.
+  struct Parameters {
+    Weights<Scalar> initial;
+    Matrix<Scalar> ln_weight, ln_bias;
+  };
+
+  /// q, k, v `T×dim`; `eta` `T×1`: the per-token inner learning rates a_t ≥ 0.
+  struct Inputs {
+    MatrixCRef<Scalar> q;
+    MatrixCRef<Scalar> k;
+    MatrixCRef<Scalar> v;
+    std::optional<GateRef<Scalar>> eta = std::nullopt;
+  };
+
+  /// The reference weights of the current mini-batch, the accumulated weighted gradient
+  /// G = Σ_{j so far} a_j ∇_j (same shapes), and the position inside the mini-batch.
+  struct State {
+    Weights<Scalar> reference;
+    Weights<Scalar> gradient;
+    Index position = 0;
+  };
+
+  explicit TTT(const Options& options, std::optional<Parameters> parameters = std::nullopt)
+      : options_(options) {
+    detail::require_positive(kName, "dim", options_.dim);
+    detail::require_positive(kName, "mini_batch", options_.mini_batch);
+    if (Model == TTTModel::mlp) detail::require_positive(kName, "expansion", options_.expansion);
+    if (!(options_.ln_eps > Scalar(0))) {
+      detail::fail(kName, "ln_eps must be > 0, got ", options_.ln_eps);
+    }
+    const auto lambda_count = static_cast<Index>(options_.token_scale_offset.size());
+    if (lambda_count != 0 && lambda_count != options_.mini_batch) {
+      detail::fail(kName, "token_scale_offset must hold mini_batch (", options_.mini_batch,
+                   ") values or none, got ", lambda_count);
+    }
+    const Index d = options_.dim;
+    model_.dims = Model == TTTModel::linear ? std::vector<Index>{d, d}
+                                            : std::vector<Index>{d, options_.expansion * d, d};
+    model_.activation = Activation::gelu_tanh;
+    model_.bias = options_.bias;
+    model_.layer_norm = options_.layer_norm;
+    model_.ln_eps = options_.ln_eps;
+    model_.loss_factor = Scalar(1);
+    if (!parameters) {
+      parameters = Parameters{model_.default_weights(), Matrix<Scalar>::Ones(1, d),
+                              Matrix<Scalar>::Zero(1, d)};
+    }
+    model_.check_weights(kName, "parameters.initial", parameters->initial);
+    detail::require_shape(kName, "parameters.ln_weight", parameters->ln_weight, 1, d);
+    detail::require_shape(kName, "parameters.ln_bias", parameters->ln_bias, 1, d);
+    parameters_ = std::move(*parameters);
+    model_.ln_weight = parameters_.ln_weight;
+    model_.ln_bias = parameters_.ln_bias;
+    for (Index i = 0; i < options_.mini_batch; ++i) {
+      Scalar c = Scalar(1);
+      if (options_.token_index_scaling) {
+        const Scalar lambda = lambda_count ? options_.token_scale_offset[std::size_t(i)] : Scalar(0);
+        c = std::max(Scalar(0), Scalar(1) / Scalar(i + 1) + lambda);
+      }
+      token_scale_.push_back(c);
+    }
+  }
+
+  const Options& options() const { return options_; }
+  const Parameters& parameters() const { return parameters_; }
+  Index output_dim() const { return options_.dim; }
+  static Index tokens(const Inputs& in) { return in.q.rows(); }
+  /// c_i of mini-batch position i.
+  Scalar token_scale(Index i) const { return token_scale_[std::size_t(i)]; }
+
+  State initial_state() const { return {parameters_.initial, model_.zeros(), 0}; }
+
+  /// The weights the last token of the state used: W_ref − c_{p−1} G (W_ref at p = 0).
+  Weights<Scalar> current_weights(const State& state) const {
+    if (state.position == 0) return state.reference;
+    return combine_current(state, token_scale(state.position - 1));
+  }
+
+  void check(Form form, const Inputs& in, const State& state) const {
+    const Index T = in.q.rows(), d = options_.dim, b = options_.mini_batch;
+    detail::require_shape(kName, "q", in.q, T, d);
+    detail::require_shape(kName, "k", in.k, T, d);
+    detail::require_shape(kName, "v", in.v, T, d);
+    detail::require_gate<Scalar>(kName, "eta", in.eta, T, true,
+                                 [](Scalar a) { return a >= Scalar(0); }, ">= 0");
+    model_.check_weights(kName, "state.reference", state.reference);
+    model_.check_weights(kName, "state.gradient", state.gradient);
+    if (state.position < 0 || state.position >= b) {
+      detail::fail(kName, "state.position must be in [0, ", b, "), got ", state.position);
+    }
+    if (form == Form::parallel && state.position + T > b) {
+      detail::fail(kName, "the parallel form needs position + T <= mini_batch (", b,
+                   "), got ", state.position, " + ", T, "; use Form::chunkwise");
+    }
+  }
+
+  Inputs head(const Inputs& packed, Index h, Index H) const {
+    const Index d = options_.dim;
+    detail::require_shape(kName, "q (packed)", packed.q, packed.q.rows(), H * d);
+    detail::require_shape(kName, "k (packed)", packed.k, packed.q.rows(), H * d);
+    detail::require_shape(kName, "v (packed)", packed.v, packed.q.rows(), H * d);
+    return {.q = packed.q.middleCols(h * d, d),
+            .k = packed.k.middleCols(h * d, d),
+            .v = packed.v.middleCols(h * d, d),
+            .eta = detail::head_gate<Scalar>(kName, "eta", packed.eta, h, H)};
+  }
+
+  Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
+    Matrix<Scalar> out(in.q.rows(), options_.dim);
+    forward(form, in, state, out);
+    return out;
+  }
+
+  void forward(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
+    check(form, in, state);
+    detail::require_shape(kName, "out", out, in.q.rows(), options_.dim);
+    if (form == Form::recurrent) return primal(in, state, out);
+    dual(form, in, state, out);
+  }
+
+ private:
+  static constexpr const char* kName = Model == TTTModel::linear ? "TTTLinear" : "TTTMLP";
+
+  Weights<Scalar> combine_current(const State& state, Scalar c) const {
+    Weights<Scalar> w = state.reference;
+    for (std::size_t l = 0; l < w.W.size(); ++l) w.W[l] -= c * state.gradient.W[l];
+    for (std::size_t l = 0; l < w.b.size(); ++l) w.b[l] -= c * state.gradient.b[l];
+    return w;
+  }
+
+  /// Ends the mini-batch when the state's position reached b: W_ref ← W_ref − c_{b−1} G.
+  void roll_over(State& state) const {
+    if (state.position < options_.mini_batch) return;
+    state.reference = combine_current(state, token_scale(options_.mini_batch - 1));
+    state.gradient = model_.zeros();
+    state.position = 0;
+  }
+
+  /// The primal form, token by token: the definition.
+  void primal(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
+    for (Index t = 0; t < in.q.rows(); ++t) {
+      const auto trace = model_.trace(state.reference, in.k.row(t), in.v.row(t));
+      const Scalar a = (*in.eta)(t, 0);
+      for (std::size_t l = 0; l < model_.layers(); ++l) {
+        state.gradient.W[l].noalias() += a * trace.X[l].transpose() * trace.Delta[l];
+        if (options_.bias) state.gradient.b[l] += a * trace.Delta[l];
+      }
+      const Weights<Scalar> current = combine_current(state, token_scale(state.position));
+      out.row(t) = model_.evaluate(current, in.q.row(t));
+      ++state.position;
+      roll_over(state);
+    }
+  }
+
+  /// The dual form, one segment (part of a mini-batch) at a time; parallel = one segment.
+  void dual(Form form, const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
+    const Index T = in.q.rows();
+    for (Index begin = 0; begin < T;) {
+      const Index p = state.position;
+      const Index n = form == Form::parallel ? T : std::min(options_.mini_batch - p, T - begin);
+      const Matrix<Scalar> k = in.k.middleRows(begin, n), v = in.v.middleRows(begin, n);
+      const auto trace = model_.trace(state.reference, k, v);
+      // P_t = 1·W_ref − c_t·G − Σ_{i≤t} c_t a_i u_i
+      Vector<Scalar> ones = Vector<Scalar>::Ones(n), minus_c(n), a(n);
+      for (Index i = 0; i < n; ++i) {
+        minus_c(i) = -token_scale(p + i);
+        a(i) = (*in.eta)(begin + i, 0);
+      }
+      Matrix<Scalar> E = (-minus_c * a.transpose()).template triangularView<Eigen::Lower>();
+      out.middleRows(begin, n) =
+          model_.dual_outputs(in.q.middleRows(begin, n), {{&ones, &state.reference}, {&minus_c, &state.gradient}}, E, trace);
+      state.gradient = model_.combine({{Scalar(1), &state.gradient}}, -a, trace);  // G + Σ a_i u_i
+      state.position += n;
+      roll_over(state);
+      begin += n;
+    }
+  }
+
+  Options options_;
+  Parameters parameters_;
+  detail::InnerModel<Scalar> model_;
+  std::vector<Scalar> token_scale_;
+};
+
+/// TTT-Linear: f_res(x) = x W + b (MATH.md §4).
+template <class Scalar>
+using TTTLinear = TTT<Scalar, TTTModel::linear>;
+
+/// TTT-MLP: f_res(x) = gelu_tanh(x W1 + b1) W2 + b2 (MATH.md §4).
+template <class Scalar>
+using TTTMLP = TTT<Scalar, TTTModel::mlp>;
+
+}  // namespace seqmem
