@@ -7,5 +7,5 @@ source scripts/install-deps.sh
 seqmem_install_deps
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
-cmake --build build -j"$(nproc 2>/dev/null || echo 2)"
+cmake --build build --target quickstart -j"$(nproc 2>/dev/null || echo 2)"
 build/examples/quickstart "$@"

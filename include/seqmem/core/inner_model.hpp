@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <numbers>
+#include <sstream>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -62,17 +63,28 @@ Scalar silu_derivative(Scalar x) {
   return s * (Scalar(1) + x * (Scalar(1) - s));
 }
 
+/// The activation applied to a matrix, vectorized (Eigen's packet tanh/exp): the same
+/// formulas as the scalar functions above.
 template <class Scalar>
 Matrix<Scalar> activate(Activation a, const Matrix<Scalar>& z) {
-  return a == Activation::gelu_tanh ? z.unaryExpr([](Scalar x) { return gelu_tanh(x); }).eval()
-                                    : z.unaryExpr([](Scalar x) { return silu(x); }).eval();
+  const auto x = z.array();
+  if (a == Activation::silu) return (x / (Scalar(1) + (-x).exp())).matrix();
+  const Scalar k = Scalar(std::numbers::sqrt2 * std::numbers::inv_sqrtpi);
+  return (Scalar(0.5) * x * (Scalar(1) + (k * (x + Scalar(0.044715) * x.cube())).tanh())).matrix();
 }
 
 template <class Scalar>
 Matrix<Scalar> activate_derivative(Activation a, const Matrix<Scalar>& z) {
-  return a == Activation::gelu_tanh
-             ? z.unaryExpr([](Scalar x) { return gelu_tanh_derivative(x); }).eval()
-             : z.unaryExpr([](Scalar x) { return silu_derivative(x); }).eval();
+  const auto x = z.array();
+  if (a == Activation::silu) {
+    const auto s = (Scalar(1) / (Scalar(1) + (-x).exp())).eval();
+    return (s * (Scalar(1) + x * (Scalar(1) - s))).matrix();
+  }
+  const Scalar k = Scalar(std::numbers::sqrt2 * std::numbers::inv_sqrtpi);
+  const auto th = (k * (x + Scalar(0.044715) * x.cube())).tanh().eval();
+  return (Scalar(0.5) * (Scalar(1) + th) +
+          Scalar(0.5) * x * (Scalar(1) - th.square()) * k * (Scalar(1) + Scalar(3 * 0.044715) * x.square()))
+      .matrix();
 }
 
 /// Row-wise LayerNorm with biased variance: y = γ ⊙ x̂ + β, x̂ = (z − μ)/σ, σ = √(var + ε).
@@ -171,12 +183,14 @@ struct InnerModel {
       fail(where, name, ".b must hold ", bias ? layers() : 0, " rows, got ", w.b.size());
     }
     for (std::size_t l = 0; l < layers(); ++l) {
-      const std::string index = "[" + std::to_string(l) + "]";
-      require_shape(where, std::string(name) + ".W" + index, w.W[l], dims[l], dims[l + 1]);
-      if (!w.W[l].allFinite()) fail(where, name, ".W", index, " must be finite");
+      std::ostringstream W_name, b_name;
+      W_name << name << ".W[" << l << "]";
+      b_name << name << ".b[" << l << "]";
+      require_shape(where, W_name.str(), w.W[l], dims[l], dims[l + 1]);
+      if (!w.W[l].allFinite()) fail(where, W_name.str(), " must be finite");
       if (bias) {
-        require_shape(where, std::string(name) + ".b" + index, w.b[l], 1, dims[l + 1]);
-        if (!w.b[l].allFinite()) fail(where, name, ".b", index, " must be finite");
+        require_shape(where, b_name.str(), w.b[l], 1, dims[l + 1]);
+        if (!w.b[l].allFinite()) fail(where, b_name.str(), " must be finite");
       }
     }
   }

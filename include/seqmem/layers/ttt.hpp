@@ -221,8 +221,10 @@ class TTT {
         a(i) = (*in.eta)(begin + i, 0);
       }
       Matrix<Scalar> E = (-minus_c * a.transpose()).template triangularView<Eigen::Lower>();
-      out.middleRows(begin, n) =
-          model_.dual_outputs(in.q.middleRows(begin, n), {{&ones, &state.reference}, {&minus_c, &state.gradient}}, E, trace);
+      // At a mini-batch start G is zero: its base term would add nothing.
+      std::vector<detail::WeightedBase<Scalar>> bases{{&ones, &state.reference}};
+      if (p > 0) bases.push_back({&minus_c, &state.gradient});
+      out.middleRows(begin, n) = model_.dual_outputs(in.q.middleRows(begin, n), bases, E, trace);
       state.gradient = model_.combine({{Scalar(1), &state.gradient}}, -a, trace);  // G + Σ a_i u_i
       state.position += n;
       roll_over(state);
