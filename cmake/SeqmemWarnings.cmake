@@ -27,14 +27,19 @@ function(seqmem_target_defaults target)
     if(SEQMEM_WERROR)
       target_compile_options(${target} PRIVATE -Werror)
     endif()
+    # GCC < 13 reports false "may be used uninitialized" warnings on disengaged std::optional
+    # members of aggregates (GCC PR 80635) — our Options structs — and, with -march=native,
+    # inside its own AVX-512 intrinsics that Eigen uses (GCC PR 105593).
+    if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+      target_compile_options(${target} PRIVATE -Wno-maybe-uninitialized)
+    endif()
     if(SEQMEM_NATIVE)
       check_cxx_compiler_flag(-march=native SEQMEM_HAVE_MARCH_NATIVE)
       if(SEQMEM_HAVE_MARCH_NATIVE)
         target_compile_options(${target} PRIVATE -march=native)
-        # GCC < 13 warns inside its own AVX-512 intrinsics that Eigen uses (GCC PR 105593:
-        # `__Y = __Y` in avx512fintrin.h), which would break SEQMEM_WERROR builds.
+        # (GCC PR 105593 also shows as -Wuninitialized: `__Y = __Y` in avx512fintrin.h.)
         if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
-          target_compile_options(${target} PRIVATE -Wno-maybe-uninitialized -Wno-uninitialized)
+          target_compile_options(${target} PRIVATE -Wno-uninitialized)
         endif()
       endif()
     endif()

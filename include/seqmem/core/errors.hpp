@@ -46,6 +46,22 @@ void require_shape(std::string_view where, std::string_view name,
   }
 }
 
+/// Throws unless every value of `x` is finite, naming the first bad (row, column). The
+/// inputs q, k, v are checked this way unless a layer's `check_finite` option is off.
+template <class Derived>
+void require_finite(std::string_view where, std::string_view name,
+                    const Eigen::DenseBase<Derived>& x) {
+  if (x.allFinite()) return;
+  for (Index i = 0; i < x.rows(); ++i) {
+    for (Index j = 0; j < x.cols(); ++j) {
+      if (!std::isfinite(x(i, j))) {
+        fail(where, name, "(", i, ", ", j, ") must be finite, got ", x(i, j),
+             " (the check_finite option turns this check off)");
+      }
+    }
+  }
+}
+
 /// Checks a per-token gate: present (unless optional), `T × 1`, every value finite and
 /// accepted by `in_range`; `range_text` says the accepted range in the message.
 template <class Scalar, class InRange>

@@ -51,6 +51,13 @@ class DecayTable {
       to_start_(i) = static_cast<Scalar>(std::exp(gamma_(i)));
       to_end_(i) = static_cast<Scalar>(std::exp(gamma_(length - 1) - gamma_(i)));
     }
+    // [Γ_i/Γ_j] on the lower triangle, diagonal included (= 1); computed once per chunk and
+    // shared by every masked product of the chunk.
+    ratios_.resize(length, length);
+    for (Index i = 0; i < length; ++i) {
+      ratios_.row(i).head(i + 1) =
+          (gamma_(i) - gamma_.head(i + 1).array()).exp().template cast<Scalar>().transpose();
+    }
   }
 
   bool gated() const { return gated_; }
@@ -65,10 +72,7 @@ class DecayTable {
     const Index n = scores.rows();
     for (Index i = 0; i < n; ++i) {
       const Index last = keep_diagonal ? i + 1 : i;
-      if (gated_) {
-        scores.row(i).head(last).array() *=
-            (gamma_(i) - gamma_.head(last).array()).exp().template cast<Scalar>().transpose();
-      }
+      if (gated_) scores.row(i).head(last).array() *= ratios_.row(i).head(last).array();
       scores.row(i).tail(n - last).setZero();
     }
   }
@@ -78,6 +82,7 @@ class DecayTable {
   Index length_ = 0;
   Eigen::VectorXd gamma_;
   Vector<Scalar> to_start_, to_end_;
+  Matrix<Scalar> ratios_;
 };
 
 /// Buffers of one decayed chunk, reused across chunks of a call.

@@ -35,6 +35,8 @@ class DeltaNet {
     Index chunk_size = 64;
     /// Divide q and k rows by sqrt(Σx² + 1e-6) inside the layer (as DeltaNet models do).
     bool qk_l2norm = false;
+    /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
+    bool check_finite = true;
   };
 
   /// q, k `T×key_dim`, v `T×value_dim`, `beta` `T×1` in [0, 2], optional `log_decay` `T×1`
@@ -55,10 +57,9 @@ class DeltaNet {
     detail::require_positive(kName, "key_dim", options_.key_dim);
     detail::require_positive(kName, "value_dim", options_.value_dim);
     detail::require_positive(kName, "chunk_size", options_.chunk_size);
-    if (!options_.scale) options_.scale = Scalar(1) / std::sqrt(Scalar(options_.key_dim));
-    if (!std::isfinite(*options_.scale)) {
-      detail::fail(kName, "scale must be finite, got ", *options_.scale);
-    }
+    const Scalar scale = options_.scale.value_or(Scalar(1) / std::sqrt(Scalar(options_.key_dim)));
+    if (!std::isfinite(scale)) detail::fail(kName, "scale must be finite, got ", scale);
+    options_.scale = scale;
   }
 
   const Options& options() const { return options_; }
@@ -76,6 +77,11 @@ class DeltaNet {
     detail::require_shape(kName, "q", in.q, T, dk);
     detail::require_shape(kName, "k", in.k, T, dk);
     detail::require_shape(kName, "v", in.v, T, dv);
+    if (options_.check_finite) {
+      detail::require_finite(kName, "q", in.q);
+      detail::require_finite(kName, "k", in.k);
+      detail::require_finite(kName, "v", in.v);
+    }
     detail::require_gate<Scalar>(
         kName, "beta", in.beta, T, true,
         [](Scalar b) { return b >= Scalar(0) && b <= Scalar(2); }, "in [0, 2]");

@@ -35,6 +35,8 @@ class LinearAttention {
     bool normalize = false;
     Scalar norm_eps = Scalar(1e-10);  ///< ε added to the signed denominator (as fla)
     Index chunk_size = 64;
+    /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
+    bool check_finite = true;
   };
 
   /// One head's inputs for one call: q, k `T×key_dim`, v `T×value_dim`, optional
@@ -56,8 +58,9 @@ class LinearAttention {
     detail::require_positive(kName, "key_dim", options_.key_dim);
     detail::require_positive(kName, "value_dim", options_.value_dim);
     detail::require_positive(kName, "chunk_size", options_.chunk_size);
-    if (!options_.scale) options_.scale = Scalar(1) / std::sqrt(Scalar(options_.key_dim));
-    if (!std::isfinite(*options_.scale)) detail::fail(kName, "scale must be finite, got ", *options_.scale);
+    const Scalar scale = options_.scale.value_or(Scalar(1) / std::sqrt(Scalar(options_.key_dim)));
+    if (!std::isfinite(scale)) detail::fail(kName, "scale must be finite, got ", scale);
+    options_.scale = scale;
     if (!(options_.norm_eps >= Scalar(0))) {
       detail::fail(kName, "norm_eps must be >= 0, got ", options_.norm_eps);
     }
@@ -82,6 +85,11 @@ class LinearAttention {
     detail::require_shape(kName, "q", in.q, T, dk);
     detail::require_shape(kName, "k", in.k, T, dk);
     detail::require_shape(kName, "v", in.v, T, dv);
+    if (options_.check_finite) {
+      detail::require_finite(kName, "q", in.q);
+      detail::require_finite(kName, "k", in.k);
+      detail::require_finite(kName, "v", in.v);
+    }
     detail::require_gate<Scalar>(kName, "log_decay", in.log_decay, T, false,
                                  [](Scalar g) { return g <= Scalar(0); }, "<= 0");
     detail::require_shape(kName, "state.S", state.S, dk, dv);

@@ -34,6 +34,8 @@ class SoftmaxAttention {
     std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
     Index window = 0;                            ///< keys visible, self included; 0 = all
     Index chunk_size = 64;                       ///< query and key tile of the chunkwise form
+    /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
+    bool check_finite = true;
   };
 
   struct Inputs {
@@ -92,8 +94,9 @@ class SoftmaxAttention {
     detail::require_positive(kName, "value_dim", options_.value_dim);
     detail::require_positive(kName, "chunk_size", options_.chunk_size);
     if (options_.window < 0) detail::fail(kName, "window must be >= 0, got ", options_.window);
-    if (!options_.scale) options_.scale = Scalar(1) / std::sqrt(Scalar(options_.key_dim));
-    if (!std::isfinite(*options_.scale)) detail::fail(kName, "scale must be finite, got ", *options_.scale);
+    const Scalar scale = options_.scale.value_or(Scalar(1) / std::sqrt(Scalar(options_.key_dim)));
+    if (!std::isfinite(scale)) detail::fail(kName, "scale must be finite, got ", scale);
+    options_.scale = scale;
   }
 
   const Options& options() const { return options_; }
@@ -114,6 +117,11 @@ class SoftmaxAttention {
     detail::require_shape(kName, "q", in.q, T, options_.key_dim);
     detail::require_shape(kName, "k", in.k, T, options_.key_dim);
     detail::require_shape(kName, "v", in.v, T, options_.value_dim);
+    if (options_.check_finite) {
+      detail::require_finite(kName, "q", in.q);
+      detail::require_finite(kName, "k", in.k);
+      detail::require_finite(kName, "v", in.v);
+    }
     detail::require_shape(kName, "state.keys", state.keys(), state.cached(), options_.key_dim);
     detail::require_shape(kName, "state.values", state.values(), state.cached(),
                           options_.value_dim);

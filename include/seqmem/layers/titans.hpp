@@ -43,6 +43,8 @@ class TitansMemory {
     bool layer_norm = false;  ///< residual + LayerNorm; needs key_dim = value_dim
     Index mini_batch = 16;    ///< b; 1 is the exact online rule
     Scalar ln_eps = Scalar(1e-6);
+    /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
+    bool check_finite = true;
   };
 
   /// Outer-loop parameters: the initial memory weights and the LayerNorm weight and bias
@@ -129,6 +131,11 @@ class TitansMemory {
     detail::require_shape(kName, "q", in.q, T, options_.key_dim);
     detail::require_shape(kName, "k", in.k, T, options_.key_dim);
     detail::require_shape(kName, "v", in.v, T, options_.value_dim);
+    if (options_.check_finite) {
+      detail::require_finite(kName, "q", in.q);
+      detail::require_finite(kName, "k", in.k);
+      detail::require_finite(kName, "v", in.v);
+    }
     detail::require_gate<Scalar>(kName, "theta", in.theta, T, true,
                                  [](Scalar x) { return x >= Scalar(0); }, ">= 0");
     detail::require_gate<Scalar>(kName, "alpha", in.alpha, T, true, in_unit, "in [0, 1]");

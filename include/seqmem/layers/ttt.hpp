@@ -47,6 +47,8 @@ class TTT {
     bool bias = true;
     Scalar ln_eps = Scalar(1e-6);
     Index expansion = 4;  ///< TTT-MLP hidden width = expansion·dim
+    /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
+    bool check_finite = true;
   };
 
   /// Outer-loop parameters, learned elsewhere: the initial inner weights and the fixed
@@ -135,6 +137,11 @@ class TTT {
     detail::require_shape(kName, "q", in.q, T, d);
     detail::require_shape(kName, "k", in.k, T, d);
     detail::require_shape(kName, "v", in.v, T, d);
+    if (options_.check_finite) {
+      detail::require_finite(kName, "q", in.q);
+      detail::require_finite(kName, "k", in.k);
+      detail::require_finite(kName, "v", in.v);
+    }
     detail::require_gate<Scalar>(kName, "eta", in.eta, T, true,
                                  [](Scalar a) { return a >= Scalar(0); }, ">= 0");
     model_.check_weights(kName, "state.reference", state.reference);

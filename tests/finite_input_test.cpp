@@ -1,0 +1,89 @@
+// Non-finite input policy (README, "Errors and bad input"): by default every layer rejects
+// q, k, v holding NaN or Inf, naming the tensor and the first bad (row, column), and leaves
+// the state unchanged; with check_finite = false the value flows through to the outputs.
+
+#include <gtest/gtest.h>
+
+#include <limits>
+
+#include "test_util.hpp"
+
+namespace seqmem::test {
+namespace {
+
+constexpr Index T = 5, d = 4;
+
+// Runs `layer` on inputs where `bad` (q, k or v) holds `value` at (2, 3).
+template <class Layer, class MakeInputs>
+void expect_policy(const Layer& checked, const Layer& unchecked, MakeInputs make_inputs) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const char* name : {"q", "k", "v"}) {
+    for (double value : {nan, inf, -inf}) {
+      Rng rng(1);
+      Matrix<double> q = uniform<double>(rng, T, d), k = uniform<double>(rng, T, d),
+                     v = uniform<double>(rng, T, d);
+      Matrix<double>& bad = name[0] == 'q' ? q : name[0] == 'k' ? k : v;
+      bad(2, 3) = value;
+      for (Form form : all_forms) {
+        SCOPED_TRACE(::testing::Message() << name << " = " << value << ", " << to_string(form));
+        auto state = checked.initial_state();
+        try {
+          (void)checked.forward(form, make_inputs(q, k, v), state);
+          ADD_FAILURE() << "no exception";
+        } catch (const seqmem::invalid_argument& e) {
+          const std::string expected = std::string(name) + "(2, 3) must be finite";
+          EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+        }
+        auto state2 = unchecked.initial_state();
+        const Matrix<double> out = unchecked.forward(form, make_inputs(q, k, v), state2);
+        EXPECT_FALSE(out.allFinite()) << "a non-finite input must not vanish from the output";
+      }
+    }
+  }
+}
+
+const Vector<double> kHalf = Vector<double>::Constant(T, 0.5);
+const Vector<double> kSmall = Vector<double>::Constant(T, 0.05);
+const Vector<double> kZero = Vector<double>::Zero(T);
+
+TEST(FiniteInput, LinearAttention) {
+  using L = LinearAttention<double>;
+  expect_policy(L({.key_dim = d, .value_dim = d}), L({.key_dim = d, .value_dim = d, .check_finite = false}),
+                [](const auto& q, const auto& k, const auto& v) { return L::Inputs{.q = q, .k = k, .v = v}; });
+}
+
+TEST(FiniteInput, SoftmaxAttention) {
+  using L = SoftmaxAttention<double>;
+  expect_policy(L({.key_dim = d, .value_dim = d}), L({.key_dim = d, .value_dim = d, .check_finite = false}),
+                [](const auto& q, const auto& k, const auto& v) { return L::Inputs{.q = q, .k = k, .v = v}; });
+}
+
+TEST(FiniteInput, DeltaNet) {
+  using L = DeltaNet<double>;
+  expect_policy(L({.key_dim = d, .value_dim = d}), L({.key_dim = d, .value_dim = d, .check_finite = false}),
+                [](const auto& q, const auto& k, const auto& v) {
+                  return L::Inputs{.q = q, .k = k, .v = v, .beta = GateRef<double>(kHalf)};
+                });
+}
+
+TEST(FiniteInput, TTT) {
+  using L = TTTMLP<double>;
+  expect_policy(L({.dim = d, .mini_batch = 8}), L({.dim = d, .mini_batch = 8, .check_finite = false}),
+                [](const auto& q, const auto& k, const auto& v) {
+                  return L::Inputs{.q = q, .k = k, .v = v, .eta = GateRef<double>(kSmall)};
+                });
+}
+
+TEST(FiniteInput, Titans) {
+  using L = TitansMemory<double>;
+  expect_policy(L({.key_dim = d, .value_dim = d, .depth = 2, .mini_batch = 8}),
+                L({.key_dim = d, .value_dim = d, .depth = 2, .mini_batch = 8, .check_finite = false}),
+                [](const auto& q, const auto& k, const auto& v) {
+                  return L::Inputs{.q = q, .k = k, .v = v, .theta = GateRef<double>(kSmall),
+                                   .alpha = GateRef<double>(kZero), .momentum = GateRef<double>(kHalf)};
+                });
+}
+
+}  // namespace
+}  // namespace seqmem::test
