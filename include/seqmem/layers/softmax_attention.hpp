@@ -111,6 +111,25 @@ class SoftmaxAttention {
     return state;
   }
 
+  /// A state holding the given cache (`n×key_dim` keys, `n×value_dim` values, oldest first)
+  /// after `tokens` tokens, as a state file or a caller restores it. Throws unless the cache
+  /// fits the options (n ≤ window − 1 when windowed, n ≤ tokens).
+  State make_state(const MatrixCRef<Scalar>& keys, const MatrixCRef<Scalar>& values,
+                   Index tokens) const {
+    const Index n = keys.rows();
+    detail::require_shape(kName, "keys", keys, n, options_.key_dim);
+    detail::require_shape(kName, "values", values, n, options_.value_dim);
+    if (options_.window > 0 && n > options_.window - 1) {
+      detail::fail(kName, "a cache of window ", options_.window, " holds at most ",
+                   options_.window - 1, " rows, got ", n);
+    }
+    if (tokens < n) detail::fail(kName, "tokens must be >= the cached rows (", n, "), got ", tokens);
+    State state = initial_state();
+    state.append(keys, values);
+    state.tokens_ = tokens;
+    return state;
+  }
+
   void check(Form form, const Inputs& in, const State& state) const {
     (void)form;
     const Index T = in.q.rows();
