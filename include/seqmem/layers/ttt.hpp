@@ -189,6 +189,14 @@ class TTT {
     return w;
   }
 
+  static bool is_zero(const Weights<Scalar>& w) {
+    for (const auto& m : w.W)
+      if (!(m.array() == Scalar(0)).all()) return false;
+    for (const auto& m : w.b)
+      if (!(m.array() == Scalar(0)).all()) return false;
+    return true;
+  }
+
   /// Ends the mini-batch when the state's position reached b: W_ref ← W_ref − c_{b−1} G.
   void roll_over(State& state) const {
     if (state.position < options_.mini_batch) return;
@@ -228,9 +236,10 @@ class TTT {
         a(i) = (*in.eta)(begin + i, 0);
       }
       Matrix<Scalar> E = (-minus_c * a.transpose()).template triangularView<Eigen::Lower>();
-      // At a mini-batch start G is zero: its base term would add nothing.
+      // G is zero at every mini-batch start the layer itself makes; its base term (a product
+      // per layer) is skipped whenever G is exactly zero.
       std::vector<detail::WeightedBase<Scalar>> bases{{&ones, &state.reference}};
-      if (p > 0) bases.push_back({&minus_c, &state.gradient});
+      if (!is_zero(state.gradient)) bases.push_back({&minus_c, &state.gradient});
       out.middleRows(begin, n) = model_.dual_outputs(in.q.middleRows(begin, n), bases, E, trace);
       state.gradient = model_.combine({{Scalar(1), &state.gradient}}, -a, trace);  // G + Σ a_i u_i
       state.position += n;
