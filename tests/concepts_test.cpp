@@ -12,8 +12,16 @@ template <class Scalar>
 constexpr bool layers_satisfy_concepts() {
   static_assert(SequenceMemory<LinearAttention<Scalar>>);
   static_assert(SequenceMemory<SoftmaxAttention<Scalar>>);
+  static_assert(SequenceMemory<DeltaNet<Scalar>>);
+  static_assert(SequenceMemory<TTTLinear<Scalar>>);
+  static_assert(SequenceMemory<TTTMLP<Scalar>>);
+  static_assert(SequenceMemory<TitansMemory<Scalar>>);
   static_assert(MultiHeadLayer<LinearAttention<Scalar>>);
   static_assert(MultiHeadLayer<SoftmaxAttention<Scalar>>);
+  static_assert(MultiHeadLayer<DeltaNet<Scalar>>);
+  static_assert(MultiHeadLayer<TTTLinear<Scalar>>);
+  static_assert(MultiHeadLayer<TTTMLP<Scalar>>);
+  static_assert(MultiHeadLayer<TitansMemory<Scalar>>);
   return true;
 }
 static_assert(layers_satisfy_concepts<float>());
@@ -86,3 +94,12 @@ static_assert(!MultiHeadLayer<Complete>);  // no check/head/output_dim/tokens
 TEST(Concepts, Compiled) { SUCCEED() << "the static_asserts above hold"; }
 
 }  // namespace seqmem::test
+
+// Every member of every layer compiles (and warns) here, not only the ones a test calls.
+template class seqmem::LinearAttention<float>;
+template class seqmem::SoftmaxAttention<float>;
+template class seqmem::DeltaNet<float>;
+template class seqmem::TTT<float, seqmem::TTTModel::linear>;
+template class seqmem::TTT<double, seqmem::TTTModel::mlp>;
+template class seqmem::TitansMemory<double>;
+template class seqmem::MultiHead<seqmem::TitansMemory<float>>;

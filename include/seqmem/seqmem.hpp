@@ -13,4 +13,5 @@
 #include "seqmem/layers/titans.hpp"
 #include "seqmem/layers/ttt.hpp"
 #include "seqmem/multi_head.hpp"
+#include "seqmem/state_io.hpp"
 #include "seqmem/version.hpp"

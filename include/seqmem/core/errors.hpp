@@ -81,17 +81,47 @@ void require_gate(std::string_view where, std::string_view name,
   }
 }
 
-/// Column `h` of a packed `T×H` gate (one column per head), or none.
+/// Checks one call's q, k (`T×dk`) and v (`T×dv`), T being q's rows, and — when `finite` —
+/// that they hold no NaN or Inf.
+template <class Inputs>
+void require_qkv(std::string_view where, const Inputs& in, Index dk, Index dv, bool finite) {
+  const Index T = in.q.rows();
+  require_shape(where, "q", in.q, T, dk);
+  require_shape(where, "k", in.k, T, dk);
+  require_shape(where, "v", in.v, T, dv);
+  if (finite) {
+    require_finite(where, "q", in.q);
+    require_finite(where, "k", in.k);
+    require_finite(where, "v", in.v);
+  }
+}
+
+/// Inputs of head h of H heads packed side by side: the q, k, v column slices (views into
+/// `packed`); the caller adds the head's gates with set_head_gate.
+template <class Inputs>
+Inputs head_qkv(std::string_view where, const Inputs& packed, Index h, Index H, Index dk,
+                Index dv) {
+  const Index T = packed.q.rows();
+  require_shape(where, "q (packed)", packed.q, T, H * dk);
+  require_shape(where, "k (packed)", packed.k, T, H * dk);
+  require_shape(where, "v (packed)", packed.v, T, H * dv);
+  return {.q = packed.q.middleCols(h * dk, dk),
+          .k = packed.k.middleCols(h * dk, dk),
+          .v = packed.v.middleCols(h * dv, dv)};
+}
+
+/// Sets `gate` to column `h` of a packed `T×H` gate (one column per head), if there is one.
+/// (emplace: an Eigen::Ref is constructed, never assigned.)
 template <class Scalar>
-std::optional<GateRef<Scalar>> head_gate(std::string_view where, std::string_view name,
-                                         const std::optional<GateRef<Scalar>>& packed, Index h,
-                                         Index heads) {
-  if (!packed) return std::nullopt;
+void set_head_gate(std::string_view where, std::string_view name,
+                   std::optional<GateRef<Scalar>>& gate,
+                   const std::optional<GateRef<Scalar>>& packed, Index h, Index heads) {
+  if (!packed) return;
   if (packed->cols() != heads) {
     fail(where, name, " (packed) must have ", heads, " columns (one per head), got ",
          packed->cols());
   }
-  return GateRef<Scalar>(packed->col(h));
+  gate.emplace(packed->col(h));
 }
 
 }  // namespace detail

@@ -128,6 +128,19 @@ struct KeyTrace {
   std::vector<Matrix<Scalar>> X, Z, Delta;
 };
 
+/// Throws unless a TTT/Titans state's position is inside its mini-batch and, for the
+/// parallel form, the call fits in what is left of it.
+inline void require_mini_batch_position(std::string_view where, Form form, Index position,
+                                        Index tokens, Index mini_batch) {
+  if (position < 0 || position >= mini_batch) {
+    fail(where, "state.position must be in [0, ", mini_batch, "), got ", position);
+  }
+  if (form == Form::parallel && position + tokens > mini_batch) {
+    fail(where, "the parallel form needs position + T <= mini_batch (", mini_batch, "), got ",
+         position, " + ", tokens, "; use Form::chunkwise");
+  }
+}
+
 /// One weighted set of weights in P_t = Σ_r coef_r(t) · Base_r − Σ_i E_{t,i} u_i.
 template <class Scalar>
 struct WeightedBase {

@@ -82,14 +82,7 @@ class LinearAttention {
   void check(Form form, const Inputs& in, const State& state) const {
     (void)form;
     const Index T = in.q.rows(), dk = options_.key_dim, dv = options_.value_dim;
-    detail::require_shape(kName, "q", in.q, T, dk);
-    detail::require_shape(kName, "k", in.k, T, dk);
-    detail::require_shape(kName, "v", in.v, T, dv);
-    if (options_.check_finite) {
-      detail::require_finite(kName, "q", in.q);
-      detail::require_finite(kName, "k", in.k);
-      detail::require_finite(kName, "v", in.v);
-    }
+    detail::require_qkv(kName, in, options_.key_dim, options_.value_dim, options_.check_finite);
     detail::require_gate<Scalar>(kName, "log_decay", in.log_decay, T, false,
                                  [](Scalar g) { return g <= Scalar(0); }, "<= 0");
     detail::require_shape(kName, "state.S", state.S, dk, dv);
@@ -99,15 +92,11 @@ class LinearAttention {
 
   /// Head `h` of `H` heads packed side by side (`T×(H·d)` inputs, `T×H` gate).
   Inputs head(const Inputs& packed, Index h, Index H) const {
-    const Index dk = options_.key_dim, dv = options_.value_dim;
-    detail::require_shape(kName, "q (packed)", packed.q, packed.q.rows(), H * dk);
-    detail::require_shape(kName, "k (packed)", packed.k, packed.q.rows(), H * dk);
-    detail::require_shape(kName, "v (packed)", packed.v, packed.q.rows(), H * dv);
-    return {.q = packed.q.middleCols(h * dk, dk),
-            .k = packed.k.middleCols(h * dk, dk),
-            .v = packed.v.middleCols(h * dv, dv),
-            .log_decay = detail::head_gate<Scalar>(kName, "log_decay", packed.log_decay, h, H)};
+    Inputs in = detail::head_qkv(kName, packed, h, H, options_.key_dim, options_.value_dim);
+    detail::set_head_gate<Scalar>(kName, "log_decay", in.log_decay, packed.log_decay, h, H);
+    return in;
   }
+
 
   Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
     Matrix<Scalar> out(in.q.rows(), options_.value_dim);

@@ -132,29 +132,17 @@ class SoftmaxAttention {
 
   void check(Form form, const Inputs& in, const State& state) const {
     (void)form;
-    const Index T = in.q.rows();
-    detail::require_shape(kName, "q", in.q, T, options_.key_dim);
-    detail::require_shape(kName, "k", in.k, T, options_.key_dim);
-    detail::require_shape(kName, "v", in.v, T, options_.value_dim);
-    if (options_.check_finite) {
-      detail::require_finite(kName, "q", in.q);
-      detail::require_finite(kName, "k", in.k);
-      detail::require_finite(kName, "v", in.v);
-    }
+    detail::require_qkv(kName, in, options_.key_dim, options_.value_dim, options_.check_finite);
     detail::require_shape(kName, "state.keys", state.keys(), state.cached(), options_.key_dim);
     detail::require_shape(kName, "state.values", state.values(), state.cached(),
                           options_.value_dim);
   }
 
   Inputs head(const Inputs& packed, Index h, Index H) const {
-    const Index dk = options_.key_dim, dv = options_.value_dim;
-    detail::require_shape(kName, "q (packed)", packed.q, packed.q.rows(), H * dk);
-    detail::require_shape(kName, "k (packed)", packed.k, packed.q.rows(), H * dk);
-    detail::require_shape(kName, "v (packed)", packed.v, packed.q.rows(), H * dv);
-    return {.q = packed.q.middleCols(h * dk, dk),
-            .k = packed.k.middleCols(h * dk, dk),
-            .v = packed.v.middleCols(h * dv, dv)};
+    Inputs in = detail::head_qkv(kName, packed, h, H, options_.key_dim, options_.value_dim);
+    return in;
   }
+
 
   Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
     Matrix<Scalar> out(in.q.rows(), options_.value_dim);

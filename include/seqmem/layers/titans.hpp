@@ -128,14 +128,7 @@ class TitansMemory {
 
   void check(Form form, const Inputs& in, const State& state) const {
     const Index T = in.q.rows(), b = options_.mini_batch;
-    detail::require_shape(kName, "q", in.q, T, options_.key_dim);
-    detail::require_shape(kName, "k", in.k, T, options_.key_dim);
-    detail::require_shape(kName, "v", in.v, T, options_.value_dim);
-    if (options_.check_finite) {
-      detail::require_finite(kName, "q", in.q);
-      detail::require_finite(kName, "k", in.k);
-      detail::require_finite(kName, "v", in.v);
-    }
+    detail::require_qkv(kName, in, options_.key_dim, options_.value_dim, options_.check_finite);
     detail::require_gate<Scalar>(kName, "theta", in.theta, T, true,
                                  [](Scalar x) { return x >= Scalar(0); }, ">= 0");
     detail::require_gate<Scalar>(kName, "alpha", in.alpha, T, true, in_unit, "in [0, 1]");
@@ -143,27 +136,17 @@ class TitansMemory {
     model_.check_weights(kName, "state.reference", state.reference);
     model_.check_weights(kName, "state.current", state.current);
     model_.check_weights(kName, "state.momentum", state.momentum);
-    if (state.position < 0 || state.position >= b) {
-      detail::fail(kName, "state.position must be in [0, ", b, "), got ", state.position);
-    }
-    if (form == Form::parallel && state.position + T > b) {
-      detail::fail(kName, "the parallel form needs position + T <= mini_batch (", b,
-                   "), got ", state.position, " + ", T, "; use Form::chunkwise");
-    }
+    detail::require_mini_batch_position(kName, form, state.position, T, b);
   }
 
   Inputs head(const Inputs& packed, Index h, Index H) const {
-    const Index dk = options_.key_dim, dv = options_.value_dim;
-    detail::require_shape(kName, "q (packed)", packed.q, packed.q.rows(), H * dk);
-    detail::require_shape(kName, "k (packed)", packed.k, packed.q.rows(), H * dk);
-    detail::require_shape(kName, "v (packed)", packed.v, packed.q.rows(), H * dv);
-    return {.q = packed.q.middleCols(h * dk, dk),
-            .k = packed.k.middleCols(h * dk, dk),
-            .v = packed.v.middleCols(h * dv, dv),
-            .theta = detail::head_gate<Scalar>(kName, "theta", packed.theta, h, H),
-            .alpha = detail::head_gate<Scalar>(kName, "alpha", packed.alpha, h, H),
-            .momentum = detail::head_gate<Scalar>(kName, "momentum", packed.momentum, h, H)};
+    Inputs in = detail::head_qkv(kName, packed, h, H, options_.key_dim, options_.value_dim);
+    detail::set_head_gate<Scalar>(kName, "theta", in.theta, packed.theta, h, H);
+    detail::set_head_gate<Scalar>(kName, "alpha", in.alpha, packed.alpha, h, H);
+    detail::set_head_gate<Scalar>(kName, "momentum", in.momentum, packed.momentum, h, H);
+    return in;
   }
+
 
   Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
     Matrix<Scalar> out(in.q.rows(), options_.value_dim);

@@ -133,38 +133,21 @@ class TTT {
   }
 
   void check(Form form, const Inputs& in, const State& state) const {
-    const Index T = in.q.rows(), d = options_.dim, b = options_.mini_batch;
-    detail::require_shape(kName, "q", in.q, T, d);
-    detail::require_shape(kName, "k", in.k, T, d);
-    detail::require_shape(kName, "v", in.v, T, d);
-    if (options_.check_finite) {
-      detail::require_finite(kName, "q", in.q);
-      detail::require_finite(kName, "k", in.k);
-      detail::require_finite(kName, "v", in.v);
-    }
+    const Index T = in.q.rows(), b = options_.mini_batch;
+    detail::require_qkv(kName, in, options_.dim, options_.dim, options_.check_finite);
     detail::require_gate<Scalar>(kName, "eta", in.eta, T, true,
                                  [](Scalar a) { return a >= Scalar(0); }, ">= 0");
     model_.check_weights(kName, "state.reference", state.reference);
     model_.check_weights(kName, "state.gradient", state.gradient);
-    if (state.position < 0 || state.position >= b) {
-      detail::fail(kName, "state.position must be in [0, ", b, "), got ", state.position);
-    }
-    if (form == Form::parallel && state.position + T > b) {
-      detail::fail(kName, "the parallel form needs position + T <= mini_batch (", b,
-                   "), got ", state.position, " + ", T, "; use Form::chunkwise");
-    }
+    detail::require_mini_batch_position(kName, form, state.position, T, b);
   }
 
   Inputs head(const Inputs& packed, Index h, Index H) const {
-    const Index d = options_.dim;
-    detail::require_shape(kName, "q (packed)", packed.q, packed.q.rows(), H * d);
-    detail::require_shape(kName, "k (packed)", packed.k, packed.q.rows(), H * d);
-    detail::require_shape(kName, "v (packed)", packed.v, packed.q.rows(), H * d);
-    return {.q = packed.q.middleCols(h * d, d),
-            .k = packed.k.middleCols(h * d, d),
-            .v = packed.v.middleCols(h * d, d),
-            .eta = detail::head_gate<Scalar>(kName, "eta", packed.eta, h, H)};
+    Inputs in = detail::head_qkv(kName, packed, h, H, options_.dim, options_.dim);
+    detail::set_head_gate<Scalar>(kName, "eta", in.eta, packed.eta, h, H);
+    return in;
   }
+
 
   Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
     Matrix<Scalar> out(in.q.rows(), options_.dim);
