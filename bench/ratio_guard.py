@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Performance regression guard built not to flake on a slow or busy machine.
+
+Runs `layers_bench --suite=guard` (15 small cases, about 25 s) and checks
+RATIOS of tokens/s between cases of the same run, each with a wide margin below what was
+measured (docs/benchmarks.md, "Regression guard"). No absolute time is ever checked. Every
+case is repeated and its best repetition is used (interference from other processes only
+slows a case down); if a check still fails, the suite is run once more and the best of both
+runs is used, so only a regression that shows up twice fails.
+
+    ratio_guard.py --bench build/bench/layers_bench [--json out.json]
+    ratio_guard.py --from-json results.json      # check an existing run, do not run anything
+
+Registered as the ctest case `bench.ratio_guard` (bench/CMakeLists.txt). stdlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Check:
+    """tokens/s of `faster` divided by tokens/s of `slower` must be >= `minimum`."""
+
+    name: str
+    faster: str
+    slower: str
+    minimum: float
+    measured: str  # what was measured when the threshold was chosen (docs)
+    why: str
+
+
+# The case names are those of `layers_bench --suite=guard` (keep the lists in sync).
+# `measured`: the range over the runs made on the reference machine (2-core AMD EPYC VM, shared with
+# other jobs, load average 2-7), best of 3 or 5 repetitions per case.
+CHECKS = [
+    Check("TTT-MLP chunkwise / recurrent, T=1024, d=64",
+          "BM_ttt_mlp/chunkwise/T:1024/d:64", "BM_ttt_mlp/recurrent/T:1024/d:64",
+          1.25, "1.55-3.14",
+          "the dual form batches a mini-batch into matrix products"),
+    Check("TTT-Linear chunkwise / recurrent, T=1024, d=64",
+          "BM_ttt_linear/chunkwise/T:1024/d:64", "BM_ttt_linear/recurrent/T:1024/d:64",
+          1.25, "2.03-2.44",
+          "the dual form batches a mini-batch into matrix products"),
+    Check("softmax chunkwise / parallel, T=2048, d=64",
+          "BM_softmax_attention/chunkwise/T:2048/d:64",
+          "BM_softmax_attention/parallel/T:2048/d:64",
+          1.3, "1.86-2.13",
+          "parallel scores all T² pairs (twice the causal half) and stores them"),
+    Check("DeltaNet chunkwise / parallel, T=4096, d=64",
+          "BM_delta_net/chunkwise/T:4096/d:64", "BM_delta_net/parallel/T:4096/d:64",
+          10.0, "87-99",
+          "parallel is one T×T WY block: ~35x the FLOPs of chunkwise at T=4096"),
+    Check("linear attention chunkwise / parallel, T=4096, d=64",
+          "BM_linear_attention_gated/chunkwise/T:4096/d:64",
+          "BM_linear_attention_gated/parallel/T:4096/d:64",
+          10.0, "134-236",
+          "parallel is one T×T block: O(T²) against O(T·C)"),
+    Check("DeltaNet chunkwise tokens/s, T=4096 / T=1024 (linear time)",
+          "BM_delta_net/chunkwise/T:4096/d:64", "BM_delta_net/chunkwise/T:1024/d:64",
+          0.5, "0.81-1.18",
+          "chunkwise is O(T): its per-token rate must not fall with T (an O(T²) chunkwise would give ~0.25)"),
+]
+
+# Asked for by the issue but NOT true on the reference machine: reported, never checked.
+REPORTED = [
+    Check("DeltaNet chunkwise / recurrent, T=2048, d=64 (issue asked >= 2)",
+          "BM_delta_net/chunkwise/T:2048/d:64", "BM_delta_net/recurrent/T:2048/d:64",
+          2.0, "0.65-0.89",
+          "at d=64 the recurrent state (16 KiB) stays in L1 and the recurrent form is fast"),
+]
+
+GUARD_ARGS = ["--suite=guard", "--benchmark_repetitions=5", "--benchmark_min_time=0.1"]
+
+
+def best_rates(benchmarks: list[dict], key: str = "tokens/s") -> dict[str, float]:
+    """Best (highest) rate per case over its repetitions; aggregates are ignored."""
+    best: dict[str, float] = {}
+    for b in benchmarks:
+        if b.get("run_type") == "aggregate" or key not in b:
+            continue
+        name = b.get("run_name", b["name"])
+        best[name] = max(best.get(name, 0.0), float(b[key]))
+    return best
+
+
+def evaluate(rates: dict[str, float], checks: list[Check]) -> list[tuple[Check, float | None]]:
+    out = []
+    for c in checks:
+        if c.faster in rates and c.slower in rates and rates[c.slower] > 0:
+            out.append((c, rates[c.faster] / rates[c.slower]))
+        else:
+            out.append((c, None))
+    return out
+
+
+def run_suite(bench: str, json_path: str) -> dict[str, float]:
+    cmd = [bench, *GUARD_ARGS, f"--benchmark_out={json_path}", "--benchmark_out_format=json"]
+    print("running:", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    with open(json_path, encoding="utf-8") as f:
+        return best_rates(json.load(f)["benchmarks"])
+
+
+def print_results(results, title: str) -> None:
+    print(title)
+    for c, ratio in results:
+        shown = "missing" if ratio is None else f"{ratio:7.2f}"
+        print(f"  {shown}  (>= {c.minimum:g}, measured {c.measured})  {c.name}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bench", help="path of layers_bench")
+    parser.add_argument("--json", default="ratio_guard.json", help="where to write the run")
+    parser.add_argument("--from-json", help="check this benchmark JSON instead of running")
+    args = parser.parse_args()
+
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as f:
+            rates = best_rates(json.load(f)["benchmarks"])
+    elif args.bench:
+        rates = run_suite(args.bench, args.json)
+    else:
+        parser.error("give --bench or --from-json")
+
+    results = evaluate(rates, CHECKS)
+    failed = [c for c, r in results if r is None or r < c.minimum]
+    if failed and not args.from_json:
+        print(f"{len(failed)} check(s) below threshold; running the suite once more", flush=True)
+        again = run_suite(args.bench, args.json + ".retry.json")
+        rates = {k: max(v, again.get(k, 0.0)) for k, v in rates.items()} | {
+            k: v for k, v in again.items() if k not in rates}
+        results = evaluate(rates, CHECKS)
+        failed = [c for c, r in results if r is None or r < c.minimum]
+
+    print_results(results, "checked ratios (tokens/s, best repetition):")
+    print_results(evaluate(rates, REPORTED), "reported only (not checked):")
+    if failed:
+        print("FAILED: " + "; ".join(c.name for c in failed))
+        return 1
+    print("all ratio checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

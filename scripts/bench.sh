@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Builds the benchmarks (Release), runs the suite, the softmax peak-memory tool and the ratio
+# guard, and renders plots + a Markdown report (bench/report.py, Debian's python3-matplotlib).
+#
+#   scripts/bench.sh            full suite (~15-25 min on 2 cores) -> docs/benchmarks.md,
+#                               docs/benchmarks/*.png, docs/benchmarks/results.csv
+#   scripts/bench.sh --quick    a subset of a few minutes -> build-bench/bench-quick/
+#                               (so a quick run never overwrites the committed report)
+#
+# Options: --out DIR  write <DIR>/benchmarks.md and <DIR>/benchmarks/ instead
+#          --build-dir DIR (default build-bench, or $SEQMEM_BENCH_BUILD_DIR)
+#          --repetitions N, --min-time SECONDS (defaults: full 3 / 0.25, quick 1 / 0.05)
+#          -- ARGS...   extra arguments for layers_bench (e.g. --benchmark_filter=...)
+# Raw results (Google Benchmark JSON) stay in <build-dir>/bench-results/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd)
+
+quick=0
+out=""
+build_dir="${SEQMEM_BENCH_BUILD_DIR:-build-bench}"
+repetitions=""
+min_time=""
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --out) out="$2"; shift ;;
+    --build-dir) build_dir="$2"; shift ;;
+    --repetitions) repetitions="$2"; shift ;;
+    --min-time) min_time="$2"; shift ;;
+    --) shift; extra=("$@"); break ;;
+    -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$quick" -eq 1 ]; then
+  suite=quick; repetitions="${repetitions:-1}"; min_time="${min_time:-0.05}"
+  out="${out:-$build_dir/bench-quick}"
+else
+  suite=full; repetitions="${repetitions:-3}"; min_time="${min_time:-0.25}"
+  out="${out:-docs}"
+fi
+
+# --- dependencies: the build's (scripts/install-deps.sh) and matplotlib for the plots -------
+source scripts/install-deps.sh
+seqmem_install_deps
+
+apt_install() {
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo=(sudo); else
+      echo "bench.sh: need $* and not root, no sudo; install it yourself" >&2; return 1
+    fi
+  fi
+  echo "bench.sh: installing $*"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+# A python3 that imports matplotlib: Debian's /usr/bin/python3 first (python3-matplotlib
+# installs there; a python3 earlier on PATH, e.g. pyenv's, would not see it).
+find_python() {
+  local py
+  for py in /usr/bin/python3 "$(command -v python3 || true)"; do
+    if [ -n "$py" ] && [ -x "$py" ] && "$py" -c 'import matplotlib' >/dev/null 2>&1; then
+      echo "$py"; return 0
+    fi
+  done
+  return 1
+}
+if ! python=$(find_python); then
+  if command -v dpkg >/dev/null 2>&1; then
+    apt_install python3 python3-matplotlib
+  fi
+  python=$(find_python) || { echo "bench.sh: no python3 with matplotlib" >&2; exit 1; }
+fi
+
+# --- build -------------------------------------------------------------------------------------
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DSEQMEM_BUILD_BENCHMARKS=ON \
+  -DSEQMEM_BUILD_TESTS=OFF -DSEQMEM_BUILD_EXAMPLES=OFF
+cmake --build "$build_dir" --target layers_bench softmax_memory -j"$(nproc 2>/dev/null || echo 2)"
+
+results="$build_dir/bench-results"
+mkdir -p "$results" "$out/benchmarks"
+bench="$build_dir/bench/layers_bench"
+
+# --- the suite -----------------------------------------------------------------------------------
+echo "bench.sh: suite=$suite repetitions=$repetitions min_time=${min_time}s -> $results/$suite.json"
+start=$(date +%s)
+"$bench" --suite="$suite" --benchmark_repetitions="$repetitions" \
+  --benchmark_min_time="$min_time" --benchmark_report_aggregates_only=true \
+  --benchmark_out="$results/$suite.json" --benchmark_out_format=json ${extra[@]+"${extra[@]}"}
+suite_seconds=$(( $(date +%s) - start ))
+
+# --- softmax attention peak memory at T = 16384, one forked process per form -------------------
+: >"$results/softmax_memory.jsonl"
+if [ "$suite" = full ]; then dims="64 128"; forms=parallel,chunkwise,recurrent
+else dims="64"; forms=parallel,chunkwise; fi
+for d in $dims; do
+  "$build_dir/bench/softmax_memory" --T=16384 --d="$d" --forms="$forms" \
+    | tee -a "$results/softmax_memory.jsonl"
+done
+
+# --- ratio guard (the same checks as ctest bench.ratio_guard) -----------------------------------
+guard_status=0
+"$python" bench/ratio_guard.py --bench "$bench" --json "$results/guard.json" || guard_status=$?
+
+# --- report --------------------------------------------------------------------------------------
+# The library revision measured ($SEQMEM_BENCH_REVISION overrides, e.g. for an exported tree).
+revision="${SEQMEM_BENCH_REVISION:-}"
+if [ -z "$revision" ] && git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
+  revision="commit $(git -C "$root" rev-parse --short HEAD)"
+  git -C "$root" diff --quiet HEAD -- include 2>/dev/null ||
+    revision="$revision + uncommitted changes in include/"
+fi
+title="Benchmarks"
+[ "$suite" = quick ] && title="Benchmarks (quick subset)"
+"$python" bench/report.py --json "$results/$suite.json" \
+  --memory "$results/softmax_memory.jsonl" --guard-json "$results/guard.json" \
+  --out-dir "$out/benchmarks" --md "$out/benchmarks.md" --title "$title" \
+  --run-info "${revision:-unknown revision}; layers_bench --suite=$suite, $repetitions repetition(s) of >= ${min_time} s each \
+(medians reported), $((suite_seconds / 60)) min $((suite_seconds % 60)) s wall time; \
+softmax_memory at T=16384; ratio guard run separately"
+
+echo "bench.sh: report in $out/benchmarks.md, plots in $out/benchmarks/"
+if [ "$guard_status" -ne 0 ]; then
+  echo "bench.sh: the ratio guard FAILED (see above)" >&2
+  exit "$guard_status"
+fi
