@@ -70,7 +70,8 @@ template <class Scalar>
 seqmem::Matrix<Scalar> random_normal(Rng& rng, Index rows, Index cols, double stddev) {
   std::normal_distribution<double> dist(0.0, stddev);
   seqmem::Matrix<Scalar> m(rows, cols);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<Scalar>(dist(rng));
+  for (Index i = 0; i < m.size(); ++i)
+    m.data()[i] = static_cast<Scalar>(dist(rng));
   return m;
 }
 
@@ -79,20 +80,26 @@ template <class Scalar>
 seqmem::Matrix<Scalar> random_uniform(Rng& rng, Index rows, Index cols, double lo, double hi) {
   std::uniform_real_distribution<double> dist(lo, hi);
   seqmem::Matrix<Scalar> m(rows, cols);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<Scalar>(dist(rng));
+  for (Index i = 0; i < m.size(); ++i)
+    m.data()[i] = static_cast<Scalar>(dist(rng));
   return m;
 }
 
 /// L2-normalizes every head's `d` columns of every row of a packed `T×(H·d)` matrix.
 template <class Scalar>
 void normalize_heads(seqmem::Matrix<Scalar>& m, Index d) {
-  for (Index c = 0; c < m.cols(); c += d) m.middleCols(c, d).rowwise().normalize();
+  for (Index c = 0; c < m.cols(); c += d)
+    m.middleCols(c, d).rowwise().normalize();
 }
 
 /// q, k ~ N(0, d^(-1/2)) per entry, so that q·k ~ N(0, 1); v ~ N(0, 1).
-double qk_stddev(Index d) { return 1.0 / std::sqrt(std::sqrt(static_cast<double>(d))); }
+double qk_stddev(Index d) {
+  return 1.0 / std::sqrt(std::sqrt(static_cast<double>(d)));
+}
 
-double as_double(Index n) { return static_cast<double>(n); }
+double as_double(Index n) {
+  return static_cast<double>(n);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Bench cases. A bench case is a traits type with
@@ -109,13 +116,12 @@ double as_double(Index n) { return static_cast<double>(n); }
 // ---------------------------------------------------------------------------------------------
 
 template <class Case>
-concept BenchCase =
-    seqmem::MultiHeadLayer<typename Case::Layer> &&
+concept BenchCase = seqmem::MultiHeadLayer<typename Case::Layer> &&
     requires(Index n, Rng& rng, const typename Case::Data& data) {
-      { Case::make_layer(n) } -> std::same_as<typename Case::Layer>;
-      { Case::make_data(n, n, n, rng) } -> std::same_as<typename Case::Data>;
-      { data.inputs() } -> std::same_as<typename Case::Layer::Inputs>;
-    };
+  { Case::make_layer(n) } -> std::same_as<typename Case::Layer>;
+  { Case::make_data(n, n, n, rng) } -> std::same_as<typename Case::Data>;
+  { data.inputs() } -> std::same_as<typename Case::Layer::Inputs>;
+};
 
 /// The case has an analytic FLOP count.
 template <class Case>
@@ -321,8 +327,12 @@ struct TitansCase {
   struct Data {
     seqmem::Matrix<Scalar> q, k, v, theta, alpha, eta;
     typename Layer::Inputs inputs() const {
-      return {.q = q, .k = k, .v = v, .theta = seqmem::GateRef<Scalar>(theta),
-              .alpha = seqmem::GateRef<Scalar>(alpha), .momentum = seqmem::GateRef<Scalar>(eta)};
+      return {.q = q,
+              .k = k,
+              .v = v,
+              .theta = seqmem::GateRef<Scalar>(theta),
+              .alpha = seqmem::GateRef<Scalar>(alpha),
+              .momentum = seqmem::GateRef<Scalar>(eta)};
     }
   };
   static Data make_data(Index T, Index d, Index H, Rng& rng) {
@@ -434,7 +444,8 @@ void run_decode(benchmark::State& bench, Index d, Index heads) {
   const Layer layer = Case::make_layer(d);
   Rng rng(kSeed);
   std::vector<typename Case::Data> tokens;  // one Data per decoded token
-  for (Index i = 0; i < kDecodeSteps; ++i) tokens.push_back(Case::make_data(1, d, heads, rng));
+  for (Index i = 0; i < kDecodeSteps; ++i)
+    tokens.push_back(Case::make_data(1, d, heads, rng));
   const typename Case::Data prompt = Case::make_data(kDecodeContext, d, heads, rng);
 
   double timed_seconds = 0.0;
@@ -446,7 +457,8 @@ void run_decode(benchmark::State& bench, Index d, Index heads) {
     for ([[maybe_unused]] auto _ : bench) {
       state = prefilled;
       const auto start = Clock::now();
-      for (const auto& token : tokens) layer.forward(Form::recurrent, token.inputs(), state, out);
+      for (const auto& token : tokens)
+        layer.forward(Form::recurrent, token.inputs(), state, out);
       benchmark::DoNotOptimize(out.data());
       benchmark::ClobberMemory();
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -521,9 +533,9 @@ void register_gemm(Index n, bool f64) {
 
 /// How a layer's parallel form scales, which decides where it is excluded.
 enum class ParallelForm {
-  quadratic,     ///< builds a T×T matrix: run up to kMaxQuadraticT tokens
-  softmax,       ///< T×T scores too, but run up to 16384 for the memory comparison
-  mini_batch,    ///< TTT/Titans: defined only within one mini-batch (T ≤ 16)
+  quadratic,   ///< builds a T×T matrix: run up to kMaxQuadraticT tokens
+  softmax,     ///< T×T scores too, but run up to 16384 for the memory comparison
+  mini_batch,  ///< TTT/Titans: defined only within one mini-batch (T ≤ 16)
 };
 
 constexpr Index kMaxQuadraticT = 4096;
@@ -564,9 +576,11 @@ void register_decode(const std::string& layer, Index d, Index heads) {
   std::ostringstream name;
   name << "BM_" << layer << "/decode/ctx:" << kDecodeContext << "/d:" << d;
   if (heads > 1) name << "/heads:" << heads;
-  benchmark::RegisterBenchmark(name.str().c_str(), [d, heads](benchmark::State& bench) {
-    run_decode<Case>(bench, d, heads);
-  })->Unit(benchmark::kMicrosecond)->UseManualTime();
+  benchmark::RegisterBenchmark(
+      name.str().c_str(),
+      [d, heads](benchmark::State& bench) { run_decode<Case>(bench, d, heads); })
+      ->Unit(benchmark::kMicrosecond)
+      ->UseManualTime();
 }
 
 /// One layer of the suite: its name, how its parallel form scales, and registrars for a
@@ -629,8 +643,10 @@ void register_single_head(const std::vector<Index>& tokens, const std::vector<In
   for (const LayerEntry& layer : layer_table()) {
     for (const Index d : dims) {
       for (const Form form : kForms) {
-        if (layer.parallel == ParallelForm::mini_batch) layer({.form = form, .T = kMiniBatch, .d = d});
-        for (const Index T : tokens) layer({.form = form, .T = T, .d = d});
+        if (layer.parallel == ParallelForm::mini_batch)
+          layer({.form = form, .T = kMiniBatch, .d = d});
+        for (const Index T : tokens)
+          layer({.form = form, .T = T, .d = d});
       }
     }
   }
@@ -655,7 +671,8 @@ void register_multi_head(const std::vector<Form>& forms, const std::vector<Index
 void register_double(const std::vector<Index>& tokens, Index d) {
   for (const LayerEntry& layer : layer_table()) {
     for (const Form form : kForms) {
-      for (const Index T : tokens) layer({.form = form, .T = T, .d = d, .f64 = true});
+      for (const Index T : tokens)
+        layer({.form = form, .T = T, .d = d, .f64 = true});
     }
   }
 }
@@ -663,13 +680,15 @@ void register_double(const std::vector<Index>& tokens, Index d) {
 void register_decode_all(const std::vector<Index>& dims, const std::vector<Index>& heads) {
   for (const LayerEntry& layer : layer_table()) {
     for (const Index d : dims) {
-      for (const Index h : heads) layer.decode(d, h);
+      for (const Index h : heads)
+        layer.decode(d, h);
     }
   }
 }
 
 void register_gemms() {
-  for (const Index n : {64, 128, 1024}) register_gemm(n, false);
+  for (const Index n : {64, 128, 1024})
+    register_gemm(n, false);
   register_gemm(128, true);
 }
 
@@ -725,7 +744,9 @@ bool register_suite(std::string_view suite) {
   return true;
 }
 
-std::string simd_in_use() { return Eigen::SimdInstructionSetsInUse(); }
+std::string simd_in_use() {
+  return Eigen::SimdInstructionSetsInUse();
+}
 
 }  // namespace
 

@@ -22,10 +22,10 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <exception>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <random>
 #include <string>
 #include <string_view>
@@ -44,11 +44,11 @@ long max_rss_kib() {
   return usage.ru_maxrss;
 }
 
-seqmem::Matrix<float> random_normal(std::mt19937_64& rng, Index rows, Index cols,
-                                    double stddev) {
+seqmem::Matrix<float> random_normal(std::mt19937_64& rng, Index rows, Index cols, double stddev) {
   std::normal_distribution<double> dist(0.0, stddev);
   seqmem::Matrix<float> m(rows, cols);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(dist(rng));
+  for (Index i = 0; i < m.size(); ++i)
+    m.data()[i] = static_cast<float>(dist(rng));
   return m;
 }
 
@@ -72,15 +72,17 @@ int measure(Form form, Index T, Index d, int fd) {
 
   const double C = static_cast<double>(layer.options().chunk_size);
   const double Td = static_cast<double>(T);
-  const double expected_floats =
-      form == Form::parallel ? Td * Td : form == Form::chunkwise ? C * C : Td;
-  const int written = dprintf(
-      fd, "\"form\": \"%s\", \"T\": %ld, \"d\": %ld, \"baseline_kib\": %ld, \"peak_kib\": %ld, "
-      "\"delta_kib\": %ld, \"seconds\": %.4f, \"expected_workspace_kib\": %.0f, "
-      "\"checksum\": %.6g",
-      std::string(seqmem::to_string(form)).c_str(), static_cast<long>(T), static_cast<long>(d),
-      baseline, peak, peak - baseline, seconds, expected_floats * 4.0 / 1024.0,
-      static_cast<double>(out.sum()));
+  const double expected_floats = form == Form::parallel    ? Td * Td
+                                 : form == Form::chunkwise ? C * C
+                                                           : Td;
+  const int written =
+      dprintf(fd,
+              "\"form\": \"%s\", \"T\": %ld, \"d\": %ld, \"baseline_kib\": %ld, \"peak_kib\": %ld, "
+              "\"delta_kib\": %ld, \"seconds\": %.4f, \"expected_workspace_kib\": %.0f, "
+              "\"checksum\": %.6g",
+              std::string(seqmem::to_string(form)).c_str(), static_cast<long>(T),
+              static_cast<long>(d), baseline, peak, peak - baseline, seconds,
+              expected_floats * 4.0 / 1024.0, static_cast<double>(out.sum()));
   return written > 0 ? 0 : 1;
 }
 
@@ -119,8 +121,9 @@ int main(int argc, char** argv) {
         list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
       }
     } else {
-      std::fprintf(stderr, "usage: softmax_memory [--T=16384] [--d=64] "
-                           "[--forms=parallel,chunkwise,recurrent]\n");
+      std::fprintf(stderr,
+                   "usage: softmax_memory [--T=16384] [--d=64] "
+                   "[--forms=parallel,chunkwise,recurrent]\n");
       return 2;
     }
   }

@@ -56,9 +56,8 @@ int main() {
   //    bench/layers_bench measures the steady state.
   seqmem::MultiHead<Layer>::States states = attention.initial_state();
   Mat prompt_out;
-  const double prefill_s = seconds([&] {
-    prompt_out = attention.forward(Form::chunkwise, tokens(0, kPrompt), states);
-  });
+  const double prefill_s =
+      seconds([&] { prompt_out = attention.forward(Form::chunkwise, tokens(0, kPrompt), states); });
 
   // 2. Decode: one token per call, recurrent form, continuing from the prefill state (calls
   //    this small run on the calling thread).

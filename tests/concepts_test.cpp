@@ -91,7 +91,9 @@ static_assert(!MultiHeadLayer<Complete>);  // no check/head/output_dim/tokens
 
 }  // namespace
 
-TEST(Concepts, Compiled) { SUCCEED() << "the static_asserts above hold"; }
+TEST(Concepts, Compiled) {
+  SUCCEED() << "the static_asserts above hold";
+}
 
 }  // namespace seqmem::test
 

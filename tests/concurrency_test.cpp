@@ -66,13 +66,16 @@ struct Case<LinearAttention<Scalar>> {
       return {.q = q, .k = k, .v = v, .log_decay = GateRef<Scalar>(g)};
     }
     typename Layer::Inputs slice(Index b, Index n) const {
-      return {.q = q.middleRows(b, n), .k = k.middleRows(b, n), .v = v.middleRows(b, n),
+      return {.q = q.middleRows(b, n),
+              .k = k.middleRows(b, n),
+              .v = v.middleRows(b, n),
               .log_decay = gate_rows(g, b, n)};
     }
   };
   static Data data(Index T, Index H, Rng& rng) {
-    return {uniform<Scalar>(rng, T, H * kDim, 0.05, 1.0), uniform<Scalar>(rng, T, H * kDim, 0.05, 1.0),
-            uniform<Scalar>(rng, T, H * kDim), uniform<Scalar>(rng, T, H, -0.5, 0.0)};
+    return {uniform<Scalar>(rng, T, H * kDim, 0.05, 1.0),
+            uniform<Scalar>(rng, T, H * kDim, 0.05, 1.0), uniform<Scalar>(rng, T, H * kDim),
+            uniform<Scalar>(rng, T, H, -0.5, 0.0)};
   }
   static std::vector<Matrix<Scalar>> tensors(const typename Layer::State& s) { return {s.S, s.z}; }
   static Index parallel_limit(const Layer&, const typename Layer::State&) { return kT; }
@@ -108,16 +111,21 @@ struct Case<DeltaNet<Scalar>> {
   struct Data {
     Matrix<Scalar> q, k, v, beta, g;
     typename Layer::Inputs all() const {
-      return {.q = q, .k = k, .v = v, .beta = GateRef<Scalar>(beta), .log_decay = GateRef<Scalar>(g)};
+      return {
+          .q = q, .k = k, .v = v, .beta = GateRef<Scalar>(beta), .log_decay = GateRef<Scalar>(g)};
     }
     typename Layer::Inputs slice(Index b, Index n) const {
-      return {.q = q.middleRows(b, n), .k = k.middleRows(b, n), .v = v.middleRows(b, n),
-              .beta = gate_rows(beta, b, n), .log_decay = gate_rows(g, b, n)};
+      return {.q = q.middleRows(b, n),
+              .k = k.middleRows(b, n),
+              .v = v.middleRows(b, n),
+              .beta = gate_rows(beta, b, n),
+              .log_decay = gate_rows(g, b, n)};
     }
   };
   static Data data(Index T, Index H, Rng& rng) {
     Matrix<Scalar> k(T, H * kDim);
-    for (Index h = 0; h < H; ++h) k.middleCols(h * kDim, kDim) = unit_rows(uniform<Scalar>(rng, T, kDim));
+    for (Index h = 0; h < H; ++h)
+      k.middleCols(h * kDim, kDim) = unit_rows(uniform<Scalar>(rng, T, kDim));
     return {uniform<Scalar>(rng, T, H * kDim), k, uniform<Scalar>(rng, T, H * kDim),
             uniform<Scalar>(rng, T, H, 0.0, 2.0), uniform<Scalar>(rng, T, H, -0.2, 0.0)};
   }
@@ -141,7 +149,9 @@ struct Case<TTT<Scalar, Model>> {
       return {.q = q, .k = k, .v = v, .eta = GateRef<Scalar>(eta)};
     }
     typename Layer::Inputs slice(Index b, Index n) const {
-      return {.q = q.middleRows(b, n), .k = k.middleRows(b, n), .v = v.middleRows(b, n),
+      return {.q = q.middleRows(b, n),
+              .k = k.middleRows(b, n),
+              .v = v.middleRows(b, n),
               .eta = gate_rows(eta, b, n)};
     }
   };
@@ -165,27 +175,39 @@ template <class Scalar>
 struct Case<TitansMemory<Scalar>> {
   using Layer = TitansMemory<Scalar>;
   static Layer make(Index mini_batch) {
-    return Layer({.key_dim = kDim, .value_dim = kDim, .depth = 2, .expansion = 2, .bias = true,
+    return Layer({.key_dim = kDim,
+                  .value_dim = kDim,
+                  .depth = 2,
+                  .expansion = 2,
+                  .bias = true,
                   .mini_batch = mini_batch});
   }
   struct Data {
     Matrix<Scalar> q, k, v, theta, alpha, eta;
     typename Layer::Inputs all() const {
-      return {.q = q, .k = k, .v = v, .theta = GateRef<Scalar>(theta),
-              .alpha = GateRef<Scalar>(alpha), .momentum = GateRef<Scalar>(eta)};
+      return {.q = q,
+              .k = k,
+              .v = v,
+              .theta = GateRef<Scalar>(theta),
+              .alpha = GateRef<Scalar>(alpha),
+              .momentum = GateRef<Scalar>(eta)};
     }
     typename Layer::Inputs slice(Index b, Index n) const {
-      return {.q = q.middleRows(b, n), .k = k.middleRows(b, n), .v = v.middleRows(b, n),
-              .theta = gate_rows(theta, b, n), .alpha = gate_rows(alpha, b, n),
+      return {.q = q.middleRows(b, n),
+              .k = k.middleRows(b, n),
+              .v = v.middleRows(b, n),
+              .theta = gate_rows(theta, b, n),
+              .alpha = gate_rows(alpha, b, n),
               .momentum = gate_rows(eta, b, n)};
     }
   };
   static Data data(Index T, Index H, Rng& rng) {
     Matrix<Scalar> k(T, H * kDim);
-    for (Index h = 0; h < H; ++h) k.middleCols(h * kDim, kDim) = unit_rows(uniform<Scalar>(rng, T, kDim));
-    return {uniform<Scalar>(rng, T, H * kDim), k, uniform<Scalar>(rng, T, H * kDim),
-            uniform<Scalar>(rng, T, H, 0.005, 0.05), uniform<Scalar>(rng, T, H, 0.0, 0.2),
-            uniform<Scalar>(rng, T, H, 0.5, 0.95)};
+    for (Index h = 0; h < H; ++h)
+      k.middleCols(h * kDim, kDim) = unit_rows(uniform<Scalar>(rng, T, kDim));
+    return {uniform<Scalar>(rng, T, H * kDim),    k,
+            uniform<Scalar>(rng, T, H * kDim),    uniform<Scalar>(rng, T, H, 0.005, 0.05),
+            uniform<Scalar>(rng, T, H, 0.0, 0.2), uniform<Scalar>(rng, T, H, 0.5, 0.95)};
   }
   static std::vector<Matrix<Scalar>> tensors(const typename Layer::State& s) {
     std::vector<Matrix<Scalar>> out;
@@ -206,8 +228,8 @@ struct Case<TitansMemory<Scalar>> {
 template <class Scalar>
 bool identical(const Matrix<Scalar>& a, const Matrix<Scalar>& b) {
   return a.rows() == b.rows() && a.cols() == b.cols() &&
-         (a.size() == 0 ||
-          std::memcmp(a.data(), b.data(), sizeof(Scalar) * static_cast<std::size_t>(a.size())) == 0);
+         (a.size() == 0 || std::memcmp(a.data(), b.data(),
+                                       sizeof(Scalar) * static_cast<std::size_t>(a.size())) == 0);
 }
 
 template <class Layer>
@@ -242,14 +264,16 @@ Result<Layer> replay(const Layer& layer, const typename Case<Layer>::Data& data,
                      const std::vector<Call>& calls) {
   Result<Layer> r;
   auto state = layer.initial_state();
-  for (const Call& c : calls) r.outputs.push_back(layer.forward(c.form, data.slice(c.begin, c.n), state));
+  for (const Call& c : calls)
+    r.outputs.push_back(layer.forward(c.form, data.slice(c.begin, c.n), state));
   r.state = Case<Layer>::tensors(state);
   return r;
 }
 
 template <class Layer>
 ::testing::AssertionResult same(const Result<Layer>& got, const Result<Layer>& want) {
-  if (got.outputs.size() != want.outputs.size()) return ::testing::AssertionFailure() << "call count";
+  if (got.outputs.size() != want.outputs.size())
+    return ::testing::AssertionFailure() << "call count";
   for (std::size_t i = 0; i < got.outputs.size(); ++i) {
     if (!identical(got.outputs[i], want.outputs[i])) {
       return ::testing::AssertionFailure() << "outputs of call " << i << " differ";
@@ -336,19 +360,22 @@ TYPED_TEST(Concurrency, MultiHeadThreadsAreBitIdentical) {
     auto states_many = states_one;
     for (int call = 0; call < 2; ++call) {
       std::vector<typename C::Data> data;
-      for (Index T : lengths) data.push_back(C::data(form == Form::parallel ? T / 2 : T, H, rng));
+      for (Index T : lengths)
+        data.push_back(C::data(form == Form::parallel ? T / 2 : T, H, rng));
       std::vector<typename Layer::Inputs> seqs;
-      for (const auto& d : data) seqs.push_back(d.all());
+      for (const auto& d : data)
+        seqs.push_back(d.all());
       const auto out_one = one.forward_batch(form, seqs, states_one);
       const auto out_many = many.forward_batch(form, seqs, states_many);
       ASSERT_EQ(out_one.size(), out_many.size());
       for (std::size_t s = 0; s < out_one.size(); ++s) {
-        EXPECT_TRUE(identical<Scalar>(out_many[s], out_one[s])) << "call " << call << ", sequence " << s;
+        EXPECT_TRUE(identical<Scalar>(out_many[s], out_one[s]))
+            << "call " << call << ", sequence " << s;
         for (std::size_t h = 0; h < std::size_t(H); ++h) {
           const auto a = C::tensors(states_many[s][h]), b = C::tensors(states_one[s][h]);
           for (std::size_t i = 0; i < a.size(); ++i) {
-            EXPECT_TRUE(identical<Scalar>(a[i], b[i]))
-                << "call " << call << ", sequence " << s << ", head " << h << ", state tensor " << i;
+            EXPECT_TRUE(identical<Scalar>(a[i], b[i])) << "call " << call << ", sequence " << s
+                                                       << ", head " << h << ", state tensor " << i;
           }
         }
       }

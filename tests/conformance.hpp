@@ -63,8 +63,8 @@ class Conformance : public ::testing::Test {
   }
 
   /// Runs `form` on the call and returns the output; the state is updated.
-  static Matrix<ScalarT> run(const Layer& layer, Form form, const Data& data, Index begin,
-                            Index n, State& state) {
+  static Matrix<ScalarT> run(const Layer& layer, Form form, const Data& data, Index begin, Index n,
+                             State& state) {
     return layer.forward(form, data.slice(begin, n), state);
   }
 
@@ -131,8 +131,8 @@ TYPED_TEST_P(Conformance, RandomSplitsAgree) {
       Rng rng(seed);
       const Index T = uniform_index(rng, 5, 140);
       const Index chunk = uniform_index(rng, 1, 40);
-      SCOPED_TRACE(::testing::Message() << "variant " << variant.name << ", seed " << seed
-                                        << ", T " << T << ", chunk " << chunk);
+      SCOPED_TRACE(::testing::Message() << "variant " << variant.name << ", seed " << seed << ", T "
+                                        << T << ", chunk " << chunk);
       const auto layer = Case::make(variant, chunk);
       const auto data = Case::data(variant, layer, T, rng);
       const auto init = TestFixture::start_state(layer, trial % 2 == 1, rng);
@@ -141,7 +141,8 @@ TYPED_TEST_P(Conformance, RandomSplitsAgree) {
 
       const Index calls = uniform_index(rng, 2, 5);
       std::vector<Index> cuts{0, T};
-      for (Index c = 1; c < calls; ++c) cuts.push_back(uniform_index(rng, 0, T));
+      for (Index c = 1; c < calls; ++c)
+        cuts.push_back(uniform_index(rng, 0, T));
       std::sort(cuts.begin(), cuts.end());
       auto state = init;
       Matrix<Scalar> out(T, ref.cols());
@@ -211,7 +212,7 @@ TYPED_TEST_P(Conformance, EmptyCallKeepsState) {
   }
 }
 
-REGISTER_TYPED_TEST_SUITE_P(Conformance, FormsAgree, RandomSplitsAgree,
-                            BadInputThrowsAndKeepsState, EmptyCallKeepsState);
+REGISTER_TYPED_TEST_SUITE_P(Conformance, FormsAgree, RandomSplitsAgree, BadInputThrowsAndKeepsState,
+                            EmptyCallKeepsState);
 
 }  // namespace seqmem::test

@@ -12,7 +12,7 @@
 namespace seqmem::test {
 namespace {
 
-enum class Beta { uniform, extremes };   // uniform in (0, 2), or only 0 and 2
+enum class Beta { uniform, extremes };  // uniform in (0, 2), or only 0 and 2
 enum class Decay { none, mild, strong };
 
 struct DeltaVariant {
@@ -68,7 +68,10 @@ struct LayerCase<DeltaNet<Scalar>> {
               .log_decay = g ? std::optional<GateRef<Scalar>>(g->segment(b, n)) : std::nullopt};
     }
     Inputs whole() const {
-      return {.q = q, .k = k, .v = v, .beta = GateRef<Scalar>(beta),
+      return {.q = q,
+              .k = k,
+              .v = v,
+              .beta = GateRef<Scalar>(beta),
               .log_decay = g ? std::optional<GateRef<Scalar>>(*g) : std::nullopt};
     }
   };
@@ -82,12 +85,14 @@ struct LayerCase<DeltaNet<Scalar>> {
     Data d{uniform<Scalar>(rng, T, dk), k, uniform<Scalar>(rng, T, dv),
            uniform<Scalar>(rng, T, 1, 0.0, 2.0).col(0), std::nullopt};
     if (var.beta == Beta::extremes) {
-      for (Index t = 0; t < T; ++t) d.beta(t) = Scalar(2 * uniform_index(rng, 0, 1));
+      for (Index t = 0; t < T; ++t)
+        d.beta(t) = Scalar(2 * uniform_index(rng, 0, 1));
     }
     if (var.decay == Decay::mild) d.g = uniform<Scalar>(rng, T, 1, -0.5, 0.0).col(0);
     if (var.decay == Decay::strong) {
       Vector<Scalar> g = uniform<Scalar>(rng, T, 1, -0.2, 0.0).col(0);
-      for (Index t = 0; t < T; t += 3) g(t) = Scalar(-30);
+      for (Index t = 0; t < T; t += 3)
+        g(t) = Scalar(-30);
       d.g = g;
     }
     return d;

@@ -49,19 +49,26 @@ const Vector<double> kZero = Vector<double>::Zero(T);
 
 TEST(FiniteInput, LinearAttention) {
   using L = LinearAttention<double>;
-  expect_policy(L({.key_dim = d, .value_dim = d}), L({.key_dim = d, .value_dim = d, .check_finite = false}),
-                [](const auto& q, const auto& k, const auto& v) { return L::Inputs{.q = q, .k = k, .v = v}; });
+  expect_policy(L({.key_dim = d, .value_dim = d}),
+                L({.key_dim = d, .value_dim = d, .check_finite = false}),
+                [](const auto& q, const auto& k, const auto& v) {
+                  return L::Inputs{.q = q, .k = k, .v = v};
+                });
 }
 
 TEST(FiniteInput, SoftmaxAttention) {
   using L = SoftmaxAttention<double>;
-  expect_policy(L({.key_dim = d, .value_dim = d}), L({.key_dim = d, .value_dim = d, .check_finite = false}),
-                [](const auto& q, const auto& k, const auto& v) { return L::Inputs{.q = q, .k = k, .v = v}; });
+  expect_policy(L({.key_dim = d, .value_dim = d}),
+                L({.key_dim = d, .value_dim = d, .check_finite = false}),
+                [](const auto& q, const auto& k, const auto& v) {
+                  return L::Inputs{.q = q, .k = k, .v = v};
+                });
 }
 
 TEST(FiniteInput, DeltaNet) {
   using L = DeltaNet<double>;
-  expect_policy(L({.key_dim = d, .value_dim = d}), L({.key_dim = d, .value_dim = d, .check_finite = false}),
+  expect_policy(L({.key_dim = d, .value_dim = d}),
+                L({.key_dim = d, .value_dim = d, .check_finite = false}),
                 [](const auto& q, const auto& k, const auto& v) {
                   return L::Inputs{.q = q, .k = k, .v = v, .beta = GateRef<double>(kHalf)};
                 });
@@ -69,7 +76,8 @@ TEST(FiniteInput, DeltaNet) {
 
 TEST(FiniteInput, TTT) {
   using L = TTTMLP<double>;
-  expect_policy(L({.dim = d, .mini_batch = 8}), L({.dim = d, .mini_batch = 8, .check_finite = false}),
+  expect_policy(L({.dim = d, .mini_batch = 8}),
+                L({.dim = d, .mini_batch = 8, .check_finite = false}),
                 [](const auto& q, const auto& k, const auto& v) {
                   return L::Inputs{.q = q, .k = k, .v = v, .eta = GateRef<double>(kSmall)};
                 });
@@ -77,12 +85,17 @@ TEST(FiniteInput, TTT) {
 
 TEST(FiniteInput, Titans) {
   using L = TitansMemory<double>;
-  expect_policy(L({.key_dim = d, .value_dim = d, .depth = 2, .mini_batch = 8}),
-                L({.key_dim = d, .value_dim = d, .depth = 2, .mini_batch = 8, .check_finite = false}),
-                [](const auto& q, const auto& k, const auto& v) {
-                  return L::Inputs{.q = q, .k = k, .v = v, .theta = GateRef<double>(kSmall),
-                                   .alpha = GateRef<double>(kZero), .momentum = GateRef<double>(kHalf)};
-                });
+  expect_policy(
+      L({.key_dim = d, .value_dim = d, .depth = 2, .mini_batch = 8}),
+      L({.key_dim = d, .value_dim = d, .depth = 2, .mini_batch = 8, .check_finite = false}),
+      [](const auto& q, const auto& k, const auto& v) {
+        return L::Inputs{.q = q,
+                         .k = k,
+                         .v = v,
+                         .theta = GateRef<double>(kSmall),
+                         .alpha = GateRef<double>(kZero),
+                         .momentum = GateRef<double>(kHalf)};
+      });
 }
 
 }  // namespace

@@ -262,9 +262,9 @@ void run_ttt(Run<Scalar>& run) {
   const Matrix<Scalar> q = run.input("q"), k = run.input("k"), v = run.input("v");
   const Index d = q.cols();
   typename Layer::Parameters parameters;
-  const std::vector<std::string> names =
-      Model == TTTModel::linear ? std::vector<std::string>{"W0", "b0"}
-                                : std::vector<std::string>{"W1", "b1", "W2", "b2"};
+  const std::vector<std::string> names = Model == TTTModel::linear
+                                             ? std::vector<std::string>{"W0", "b0"}
+                                             : std::vector<std::string>{"W1", "b1", "W2", "b2"};
   for (std::size_t i = 0; i < names.size(); i += 2) {
     parameters.initial.W.push_back(run.input(names[i]));
     parameters.initial.b.push_back(run.input(names[i + 1]));
@@ -275,12 +275,14 @@ void run_ttt(Run<Scalar>& run) {
   if constexpr (Model == TTTModel::mlp) {
     if (run.param_word("activation") != "gelu_tanh") run.fail("activation must be gelu_tanh");
     options.expansion = run.param_index("hidden") / d;
-    if (options.expansion * d != run.param_index("hidden")) run.fail("hidden is not a multiple of d");
+    if (options.expansion * d != run.param_index("hidden"))
+      run.fail("hidden is not a multiple of d");
   }
   const Layer layer(options, parameters);
   typename Layer::State state = layer.initial_state();
   const Vector<Scalar> eta = run.gate("eta", q.rows());
-  run.expect("o", layer.forward(run.form(), {.q = q, .k = k, .v = v, .eta = GateRef<Scalar>(eta)}, state));
+  run.expect(
+      "o", layer.forward(run.form(), {.q = q, .k = k, .v = v, .eta = GateRef<Scalar>(eta)}, state));
   const Weights<Scalar> final_weights = layer.current_weights(state);
   for (std::size_t i = 0; i < names.size(); i += 2) {
     const std::string suffix = Model == TTTModel::linear ? "" : std::to_string(i / 2 + 1);
@@ -312,8 +314,10 @@ void run_titans(Run<Scalar>& run, bool mlp) {
   expect_param(run, "loss_grad_factor", 2.0);
   const Matrix<Scalar> q = run.input("q"), k = run.input("k"), v = run.input("v");
   const Index tokens = q.rows(), dk = q.cols(), dv = v.cols();
-  typename Layer::Options options{.key_dim = dk, .value_dim = dv, .depth = run.param_index("depth"), .mini_batch = b};
-  typename Layer::Parameters parameters{{}, Matrix<Scalar>::Ones(1, dv), Matrix<Scalar>::Zero(1, dv)};
+  typename Layer::Options options{
+      .key_dim = dk, .value_dim = dv, .depth = run.param_index("depth"), .mini_batch = b};
+  typename Layer::Parameters parameters{
+      {}, Matrix<Scalar>::Ones(1, dv), Matrix<Scalar>::Zero(1, dv)};
   std::vector<std::string> names{""};
   if (mlp) {
     if (run.param_word("activation") != "gelu_tanh") run.fail("activation must be gelu_tanh");
@@ -337,8 +341,12 @@ void run_titans(Run<Scalar>& run, bool mlp) {
   const Vector<Scalar> theta = run.gate("theta", tokens), alpha = run.gate("alpha", tokens),
                        eta = run.gate("eta", tokens);
   run.expect("o", layer.forward(run.form(),
-                                {.q = q, .k = k, .v = v, .theta = GateRef<Scalar>(theta),
-                                 .alpha = GateRef<Scalar>(alpha), .momentum = GateRef<Scalar>(eta)},
+                                {.q = q,
+                                 .k = k,
+                                 .v = v,
+                                 .theta = GateRef<Scalar>(theta),
+                                 .alpha = GateRef<Scalar>(alpha),
+                                 .momentum = GateRef<Scalar>(eta)},
                                 state));
   for (std::size_t l = 0; l < names.size(); ++l) {
     run.expect(mlp ? "final" + names[l] : "final_state", state.current.W[l]);

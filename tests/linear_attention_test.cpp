@@ -64,7 +64,9 @@ struct LayerCase<LinearAttention<Scalar>> {
               .log_decay = g ? std::optional<GateRef<Scalar>>(g->segment(b, n)) : std::nullopt};
     }
     Inputs whole() const {
-      return {.q = q, .k = k, .v = v,
+      return {.q = q,
+              .k = k,
+              .v = v,
               .log_decay = g ? std::optional<GateRef<Scalar>>(*g) : std::nullopt};
     }
   };
@@ -77,7 +79,8 @@ struct LayerCase<LinearAttention<Scalar>> {
     if (var.gate == Gate::mild) d.g = uniform<Scalar>(rng, T, 1, -0.5, 0.0).col(0);
     if (var.gate == Gate::strong) {  // g = −30 on every third token, mild elsewhere
       Vector<Scalar> g = uniform<Scalar>(rng, T, 1, -0.2, 0.0).col(0);
-      for (Index t = 0; t < T; t += 3) g(t) = Scalar(-30);
+      for (Index t = 0; t < T; t += 3)
+        g(t) = Scalar(-30);
       d.g = g;
     }
     return d;
@@ -94,7 +97,8 @@ struct LayerCase<LinearAttention<Scalar>> {
   static std::vector<BadInput<Data>> bad_inputs() {
     const Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
     return {
-        {"k with fewer rows", [](Data& d) { d.k.conservativeResize(d.k.rows() - 1, Eigen::NoChange); },
+        {"k with fewer rows",
+         [](Data& d) { d.k.conservativeResize(d.k.rows() - 1, Eigen::NoChange); },
          "k must be 6x6, got 5x6"},
         {"q with a wrong dim", [](Data& d) { d.q = Matrix<Scalar>::Ones(d.q.rows(), 7); },
          "q must be 6x6, got 6x7"},
@@ -102,23 +106,37 @@ struct LayerCase<LinearAttention<Scalar>> {
          "v must be 6x5, got 6x2"},
         {"gate of the wrong length", [](Data& d) { d.g = Vector<Scalar>::Zero(4); },
          "log_decay must be 6x1, got 4x1"},
-        {"positive log_decay", [](Data& d) { d.g = Vector<Scalar>::Zero(6); (*d.g)(3) = Scalar(0.5); },
+        {"positive log_decay",
+         [](Data& d) {
+           d.g = Vector<Scalar>::Zero(6);
+           (*d.g)(3) = Scalar(0.5);
+         },
          "log_decay[3] must be finite and <= 0, got 0.5"},
-        {"NaN log_decay", [nan](Data& d) { d.g = Vector<Scalar>::Zero(6); (*d.g)(2) = nan; },
+        {"NaN log_decay",
+         [nan](Data& d) {
+           d.g = Vector<Scalar>::Zero(6);
+           (*d.g)(2) = nan;
+         },
          "log_decay[2] must be finite"},
         {"infinite log_decay",
-         [](Data& d) { d.g = Vector<Scalar>::Zero(6); (*d.g)(1) = -std::numeric_limits<Scalar>::infinity(); },
+         [](Data& d) {
+           d.g = Vector<Scalar>::Zero(6);
+           (*d.g)(1) = -std::numeric_limits<Scalar>::infinity();
+         },
          "log_decay[1] must be finite"},
     };
   }
 
   static std::vector<BadOption<Layer>> bad_options() {
     return {
-        {"key_dim 0", [] { return Layer({.key_dim = 0, .value_dim = 4}); }, "key_dim must be > 0, got 0"},
-        {"value_dim 0", [] { return Layer({.key_dim = 4, .value_dim = 0}); }, "value_dim must be > 0, got 0"},
+        {"key_dim 0", [] { return Layer({.key_dim = 0, .value_dim = 4}); },
+         "key_dim must be > 0, got 0"},
+        {"value_dim 0", [] { return Layer({.key_dim = 4, .value_dim = 0}); },
+         "value_dim must be > 0, got 0"},
         {"chunk_size 0", [] { return Layer({.key_dim = 4, .value_dim = 4, .chunk_size = 0}); },
          "chunk_size must be > 0, got 0"},
-        {"negative chunk_size", [] { return Layer({.key_dim = 4, .value_dim = 4, .chunk_size = -3}); },
+        {"negative chunk_size",
+         [] { return Layer({.key_dim = 4, .value_dim = 4, .chunk_size = -3}); },
          "chunk_size must be > 0, got -3"},
     };
   }
@@ -171,7 +189,8 @@ TEST(LinearAttention, AcceptsSlicesAndMaps) {
   const Eigen::Map<const Matrix<double>> mapped(buffer.data(), 5, 2);
   auto s1 = layer.initial_state(), s2 = layer.initial_state();
   const Matrix<double> q = wide.middleCols(2, 2), v = mapped;
-  const auto a = layer.forward(Form::chunkwise, {.q = wide.middleCols(2, 2), .k = wide.middleCols(2, 2), .v = mapped}, s1);
+  const auto a = layer.forward(
+      Form::chunkwise, {.q = wide.middleCols(2, 2), .k = wide.middleCols(2, 2), .v = mapped}, s1);
   const auto b = layer.forward(Form::chunkwise, {.q = q, .k = q, .v = v}, s2);
   EXPECT_EQ(a, b);
 }

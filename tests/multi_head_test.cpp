@@ -28,7 +28,8 @@ TEST(MultiHead, EqualsHeadsAloneBitForBitForAnyThreadCount) {
   Rng rng(11);
   const std::vector<Index> lengths{40, 1, 77, 13};
   std::vector<Packed> data;
-  for (Index T : lengths) data.push_back(packed(rng, T));
+  for (Index T : lengths)
+    data.push_back(packed(rng, T));
   for (Form form : all_forms) {
     // Reference: every (sequence, head) alone, on the same column slices.
     std::vector<Matrix<double>> want;
@@ -39,11 +40,12 @@ TEST(MultiHead, EqualsHeadsAloneBitForBitForAnyThreadCount) {
       for (Index h = 0; h < kHeads; ++h) {
         auto state = kLayer.initial_state();
         state.S.setConstant(0.1 * double(h));
-        o.middleCols(h * kDv, kDv) = kLayer.forward(
-            form,
-            {.q = d.q.middleCols(h * kDk, kDk), .k = d.k.middleCols(h * kDk, kDk),
-             .v = d.v.middleCols(h * kDv, kDv), .log_decay = GateRef<double>(d.g.col(h))},
-            state);
+        o.middleCols(h * kDv, kDv) = kLayer.forward(form,
+                                                    {.q = d.q.middleCols(h * kDk, kDk),
+                                                     .k = d.k.middleCols(h * kDk, kDk),
+                                                     .v = d.v.middleCols(h * kDv, kDv),
+                                                     .log_decay = GateRef<double>(d.g.col(h))},
+                                                    state);
         want_states.back().push_back(state);
       }
       want.push_back(o);
@@ -54,9 +56,11 @@ TEST(MultiHead, EqualsHeadsAloneBitForBitForAnyThreadCount) {
       std::vector<MultiHead<LinearAttention<double>>::States> states(data.size(),
                                                                      executor.initial_state());
       for (auto& s : states)
-        for (Index h = 0; h < kHeads; ++h) s[std::size_t(h)].S.setConstant(0.1 * double(h));
+        for (Index h = 0; h < kHeads; ++h)
+          s[std::size_t(h)].S.setConstant(0.1 * double(h));
       std::vector<LinearAttention<double>::Inputs> seqs;
-      for (const auto& d : data) seqs.push_back(d.inputs());
+      for (const auto& d : data)
+        seqs.push_back(d.inputs());
       const auto outs = executor.forward_batch(form, seqs, states);
       for (std::size_t s = 0; s < data.size(); ++s) {
         EXPECT_EQ(outs[s], want[s]) << "sequence " << s;
@@ -76,11 +80,12 @@ TEST(MultiHead, OneSequenceOverload) {
   EXPECT_EQ(out.rows(), 30);
   EXPECT_EQ(out.cols(), kHeads * kDv);
   auto s1 = kLayer.initial_state();
-  const auto head1 = kLayer.forward(
-      Form::chunkwise,
-      {.q = d.q.middleCols(kDk, kDk), .k = d.k.middleCols(kDk, kDk),
-       .v = d.v.middleCols(kDv, kDv), .log_decay = GateRef<double>(d.g.col(1))},
-      s1);
+  const auto head1 = kLayer.forward(Form::chunkwise,
+                                    {.q = d.q.middleCols(kDk, kDk),
+                                     .k = d.k.middleCols(kDk, kDk),
+                                     .v = d.v.middleCols(kDv, kDv),
+                                     .log_decay = GateRef<double>(d.g.col(1))},
+                                    s1);
   EXPECT_EQ(out.middleCols(kDv, kDv), head1);
 }
 
@@ -91,12 +96,15 @@ TEST(MultiHead, BadInputAnywhereLeavesAllStatesUnchanged) {
   MultiHead executor(kLayer, kHeads, 2);
   std::vector<MultiHead<LinearAttention<double>>::States> states(2, executor.initial_state());
   for (auto& s : states)
-    for (auto& h : s) h.S.setConstant(0.5);
+    for (auto& h : s)
+      h.S.setConstant(0.5);
   const auto before = states;
   std::vector<LinearAttention<double>::Inputs> seqs{data[0].inputs(), data[1].inputs()};
-  EXPECT_THROW((void)executor.forward_batch(Form::chunkwise, seqs, states), seqmem::invalid_argument);
+  EXPECT_THROW((void)executor.forward_batch(Form::chunkwise, seqs, states),
+               seqmem::invalid_argument);
   for (std::size_t s = 0; s < 2; ++s)
-    for (std::size_t h = 0; h < std::size_t(kHeads); ++h) EXPECT_EQ(states[s][h].S, before[s][h].S);
+    for (std::size_t h = 0; h < std::size_t(kHeads); ++h)
+      EXPECT_EQ(states[s][h].S, before[s][h].S);
 
   data[1].g(5, 2) = 0.0;
   data[1].v.conservativeResize(Eigen::NoChange, kHeads * kDv - 1);  // packed v too narrow
@@ -109,7 +117,8 @@ TEST(MultiHead, BadInputAnywhereLeavesAllStatesUnchanged) {
         << e.what();
   }
   for (std::size_t s = 0; s < 2; ++s)
-    for (std::size_t h = 0; h < std::size_t(kHeads); ++h) EXPECT_EQ(states[s][h].S, before[s][h].S);
+    for (std::size_t h = 0; h < std::size_t(kHeads); ++h)
+      EXPECT_EQ(states[s][h].S, before[s][h].S);
 }
 
 TEST(MultiHead, RejectsBadArguments) {
@@ -121,7 +130,8 @@ TEST(MultiHead, RejectsBadArguments) {
   Rng rng(14);
   const Matrix<double> x = uniform<double>(rng, 4, 2 * kDk), v = uniform<double>(rng, 4, 2 * kDv);
   std::vector<LinearAttention<double>::Inputs> seqs{{.q = x, .k = x, .v = v}};
-  EXPECT_THROW((void)executor.forward_batch(Form::parallel, seqs, states), seqmem::invalid_argument);
+  EXPECT_THROW((void)executor.forward_batch(Form::parallel, seqs, states),
+               seqmem::invalid_argument);
 }
 
 TEST(MultiHead, SoftmaxAttentionHeads) {

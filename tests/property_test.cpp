@@ -9,7 +9,8 @@
 //   SEQMEM_PROPERTY_CASES  configurations per layer and scalar type (default 200)
 //   SEQMEM_PROPERTY_SEED   base seed (default 20240611); case i uses seed SEED + i
 // A failure prints the case's seed and configuration; rerun that case alone with
-//   SEQMEM_PROPERTY_SEED=<case seed> SEQMEM_PROPERTY_CASES=1 ./property_test --gtest_filter='*<Layer>*'
+//   SEQMEM_PROPERTY_SEED=<case seed> SEQMEM_PROPERTY_CASES=1 ./property_test
+//   --gtest_filter='*<Layer>*'
 //
 // The generators draw every random number in double (test_util.hpp), so the float and double
 // suites see the same configurations and values. Sizes are biased small (most cases have
@@ -50,10 +51,16 @@ std::uint64_t env_u64(const char* name, std::uint64_t fallback) {
   return value;
 }
 
-int property_cases() { return static_cast<int>(env_u64("SEQMEM_PROPERTY_CASES", 200)); }
-std::uint64_t property_seed() { return env_u64("SEQMEM_PROPERTY_SEED", 20240611); }
+int property_cases() {
+  return static_cast<int>(env_u64("SEQMEM_PROPERTY_CASES", 200));
+}
+std::uint64_t property_seed() {
+  return env_u64("SEQMEM_PROPERTY_SEED", 20240611);
+}
 
-bool chance(Rng& rng, double p) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; }
+bool chance(Rng& rng, double p) {
+  return std::uniform_real_distribution<double>(0, 1)(rng) < p;
+}
 double real(Rng& rng, double lo, double hi) {
   return std::uniform_real_distribution<double>(lo, hi)(rng);
 }
@@ -112,7 +119,7 @@ Vector<Scalar> draw_log_decay(Rng& rng, Index T) {
   Vector<Scalar> g(T);
   for (Index t = 0; t < T; ++t) {
     const double u = real(rng, 0, 1);
-    g(t) = static_cast<Scalar>(u < 0.7 ? real(rng, -1, 0)
+    g(t) = static_cast<Scalar>(u < 0.7   ? real(rng, -1, 0)
                                : u < 0.8 ? 0.0
                                : u < 0.9 ? -30.0
                                          : real(rng, -30, -1));
@@ -132,7 +139,8 @@ Weights<Scalar> random_weights(const Weights<Scalar>& like, Rng& rng, double s) 
     const double a = s / std::sqrt(static_cast<double>(W.rows()));
     W = uniform<Scalar>(rng, W.rows(), W.cols(), -a, a);
   }
-  for (auto& b : w.b) b = uniform<Scalar>(rng, 1, b.cols(), -0.2 * s, 0.2 * s);
+  for (auto& b : w.b)
+    b = uniform<Scalar>(rng, 1, b.cols(), -0.2 * s, 0.2 * s);
   return w;
 }
 
@@ -151,7 +159,9 @@ const char* name_of(FeatureMap m) {
   return "?";
 }
 
-const char* name_of(Activation a) { return a == Activation::silu ? "silu" : "gelu_tanh"; }
+const char* name_of(Activation a) {
+  return a == Activation::silu ? "silu" : "gelu_tanh";
+}
 
 // ---------------------------------------------------------------------------------------------
 // One generator per layer family. Each provides:
@@ -223,7 +233,9 @@ struct Family<LinearAttention<Scalar>> {
     Matrix<Scalar> q, k, v;
     std::optional<Vector<Scalar>> g;
     Inputs slice(Index b, Index n) const {
-      return {.q = q.middleRows(b, n), .k = k.middleRows(b, n), .v = v.middleRows(b, n),
+      return {.q = q.middleRows(b, n),
+              .k = k.middleRows(b, n),
+              .v = v.middleRows(b, n),
               .log_decay = gate(g, b, n)};
     }
   };
@@ -374,8 +386,11 @@ struct Family<DeltaNet<Scalar>> {
     Vector<Scalar> beta;
     std::optional<Vector<Scalar>> g;
     Inputs slice(Index b, Index n) const {
-      return {.q = q.middleRows(b, n), .k = k.middleRows(b, n), .v = v.middleRows(b, n),
-              .beta = GateRef<Scalar>(beta.segment(b, n)), .log_decay = gate(g, b, n)};
+      return {.q = q.middleRows(b, n),
+              .k = k.middleRows(b, n),
+              .v = v.middleRows(b, n),
+              .beta = GateRef<Scalar>(beta.segment(b, n)),
+              .log_decay = gate(g, b, n)};
     }
   };
 
@@ -426,8 +441,8 @@ struct Family<TTT<Scalar, Model>> {
       std::ostringstream s;
       s << "T " << T << ", dim " << dim << ", mini_batch " << mini_batch;
       if (Model == TTTModel::mlp) s << ", expansion " << expansion;
-      s << ", layer_norm " << layer_norm << ", bias " << bias << ", token_index_scaling "
-        << scaling << ", token_scale_offset " << offsets << ", eta in [0, " << eta_max
+      s << ", layer_norm " << layer_norm << ", bias " << bias << ", token_index_scaling " << scaling
+        << ", token_scale_offset " << offsets << ", eta in [0, " << eta_max
         << "] (incl. 0 and max), random state " << random_state;
       return s.str();
     }
@@ -483,7 +498,9 @@ struct Family<TTT<Scalar, Model>> {
     Matrix<Scalar> q, k, v;
     Vector<Scalar> eta;
     Inputs slice(Index b, Index n) const {
-      return {.q = q.middleRows(b, n), .k = k.middleRows(b, n), .v = v.middleRows(b, n),
+      return {.q = q.middleRows(b, n),
+              .k = k.middleRows(b, n),
+              .v = v.middleRows(b, n),
               .eta = GateRef<Scalar>(eta.segment(b, n))};
     }
   };
@@ -493,7 +510,9 @@ struct Family<TTT<Scalar, Model>> {
            uniform<Scalar>(rng, c.T, c.dim), Vector<Scalar>(c.T)};
     for (Index t = 0; t < c.T; ++t) {
       const double u = real(rng, 0, 1);
-      d.eta(t) = static_cast<Scalar>(u < 0.15 ? 0.0 : u < 0.25 ? c.eta_max : real(rng, 0, c.eta_max));
+      d.eta(t) = static_cast<Scalar>(u < 0.15   ? 0.0
+                                     : u < 0.25 ? c.eta_max
+                                                : real(rng, 0, c.eta_max));
     }
     return d;
   }
@@ -560,8 +579,8 @@ struct Family<TitansMemory<Scalar>> {
         << ", expansion " << expansion << ", activation " << seqmem::test::name_of(activation)
         << ", bias " << bias << ", layer_norm " << layer_norm << ", mini_batch " << mini_batch
         << ", gates " << (gentle ? "gentle " : "normal ") << name_of(gates) << ", theta ×"
-        << theta_scale
-        << ", random parameters " << random_parameters << ", random state " << random_state;
+        << theta_scale << ", random parameters " << random_parameters << ", random state "
+        << random_state;
       return s.str();
     }
   };
@@ -584,7 +603,7 @@ struct Family<TitansMemory<Scalar>> {
     c.random_parameters = chance(rng, 0.5);
     c.random_state = chance(rng, 0.7);
     const double g = real(rng, 0, 1);
-    c.gates = g < 0.45 ? Gates::plain
+    c.gates = g < 0.45   ? Gates::plain
               : g < 0.75 ? Gates::extremes
               : g < 0.85 ? Gates::frictionless
                          : Gates::long_small;
@@ -624,17 +643,18 @@ struct Family<TitansMemory<Scalar>> {
                                     .mini_batch = c.mini_batch};
     if (!c.random_parameters) return Layer(o);
     const Layer plain(o);
-    return Layer(o, typename Layer::Parameters{
-                        random_weights(plain.parameters().initial, rng, 2.0),
-                        uniform<Scalar>(rng, 1, c.dv, 0.5, 1.5),
-                        uniform<Scalar>(rng, 1, c.dv, -0.3, 0.3)});
+    return Layer(o, typename Layer::Parameters{random_weights(plain.parameters().initial, rng, 2.0),
+                                               uniform<Scalar>(rng, 1, c.dv, 0.5, 1.5),
+                                               uniform<Scalar>(rng, 1, c.dv, -0.3, 0.3)});
   }
 
   struct Data {
     Matrix<Scalar> q, k, v;
     Vector<Scalar> theta, alpha, eta;
     Inputs slice(Index b, Index n) const {
-      return {.q = q.middleRows(b, n), .k = k.middleRows(b, n), .v = v.middleRows(b, n),
+      return {.q = q.middleRows(b, n),
+              .k = k.middleRows(b, n),
+              .v = v.middleRows(b, n),
               .theta = GateRef<Scalar>(theta.segment(b, n)),
               .alpha = GateRef<Scalar>(alpha.segment(b, n)),
               .momentum = GateRef<Scalar>(eta.segment(b, n))};
@@ -662,7 +682,10 @@ struct Family<TitansMemory<Scalar>> {
             case 0: d.alpha(t) = Scalar(1); break;
             case 1: d.eta(t) = Scalar(0); break;
             case 2: d.theta(t) = Scalar(0); break;
-            case 3: d.alpha(t) = Scalar(1); d.eta(t) = Scalar(0); break;
+            case 3:
+              d.alpha(t) = Scalar(1);
+              d.eta(t) = Scalar(0);
+              break;
             case 4: d.alpha(t) = Scalar(0); break;
             case 5: d.eta(t) = Scalar(1); break;
             default: break;
@@ -718,12 +741,17 @@ template <class Layer>
 const char* layer_name() {
   using S = typename Layer::Scalar;
   constexpr bool f = std::is_same_v<S, float>;
-  if constexpr (std::is_same_v<Layer, LinearAttention<S>>) return f ? "LinearAttention<float>" : "LinearAttention<double>";
-  if constexpr (std::is_same_v<Layer, SoftmaxAttention<S>>) return f ? "SoftmaxAttention<float>" : "SoftmaxAttention<double>";
-  if constexpr (std::is_same_v<Layer, DeltaNet<S>>) return f ? "DeltaNet<float>" : "DeltaNet<double>";
-  if constexpr (std::is_same_v<Layer, TTTLinear<S>>) return f ? "TTTLinear<float>" : "TTTLinear<double>";
+  if constexpr (std::is_same_v<Layer, LinearAttention<S>>)
+    return f ? "LinearAttention<float>" : "LinearAttention<double>";
+  if constexpr (std::is_same_v<Layer, SoftmaxAttention<S>>)
+    return f ? "SoftmaxAttention<float>" : "SoftmaxAttention<double>";
+  if constexpr (std::is_same_v<Layer, DeltaNet<S>>)
+    return f ? "DeltaNet<float>" : "DeltaNet<double>";
+  if constexpr (std::is_same_v<Layer, TTTLinear<S>>)
+    return f ? "TTTLinear<float>" : "TTTLinear<double>";
   if constexpr (std::is_same_v<Layer, TTTMLP<S>>) return f ? "TTTMLP<float>" : "TTTMLP<double>";
-  if constexpr (std::is_same_v<Layer, TitansMemory<S>>) return f ? "TitansMemory<float>" : "TitansMemory<double>";
+  if constexpr (std::is_same_v<Layer, TitansMemory<S>>)
+    return f ? "TitansMemory<float>" : "TitansMemory<double>";
   return "?";
 }
 
@@ -742,9 +770,9 @@ template <class Layer>
 struct CaseRun {
   using Scalar = typename Layer::Scalar;
   typename Family<Layer>::Config config;
-  std::string calls, error;  // error: what a call threw (none should)
-  Matrix<Scalar> ref, out;                            // outputs: recurrent, split
-  std::vector<Matrix<Scalar>> ref_state, out_state;   // final state tensors
+  std::string calls, error;                          // error: what a call threw (none should)
+  Matrix<Scalar> ref, out;                           // outputs: recurrent, split
+  std::vector<Matrix<Scalar>> ref_state, out_state;  // final state tensors
 };
 
 /// `jitter` ≠ 0 scales v by (1 + jitter): a perturbation of the size of rounding errors, to
@@ -794,7 +822,8 @@ double relative_difference(const A& a, const B& b) {
   for (Index i = 0; i < b.rows(); ++i) {
     for (Index j = 0; j < b.cols(); ++j) {
       scale = std::max(scale, std::abs(static_cast<double>(b(i, j))));
-      worst = std::max(worst, std::abs(static_cast<double>(a(i, j)) - static_cast<double>(b(i, j))));
+      worst =
+          std::max(worst, std::abs(static_cast<double>(a(i, j)) - static_cast<double>(b(i, j))));
     }
   }
   return worst / (1.0 + scale);
@@ -837,16 +866,16 @@ template <class Layer>
 Outcome check_case(std::uint64_t seed, Tally& tally) {
   using Scalar = typename Layer::Scalar;
   constexpr double tol = cross_form_tolerance<Scalar>();
-  ::testing::ScopedTrace trace_seed(
-      __FILE__, __LINE__,
-      ::testing::Message() << layer_name<Layer>() << ", case seed " << seed
-                           << " (rerun: SEQMEM_PROPERTY_SEED=" << seed
-                           << " SEQMEM_PROPERTY_CASES=1)");
+  ::testing::ScopedTrace trace_seed(__FILE__, __LINE__,
+                                    ::testing::Message() << layer_name<Layer>() << ", case seed "
+                                                         << seed << " (rerun: SEQMEM_PROPERTY_SEED="
+                                                         << seed << " SEQMEM_PROPERTY_CASES=1)");
   const CaseRun<Layer> run = run_case<Layer>(seed);
   ::testing::ScopedTrace trace_config(__FILE__, __LINE__,
                                       run.config.describe() + "; calls: " + run.calls);
   bool finite = run.ref.allFinite();
-  for (const auto& m : run.ref_state) finite = finite && m.allFinite();
+  for (const auto& m : run.ref_state)
+    finite = finite && m.allFinite();
   if (!finite) {
     tally.skipped.push_back("seed " + std::to_string(seed) + " diverged (" + run.config.describe() +
                             ")");
@@ -864,8 +893,8 @@ Outcome check_case(std::uint64_t seed, Tally& tally) {
   };
   compare(run.out, run.ref, "outputs");
   if (run.out_state.size() != run.ref_state.size()) {
-    ADD_FAILURE() << "state tensor count " << run.out_state.size() << " != "
-                  << run.ref_state.size();
+    ADD_FAILURE() << "state tensor count " << run.out_state.size()
+                  << " != " << run.ref_state.size();
     return Outcome::failed;
   }
   for (std::size_t i = 0; i < run.out_state.size(); ++i) {
@@ -883,7 +912,8 @@ Outcome check_case(std::uint64_t seed, Tally& tally) {
     tally.skipped.push_back(note.str());
     return Outcome::ill_conditioned;
   }
-  for (const auto& p : problems) ADD_FAILURE() << p;
+  for (const auto& p : problems)
+    ADD_FAILURE() << p;
   std::ostringstream why;
   why << "not explained by conditioning: scaling v by (1 + 8ε) moves the recurrent outputs by only "
       << sens << "·(1 + max|o|)";
@@ -900,11 +930,11 @@ Outcome check_case(std::uint64_t seed, Tally& tally) {
 template <class Layer>
 class Property : public ::testing::Test {};
 
-using Layers = ::testing::Types<LinearAttention<float>, LinearAttention<double>,
-                                SoftmaxAttention<float>, SoftmaxAttention<double>,
-                                DeltaNet<float>, DeltaNet<double>, TTTLinear<float>,
-                                TTTLinear<double>, TTTMLP<float>, TTTMLP<double>,
-                                TitansMemory<float>, TitansMemory<double>>;
+using Layers =
+    ::testing::Types<LinearAttention<float>, LinearAttention<double>, SoftmaxAttention<float>,
+                     SoftmaxAttention<double>, DeltaNet<float>, DeltaNet<double>, TTTLinear<float>,
+                     TTTLinear<double>, TTTMLP<float>, TTTMLP<double>, TitansMemory<float>,
+                     TitansMemory<double>>;
 
 class LayerNames {
  public:
@@ -937,12 +967,13 @@ TYPED_TEST(Property, RandomSplitsMatchOneRecurrentCall) {
       break;
     }
   }
-  std::cout << "[ property ] " << layer_name<TypeParam>() << ": " << tally.cases
-            << " cases (seeds " << seed << ".." << seed + static_cast<std::uint64_t>(tally.cases - 1)
+  std::cout << "[ property ] " << layer_name<TypeParam>() << ": " << tally.cases << " cases (seeds "
+            << seed << ".." << seed + static_cast<std::uint64_t>(tally.cases - 1)
             << "): " << tally.agreed << " agreed (worst " << tally.worst << "× the tolerance), "
             << tally.ill_conditioned << " ill-conditioned, " << tally.diverged << " diverged, "
             << tally.failed << " failed\n";
-  for (const auto& note : tally.skipped) std::cout << "[ property ]   " << note << "\n";
+  for (const auto& note : tally.skipped)
+    std::cout << "[ property ]   " << note << "\n";
   // The generators keep to well-conditioned ranges; skipping more than a few cases means a
   // range is too wide and the suite tests less than it claims.
   const int skipped = tally.ill_conditioned + tally.diverged;

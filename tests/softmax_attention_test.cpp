@@ -134,8 +134,12 @@ TEST(SoftmaxAttention, ChunkwiseMemoryIsLinearInT) {
   // Recurrent reference for the last 50 queries: feed the prefix, then decode.
   auto state = layer.initial_state();
   const Index prefix = T - 50;
-  (void)layer.forward(Form::chunkwise, {.q = q.topRows(prefix), .k = k.topRows(prefix), .v = v.topRows(prefix)}, state);
-  const auto tail = layer.forward(Form::recurrent, {.q = q.bottomRows(50), .k = k.bottomRows(50), .v = v.bottomRows(50)}, state);
+  (void)layer.forward(Form::chunkwise,
+                      {.q = q.topRows(prefix), .k = k.topRows(prefix), .v = v.topRows(prefix)},
+                      state);
+  const auto tail =
+      layer.forward(Form::recurrent,
+                    {.q = q.bottomRows(50), .k = k.bottomRows(50), .v = v.bottomRows(50)}, state);
   EXPECT_TRUE(near(out.bottomRows(50), tail, 1e-10));
   EXPECT_EQ(chunk_state.cached(), T);
 }

@@ -22,7 +22,8 @@ Matrix<Scalar> uniform(Rng& rng, Index rows, Index cols, double lo = -1.0, doubl
   std::uniform_real_distribution<double> dist(lo, hi);
   Matrix<Scalar> m(rows, cols);
   for (Index i = 0; i < rows; ++i)
-    for (Index j = 0; j < cols; ++j) m(i, j) = static_cast<Scalar>(dist(rng));
+    for (Index j = 0; j < cols; ++j)
+      m(i, j) = static_cast<Scalar>(dist(rng));
   return m;
 }
 
@@ -60,10 +61,9 @@ template <class A, class B>
   }
   const double bound = rel_tol * (1.0 + scale);
   if (worst <= bound) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << "max |diff| " << worst << " at (" << wi << ", " << wj << "): got "
-         << static_cast<double>(got(wi, wj)) << ", want " << static_cast<double>(want(wi, wj))
-         << "; bound " << bound;
+  return ::testing::AssertionFailure() << "max |diff| " << worst << " at (" << wi << ", " << wj
+                                       << "): got " << static_cast<double>(got(wi, wj)) << ", want "
+                                       << static_cast<double>(want(wi, wj)) << "; bound " << bound;
 }
 
 }  // namespace seqmem::test

@@ -23,9 +23,9 @@ enum class Gates {
   normal,
   extremes,            ///< α = 1, η = 0, θ = 0 (and α = 1 with η = 0) on random tokens
   eta_one_alpha_zero,  ///< η = 1 and α = 0 on every token (θ ∈ (0.0005, 0.005))
-  long_small,          ///< runs of 40 tokens with α ∈ [0.95, 1), η ∈ [0, 0.05): products of many
-                       ///< small factors inside one mini-batch (they underflow in float)
-  gentle,              ///< θ ∈ (0.005, 0.02), α ∈ (0, 0.05): LayerNorm at depth 1 (see variants())
+  long_small,  ///< runs of 40 tokens with α ∈ [0.95, 1), η ∈ [0, 0.05): products of many
+               ///< small factors inside one mini-batch (they underflow in float)
+  gentle,      ///< θ ∈ (0.005, 0.02), α ∈ (0, 0.05): LayerNorm at depth 1 (see variants())
 };
 
 struct TitansVariant {
@@ -54,7 +54,8 @@ Weights<Scalar> random_weights(const Weights<Scalar>& shape, Rng& rng, double am
     const double a = amplitude / std::sqrt(static_cast<double>(m.rows()));
     m = uniform<Scalar>(rng, m.rows(), m.cols(), -a, a);
   }
-  for (auto& b : w.b) b = uniform<Scalar>(rng, b.rows(), b.cols(), -amplitude / 4, amplitude / 4);
+  for (auto& b : w.b)
+    b = uniform<Scalar>(rng, b.rows(), b.cols(), -amplitude / 4, amplitude / 4);
   return w;
 }
 
@@ -88,7 +89,11 @@ struct TitansData {
             .momentum = gate(momentum, b, n)};
   }
   Inputs whole() const {
-    return {.q = q, .k = k, .v = v, .theta = gate(theta), .alpha = gate(alpha),
+    return {.q = q,
+            .k = k,
+            .v = v,
+            .theta = gate(theta),
+            .alpha = gate(alpha),
             .momentum = gate(momentum)};
   }
   Index tokens() const { return q.rows(); }
@@ -96,8 +101,12 @@ struct TitansData {
 
 template <class Scalar>
 TitansData<Scalar> random_data(Gates gates, Index T, Index dk, Index dv, Rng& rng) {
-  TitansData<Scalar> d{uniform<Scalar>(rng, T, dk), unit_rows(uniform<Scalar>(rng, T, dk)),
-                       uniform<Scalar>(rng, T, dv), std::nullopt, std::nullopt, std::nullopt};
+  TitansData<Scalar> d{uniform<Scalar>(rng, T, dk),
+                       unit_rows(uniform<Scalar>(rng, T, dk)),
+                       uniform<Scalar>(rng, T, dv),
+                       std::nullopt,
+                       std::nullopt,
+                       std::nullopt};
   Vector<Scalar> theta = uniform<Scalar>(rng, T, 1, 0.005, 0.1).col(0);
   Vector<Scalar> alpha = uniform<Scalar>(rng, T, 1, 0.0, 0.2).col(0);
   Vector<Scalar> eta = uniform<Scalar>(rng, T, 1, 0.5, 0.95).col(0);
@@ -113,7 +122,10 @@ TitansData<Scalar> random_data(Gates gates, Index T, Index dk, Index dv, Rng& rn
           case 0: alpha(t) = Scalar(1); break;
           case 1: eta(t) = Scalar(0); break;
           case 2: theta(t) = Scalar(0); break;
-          case 3: alpha(t) = Scalar(1); eta(t) = Scalar(0); break;
+          case 3:
+            alpha(t) = Scalar(1);
+            eta(t) = Scalar(0);
+            break;
           default: break;
         }
       }
@@ -158,8 +170,8 @@ Matrix<typename Layer::Scalar> run_all(const Layer& layer, Form form, Index T, c
 template <class Scalar>
 Matrix<Scalar> run_all(const TitansMemory<Scalar>& layer, Form form, const TitansData<Scalar>& d,
                        typename TitansMemory<Scalar>::State& state) {
-  return run_all(layer, form, d.tokens(),
-                 [&d](Index b, Index n) { return d.slice(b, n); }, state);
+  return run_all(
+      layer, form, d.tokens(), [&d](Index b, Index n) { return d.slice(b, n); }, state);
 }
 
 template <class Scalar>
@@ -216,39 +228,88 @@ struct LayerCase<TitansMemory<Scalar>> {
     const Activation silu = Activation::silu;
     return {
         {.name = "depth 1, b 16"},
-        {.name = "depth 1, b 1", .key_dim = 4, .value_dim = 6, .mini_batch = 1,
+        {.name = "depth 1, b 1",
+         .key_dim = 4,
+         .value_dim = 6,
+         .mini_batch = 1,
          .random_parameters = true},
         {.name = "depth 2 gelu, b 4", .key_dim = 5, .value_dim = 3, .depth = 2, .mini_batch = 4},
-        {.name = "depth 2 silu bias, b 5", .key_dim = 4, .value_dim = 5, .depth = 2,
-         .mini_batch = 5, .activation = silu, .bias = true, .random_parameters = true},
-        {.name = "depth 3 gelu bias, b 7", .key_dim = 4, .value_dim = 4, .depth = 3,
-         .mini_batch = 7, .bias = true},
-        {.name = "depth 4 silu, b 8", .key_dim = 4, .value_dim = 3, .depth = 4, .mini_batch = 8,
-         .activation = silu, .random_parameters = true},
+        {.name = "depth 2 silu bias, b 5",
+         .key_dim = 4,
+         .value_dim = 5,
+         .depth = 2,
+         .mini_batch = 5,
+         .activation = silu,
+         .bias = true,
+         .random_parameters = true},
+        {.name = "depth 3 gelu bias, b 7",
+         .key_dim = 4,
+         .value_dim = 4,
+         .depth = 3,
+         .mini_batch = 7,
+         .bias = true},
+        {.name = "depth 4 silu, b 8",
+         .key_dim = 4,
+         .value_dim = 3,
+         .depth = 4,
+         .mini_batch = 8,
+         .activation = silu,
+         .random_parameters = true},
         // Depth 1 with LayerNorm and the usual gates is chaotic (LN makes the step grow as
         // forgetting shrinks W): float rounding grows past the float tolerance within 300
         // tokens in every form alike (and for key_dim 3 even double forms differ by 1e-3).
         // Gentler steps keep it a test of the forms, not of the dynamics' conditioning.
-        {.name = "layer_norm depth 1, b 6", .key_dim = 5, .value_dim = 5, .mini_batch = 6,
-         .layer_norm = true, .gates = Gates::gentle, .random_parameters = true},
-        {.name = "layer_norm depth 2 bias, b 3", .key_dim = 4, .value_dim = 4, .depth = 2,
-         .mini_batch = 3, .bias = true, .layer_norm = true, .random_parameters = true},
-        {.name = "depth 2, b 512", .key_dim = 4, .value_dim = 4, .depth = 2, .mini_batch = 512},
-        {.name = "extreme gates depth 1, b 4", .mini_batch = 4, .gates = Gates::extremes,
+        {.name = "layer_norm depth 1, b 6",
+         .key_dim = 5,
+         .value_dim = 5,
+         .mini_batch = 6,
+         .layer_norm = true,
+         .gates = Gates::gentle,
          .random_parameters = true},
-        {.name = "extreme gates depth 2 bias, b 16", .key_dim = 4, .value_dim = 3, .depth = 2,
-         .bias = true, .gates = Gates::extremes},
-        {.name = "extreme gates depth 1, b 1", .key_dim = 4, .value_dim = 3, .mini_batch = 1,
+        {.name = "layer_norm depth 2 bias, b 3",
+         .key_dim = 4,
+         .value_dim = 4,
+         .depth = 2,
+         .mini_batch = 3,
+         .bias = true,
+         .layer_norm = true,
+         .random_parameters = true},
+        {.name = "depth 2, b 512", .key_dim = 4, .value_dim = 4, .depth = 2, .mini_batch = 512},
+        {.name = "extreme gates depth 1, b 4",
+         .mini_batch = 4,
+         .gates = Gates::extremes,
+         .random_parameters = true},
+        {.name = "extreme gates depth 2 bias, b 16",
+         .key_dim = 4,
+         .value_dim = 3,
+         .depth = 2,
+         .bias = true,
+         .gates = Gates::extremes},
+        {.name = "extreme gates depth 1, b 1",
+         .key_dim = 4,
+         .value_dim = 3,
+         .mini_batch = 1,
          .gates = Gates::extremes},
         {.name = "eta 1 alpha 0, b 3", .mini_batch = 3, .gates = Gates::eta_one_alpha_zero},
         // η = 1, α = 0: momentum without friction; with stale (mini-batch) gradients a deep
         // memory grows without bound unless steps and mini-batches are small.
-        {.name = "eta 1 alpha 0 depth 2 silu, b 2", .key_dim = 4, .value_dim = 3, .depth = 2,
-         .mini_batch = 2, .activation = silu, .gates = Gates::eta_one_alpha_zero},
-        {.name = "long small products depth 2, b 64", .key_dim = 4, .value_dim = 3, .depth = 2,
-         .mini_batch = 64, .gates = Gates::long_small},
-        {.name = "long small products depth 1, b 128", .mini_batch = 128,
-         .gates = Gates::long_small, .random_parameters = true},
+        {.name = "eta 1 alpha 0 depth 2 silu, b 2",
+         .key_dim = 4,
+         .value_dim = 3,
+         .depth = 2,
+         .mini_batch = 2,
+         .activation = silu,
+         .gates = Gates::eta_one_alpha_zero},
+        {.name = "long small products depth 2, b 64",
+         .key_dim = 4,
+         .value_dim = 3,
+         .depth = 2,
+         .mini_batch = 64,
+         .gates = Gates::long_small},
+        {.name = "long small products depth 1, b 128",
+         .mini_batch = 128,
+         .gates = Gates::long_small,
+         .random_parameters = true},
     };
   }
 
@@ -267,10 +328,9 @@ struct LayerCase<TitansMemory<Scalar>> {
     Rng rng(77);
     const Layer plain(options);
     return Layer(options,
-                 typename Layer::Parameters{
-                     random_weights(plain.parameters().initial, rng, 2.0),
-                     uniform<Scalar>(rng, 1, v.value_dim, 0.5, 1.5),
-                     uniform<Scalar>(rng, 1, v.value_dim, -0.3, 0.3)});
+                 typename Layer::Parameters{random_weights(plain.parameters().initial, rng, 2.0),
+                                            uniform<Scalar>(rng, 1, v.value_dim, 0.5, 1.5),
+                                            uniform<Scalar>(rng, 1, v.value_dim, -0.3, 0.3)});
   }
 
   static Data data(const Variant& var, const Layer& layer, Index T, Rng& rng) {
@@ -309,8 +369,7 @@ struct LayerCase<TitansMemory<Scalar>> {
         {"NaN theta", [nan](Data& d) { (*d.theta)(1) = nan; }, "theta[1] must be finite"},
         {"infinite theta", [inf](Data& d) { (*d.theta)(2) = inf; }, "theta[2] must be finite"},
         {"NaN alpha", [nan](Data& d) { (*d.alpha)(3) = nan; }, "alpha[3] must be finite"},
-        {"NaN momentum", [nan](Data& d) { (*d.momentum)(0) = nan; },
-         "momentum[0] must be finite"},
+        {"NaN momentum", [nan](Data& d) { (*d.momentum)(0) = nan; }, "momentum[0] must be finite"},
         {"missing theta", [](Data& d) { d.theta.reset(); }, "theta is required (6x1), got none"},
         {"missing alpha", [](Data& d) { d.alpha.reset(); }, "alpha is required (6x1), got none"},
         {"missing momentum", [](Data& d) { d.momentum.reset(); },
@@ -373,9 +432,9 @@ struct LayerCase<TitansMemory<Scalar>> {
          "parameters.initial.W must hold 2 matrices, got 1"},
         {"initial hidden layer of the wrong width",
          [=] {
-           return Layer({.key_dim = 4, .value_dim = 3, .depth = 2, .expansion = 2},
-                        Params{{{Matrix<Scalar>::Zero(4, 4), Matrix<Scalar>::Zero(4, 3)}, {}},
-                               ones, zeros});
+           return Layer(
+               {.key_dim = 4, .value_dim = 3, .depth = 2, .expansion = 2},
+               Params{{{Matrix<Scalar>::Zero(4, 4), Matrix<Scalar>::Zero(4, 3)}, {}}, ones, zeros});
          },
          "parameters.initial.W[0] must be 4x8, got 4x4"},
         {"biases missing",
@@ -386,9 +445,9 @@ struct LayerCase<TitansMemory<Scalar>> {
          "parameters.initial.b must hold 1 rows, got 0"},
         {"bias of the wrong shape",
          [=] {
-           return Layer({.key_dim = 4, .value_dim = 3, .bias = true},
-                        Params{{{Matrix<Scalar>::Zero(4, 3)}, {Matrix<Scalar>::Zero(3, 1)}}, ones,
-                               zeros});
+           return Layer(
+               {.key_dim = 4, .value_dim = 3, .bias = true},
+               Params{{{Matrix<Scalar>::Zero(4, 3)}, {Matrix<Scalar>::Zero(3, 1)}}, ones, zeros});
          },
          "parameters.initial.b[0] must be 1x3, got 3x1"},
         {"non-finite initial weight",
@@ -400,16 +459,16 @@ struct LayerCase<TitansMemory<Scalar>> {
          "parameters.initial.W[0] must be finite"},
         {"ln_weight of the wrong shape",
          [=] {
-           return Layer({.key_dim = 4, .value_dim = 3},
-                        Params{{{Matrix<Scalar>::Zero(4, 3)}, {}}, Matrix<Scalar>::Ones(1, 4),
-                               zeros});
+           return Layer(
+               {.key_dim = 4, .value_dim = 3},
+               Params{{{Matrix<Scalar>::Zero(4, 3)}, {}}, Matrix<Scalar>::Ones(1, 4), zeros});
          },
          "parameters.ln_weight must be 1x3, got 1x4"},
         {"ln_bias of the wrong shape",
          [=] {
-           return Layer({.key_dim = 4, .value_dim = 3},
-                        Params{{{Matrix<Scalar>::Zero(4, 3)}, {}}, ones,
-                               Matrix<Scalar>::Zero(3, 1)});
+           return Layer(
+               {.key_dim = 4, .value_dim = 3},
+               Params{{{Matrix<Scalar>::Zero(4, 3)}, {}}, ones, Matrix<Scalar>::Zero(3, 1)});
          },
          "parameters.ln_bias must be 1x3, got 3x1"},
     };
@@ -477,7 +536,8 @@ TEST(Titans, BadStateIsRejected) {
       }
       const auto got = titans_tensors<double>(state), want = titans_tensors<double>(before);
       ASSERT_EQ(got.size(), want.size());
-      for (std::size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], want[i]) << "state changed";
+      for (std::size_t i = 0; i < got.size(); ++i)
+        EXPECT_EQ(got[i], want[i]) << "state changed";
     }
   };
   auto state = layer.initial_state();
@@ -512,8 +572,10 @@ TEST(Titans, InitialState) {
   EXPECT_DOUBLE_EQ(s3.current.W[1](1, 2), std::sin(1.0 + 6 + 2) / std::sqrt(6.0));
   EXPECT_DOUBLE_EQ(s3.current.W[2](5, 1), std::sin(1.0 + 10 + 1) / std::sqrt(6.0));
   EXPECT_TRUE(same_weights(s3.reference, s3.current, 0.0));
-  for (const auto& m : flatten(s3.momentum)) EXPECT_EQ(m.norm(), 0.0);
-  for (const auto& b : s3.current.b) EXPECT_EQ(b.norm(), 0.0);
+  for (const auto& m : flatten(s3.momentum))
+    EXPECT_EQ(m.norm(), 0.0);
+  for (const auto& b : s3.current.b)
+    EXPECT_EQ(b.norm(), 0.0);
 }
 
 // One token by hand, depth 1, b = 1: u = 2kᵀ(kW_ref − v), S = ηS_0 − θu, M = (1−α)M_0 + S,
@@ -563,7 +625,8 @@ Matrix<double> forward_reference(const Titans::Options& o, const Titans::Paramet
     if (o.bias) z.rowwise() += P.b[l].row(0);
     if (l + 1 < P.W.size()) {
       for (Index i = 0; i < z.rows(); ++i)
-        for (Index j = 0; j < z.cols(); ++j) z(i, j) = activation_reference(o.activation, z(i, j));
+        for (Index j = 0; j < z.cols(); ++j)
+          z(i, j) = activation_reference(o.activation, z(i, j));
     }
     h = z;
   }
@@ -597,8 +660,7 @@ detail::InnerModel<double> engine_of(const Titans& layer) {
 
 /// MATH.md §5 token by token: u_t = ∇‖M_ref(k_t) − v_t‖², S_t = η_t S_{t−1} − θ_t u_t,
 /// M_t = (1 − α_t) M_{t−1} + S_t, o_t = M_t(q_t); M_ref ← M at the end of each mini-batch.
-Matrix<double> reference_run(const Titans& layer, const TitansData<double>& d,
-                             Titans::State& s) {
+Matrix<double> reference_run(const Titans& layer, const TitansData<double>& d, Titans::State& s) {
   const auto model = engine_of(layer);
   Matrix<double> out(d.tokens(), layer.options().value_dim);
   for (Index t = 0; t < d.tokens(); ++t) {
@@ -628,15 +690,21 @@ TEST(InnerModel, EvaluateMatchesReferenceForward) {
     for (Activation act : {Activation::gelu_tanh, Activation::silu}) {
       for (bool bias : {false, true}) {
         for (bool ln : {false, true}) {
-          SCOPED_TRACE(::testing::Message() << "depth " << depth << " activation "
-                                            << int(act) << " bias " << bias << " ln " << ln);
-          const Titans::Options o{.key_dim = 4, .value_dim = ln ? 4 : 3, .depth = depth,
-                                  .expansion = 2, .activation = act, .bias = bias,
-                                  .layer_norm = ln, .ln_eps = 1e-5};
+          SCOPED_TRACE(::testing::Message() << "depth " << depth << " activation " << int(act)
+                                            << " bias " << bias << " ln " << ln);
+          const Titans::Options o{.key_dim = 4,
+                                  .value_dim = ln ? 4 : 3,
+                                  .depth = depth,
+                                  .expansion = 2,
+                                  .activation = act,
+                                  .bias = bias,
+                                  .layer_norm = ln,
+                                  .ln_eps = 1e-5};
           const Titans plain(o);
-          const Titans layer(o, Titans::Parameters{random_weights(plain.parameters().initial, rng, 2.0),
-                                                   uniform<double>(rng, 1, o.value_dim, 0.5, 1.5),
-                                                   uniform<double>(rng, 1, o.value_dim, -0.5, 0.5)});
+          const Titans layer(
+              o, Titans::Parameters{random_weights(plain.parameters().initial, rng, 2.0),
+                                    uniform<double>(rng, 1, o.value_dim, 0.5, 1.5),
+                                    uniform<double>(rng, 1, o.value_dim, -0.5, 0.5)});
           const auto P = random_weights(layer.parameters().initial, rng, 2.0);
           const Matrix<double> x = uniform<double>(rng, 5, 4, -2.0, 2.0);
           EXPECT_TRUE(near(engine_of(layer).evaluate(P, x),
@@ -656,14 +724,35 @@ TEST(Titans, FormsMatchReferenceRecurrence) {
   const Activation gelu = Activation::gelu_tanh, silu = Activation::silu;
   const std::vector<Titans::Options> configs = {
       {.key_dim = 5, .value_dim = 3, .mini_batch = 3},
-      {.key_dim = 4, .value_dim = 3, .depth = 2, .expansion = 2, .activation = gelu,
-       .bias = true, .mini_batch = 4},
-      {.key_dim = 4, .value_dim = 4, .depth = 3, .expansion = 2, .activation = silu,
-       .layer_norm = true, .mini_batch = 5},
-      {.key_dim = 4, .value_dim = 3, .depth = 4, .expansion = 2, .activation = silu,
-       .bias = true, .mini_batch = 16},
-      {.key_dim = 4, .value_dim = 4, .depth = 2, .expansion = 2, .activation = silu,
-       .bias = true, .layer_norm = true, .mini_batch = 1},
+      {.key_dim = 4,
+       .value_dim = 3,
+       .depth = 2,
+       .expansion = 2,
+       .activation = gelu,
+       .bias = true,
+       .mini_batch = 4},
+      {.key_dim = 4,
+       .value_dim = 4,
+       .depth = 3,
+       .expansion = 2,
+       .activation = silu,
+       .layer_norm = true,
+       .mini_batch = 5},
+      {.key_dim = 4,
+       .value_dim = 3,
+       .depth = 4,
+       .expansion = 2,
+       .activation = silu,
+       .bias = true,
+       .mini_batch = 16},
+      {.key_dim = 4,
+       .value_dim = 4,
+       .depth = 2,
+       .expansion = 2,
+       .activation = silu,
+       .bias = true,
+       .layer_norm = true,
+       .mini_batch = 1},
   };
   for (const auto& o : configs) {
     SCOPED_TRACE(::testing::Message() << "depth " << o.depth << ", b " << o.mini_batch
@@ -743,7 +832,9 @@ TEST(InnerModel, GradientsMatchFiniteDifferences) {
               }
               ASSERT_GT(gW.cwiseAbs().maxCoeff(), 1e-3) << "layer " << l;
               EXPECT_LT((fdW - gW).cwiseAbs().maxCoeff() / gW.cwiseAbs().maxCoeff(), 1e-6)
-                  << "W[" << l << "]\nanalytic\n" << gW << "\nfinite differences\n" << fdW;
+                  << "W[" << l << "]\nanalytic\n"
+                  << gW << "\nfinite differences\n"
+                  << fdW;
               if (!bias) continue;
               const Matrix<double> gb = tr.Delta[l].colwise().sum();
               if (T == 1) {
@@ -757,7 +848,9 @@ TEST(InnerModel, GradientsMatchFiniteDifferences) {
                 fdb(0, j) = (loss(plus) - loss(minus)) / (2 * h);
               }
               EXPECT_LT((fdb - gb).cwiseAbs().maxCoeff() / gb.cwiseAbs().maxCoeff(), 1e-6)
-                  << "b[" << l << "]\nanalytic\n" << gb << "\nfinite differences\n" << fdb;
+                  << "b[" << l << "]\nanalytic\n"
+                  << gb << "\nfinite differences\n"
+                  << fdb;
             }
           }
         }
@@ -820,8 +913,8 @@ TEST(Titans, DepthOneNoMomentumNoForgettingOnlineEqualsDeltaNet) {
     const auto want = delta.forward(
         delta_form, {.q = data.q, .k = data.k, .v = data.v, .beta = GateRef<double>(beta)}, ds);
     for (Form form : all_forms) {
-      SCOPED_TRACE(::testing::Message() << "DeltaNet " << to_string(delta_form) << ", Titans "
-                                        << to_string(form));
+      SCOPED_TRACE(::testing::Message()
+                   << "DeltaNet " << to_string(delta_form) << ", Titans " << to_string(form));
       auto ts = titans.initial_state();
       ts.momentum.W[0] = uniform<double>(rng, dk, dv);
       const auto got = run_all(titans, form, data, ts);
@@ -849,11 +942,14 @@ TEST(Titans, NoMomentumNoForgettingEqualsTTTLinear) {
     SCOPED_TRACE(::testing::Message() << "b " << b << ", T " << T);
     const Matrix<double> W0 = uniform<double>(rng, d, d);
     const Titans titans({.key_dim = d, .value_dim = d, .mini_batch = b}, linear_parameters(W0));
-    const TTTLinear<double> ttt({.dim = d, .mini_batch = b, .token_index_scaling = false,
-                                 .layer_norm = false, .bias = false},
-                                TTTLinear<double>::Parameters{{{W0}, {}},
-                                                              Matrix<double>::Ones(1, d),
-                                                              Matrix<double>::Zero(1, d)});
+    const TTTLinear<double> ttt(
+        {.dim = d,
+         .mini_batch = b,
+         .token_index_scaling = false,
+         .layer_norm = false,
+         .bias = false},
+        TTTLinear<double>::Parameters{
+            {{W0}, {}}, Matrix<double>::Ones(1, d), Matrix<double>::Zero(1, d)});
     auto data = random_data<double>(Gates::normal, T, d, d, rng);
     data.alpha = Vector<double>::Zero(T);
     data.momentum = Vector<double>::Zero(T);
@@ -869,8 +965,8 @@ TEST(Titans, NoMomentumNoForgettingEqualsTTTLinear) {
       const auto want = run_all(ttt, ttt_form, T, ttt_slice, tts);
       const auto ttt_current = ttt.current_weights(tts);
       for (Form form : all_forms) {
-        SCOPED_TRACE(::testing::Message() << "TTT " << to_string(ttt_form) << ", Titans "
-                                          << to_string(form));
+        SCOPED_TRACE(::testing::Message()
+                     << "TTT " << to_string(ttt_form) << ", Titans " << to_string(form));
         auto ts = titans.initial_state();
         ts.momentum.W[0] = uniform<double>(rng, d, d);
         const auto got = run_all(titans, form, data, ts);
@@ -890,8 +986,13 @@ TEST(Titans, NoMomentumNoForgettingEqualsTTTLinear) {
 TEST(Titans, AlphaOneErases) {
   Rng rng(33);
   const Index dk = 4, dv = 3, T = 13, erase = 5;
-  const Titans layer({.key_dim = dk, .value_dim = dv, .depth = 2, .expansion = 2,
-                      .activation = Activation::silu, .bias = true, .mini_batch = 8});
+  const Titans layer({.key_dim = dk,
+                      .value_dim = dv,
+                      .depth = 2,
+                      .expansion = 2,
+                      .activation = Activation::silu,
+                      .bias = true,
+                      .mini_batch = 8});
   auto data = random_data<double>(Gates::normal, T, dk, dv, rng);
   (*data.alpha)(erase) = 1.0;
   auto a = layer.initial_state();
@@ -902,8 +1003,8 @@ TEST(Titans, AlphaOneErases) {
   for (Form form : all_forms) {
     SCOPED_TRACE(to_string(form));
     auto s = a;
-    (void)run_all(layer, form, erase + 1,
-                  [&](Index begin, Index n) { return data.slice(begin, n); }, s);
+    (void)run_all(
+        layer, form, erase + 1, [&](Index begin, Index n) { return data.slice(begin, n); }, s);
     EXPECT_TRUE(same_weights(s.current, s.momentum, 1e-15)) << "M_t = S_t";
     auto sa = a, sb = b;
     const auto oa = run_all(layer, form, data, sa), ob = run_all(layer, form, data, sb);
@@ -917,8 +1018,8 @@ TEST(Titans, AlphaOneErases) {
 // token: M_t = M_0 + t·S_0 (and S constant).
 TEST(Titans, NoDecayNoLearningDriftsByMomentum) {
   Rng rng(34);
-  const Titans layer({.key_dim = 4, .value_dim = 3, .depth = 2, .expansion = 2, .bias = true,
-                      .mini_batch = 4});
+  const Titans layer(
+      {.key_dim = 4, .value_dim = 3, .depth = 2, .expansion = 2, .bias = true, .mini_batch = 4});
   const Index T = 7;
   auto data = random_data<double>(Gates::eta_one_alpha_zero, T, 4, 3, rng);
   data.theta = Vector<double>::Zero(T);
@@ -950,7 +1051,8 @@ void check_forms_agree(const TitansMemory<Scalar>& layer, const TitansData<Scala
   auto ref_state = init;
   const auto ref = run_all(layer, Form::recurrent, data, ref_state);
   ASSERT_TRUE(ref.allFinite());
-  for (const auto& m : titans_tensors<Scalar>(ref_state)) ASSERT_TRUE(m.allFinite());
+  for (const auto& m : titans_tensors<Scalar>(ref_state))
+    ASSERT_TRUE(m.allFinite());
   const Index T = ref.rows(), half = T / 2;
   const Matrix<double> ref_tail = ref.bottomRows(T - half).template cast<double>();
   const double s = std::max(ref_tail.cwiseAbs().maxCoeff(), 1e-300);
@@ -959,7 +1061,8 @@ void check_forms_agree(const TitansMemory<Scalar>& layer, const TitansData<Scala
     auto state = init;
     const auto out = run_all(layer, form, data, state);
     ASSERT_TRUE(out.allFinite());
-    for (const auto& m : titans_tensors<Scalar>(state)) ASSERT_TRUE(m.allFinite());
+    for (const auto& m : titans_tensors<Scalar>(state))
+      ASSERT_TRUE(m.allFinite());
     EXPECT_TRUE(near(out, ref, tol));
     EXPECT_TRUE(same_titans_state<Scalar>(state, ref_state, tol));
     if (tail_scaled) {
@@ -975,9 +1078,13 @@ void alpha_one_momentum_zero_case() {
   Rng rng(41);
   for (Index depth : {1, 2}) {
     SCOPED_TRACE(::testing::Message() << "depth " << depth);
-    const TitansMemory<Scalar> layer({.key_dim = 4, .value_dim = 4, .depth = depth,
-                                      .expansion = 2, .activation = Activation::silu,
-                                      .bias = depth == 2, .mini_batch = 6});
+    const TitansMemory<Scalar> layer({.key_dim = 4,
+                                      .value_dim = 4,
+                                      .depth = depth,
+                                      .expansion = 2,
+                                      .activation = Activation::silu,
+                                      .bias = depth == 2,
+                                      .mini_batch = 6});
     const Index T = 40;
     auto data = random_data<Scalar>(Gates::normal, T, 4, 4, rng);
     for (Index t = 0; t < T; ++t) {
@@ -1010,22 +1117,32 @@ void long_small_factors_case() {
   const Index T = 2000;
   for (auto [depth, b] : {std::pair<Index, Index>{1, 16}, {2, 16}, {2, 256}}) {
     SCOPED_TRACE(::testing::Message() << "depth " << depth << ", b " << b);
-    const TitansMemory<Scalar> layer({.key_dim = 4, .value_dim = 3, .depth = depth,
-                                      .expansion = 2, .bias = true, .mini_batch = b});
+    const TitansMemory<Scalar> layer({.key_dim = 4,
+                                      .value_dim = 3,
+                                      .depth = depth,
+                                      .expansion = 2,
+                                      .bias = true,
+                                      .mini_batch = b});
     auto data = random_data<Scalar>(Gates::normal, T, 4, 3, rng);
     data.theta = uniform<Scalar>(rng, T, 1, 1e-6, 1e-4).col(0).eval();
     data.alpha = uniform<Scalar>(rng, T, 1, 0.9, 1.0).col(0).eval();
     data.momentum = uniform<Scalar>(rng, T, 1, 0.0, 0.1).col(0).eval();
-    for (Index t = 0; t < T; t += 11) (*data.alpha)(t) = Scalar(1);
-    for (Index t = 0; t < T; t += 13) (*data.momentum)(t) = Scalar(0);
+    for (Index t = 0; t < T; t += 11)
+      (*data.alpha)(t) = Scalar(1);
+    for (Index t = 0; t < T; t += 13)
+      (*data.momentum)(t) = Scalar(0);
     auto init = layer.initial_state();
     LayerCase<TitansMemory<Scalar>>::randomize(layer, init, rng);
     check_forms_agree(layer, data, init, true);
   }
 }
 
-TEST(Titans, LongRunOfSmallFactorsIsFiniteAndFormsAgreeDouble) { long_small_factors_case<double>(); }
-TEST(Titans, LongRunOfSmallFactorsIsFiniteAndFormsAgreeFloat) { long_small_factors_case<float>(); }
+TEST(Titans, LongRunOfSmallFactorsIsFiniteAndFormsAgreeDouble) {
+  long_small_factors_case<double>();
+}
+TEST(Titans, LongRunOfSmallFactorsIsFiniteAndFormsAgreeFloat) {
+  long_small_factors_case<float>();
+}
 
 }  // namespace
 }  // namespace seqmem::test

@@ -26,10 +26,10 @@ struct TTTVariant {
   bool layer_norm = true;
   bool bias = true;
   bool token_index_scaling = true;
-  bool offset = false;    // λ_i ≠ 0 (see offsets()): c_i clamps at 0 for some positions
-  bool zero_eta = false;  // eta = 0 on about a third of the tokens
-  Index expansion = 2;    // TTT-MLP hidden width = expansion·dim
-  std::uint64_t seed = 1; // of the random Parameters
+  bool offset = false;     // λ_i ≠ 0 (see offsets()): c_i clamps at 0 for some positions
+  bool zero_eta = false;   // eta = 0 on about a third of the tokens
+  Index expansion = 2;     // TTT-MLP hidden width = expansion·dim
+  std::uint64_t seed = 1;  // of the random Parameters
 };
 
 /// λ_i = −0.3 at odd positions (c_1 = 0.2, c_i = 0 for odd i ≥ 3), 0.05·i at even ones.
@@ -56,7 +56,8 @@ Weights<Scalar> random_weights(const Weights<Scalar>& like, Rng& rng, double s) 
   for (auto& W : w.W) {
     W = uniform<Scalar>(rng, W.rows(), W.cols(), -s, s) / std::sqrt(Scalar(W.rows()));
   }
-  for (auto& b : w.b) b = uniform<Scalar>(rng, 1, b.cols(), -0.2 * s, 0.2 * s);
+  for (auto& b : w.b)
+    b = uniform<Scalar>(rng, 1, b.cols(), -0.2 * s, 0.2 * s);
   return w;
 }
 
@@ -116,8 +117,10 @@ template <class Scalar>
 /// a += c·b
 template <class Scalar>
 void add_to(Weights<Scalar>& a, Scalar c, const Weights<Scalar>& b) {
-  for (std::size_t l = 0; l < a.W.size(); ++l) a.W[l] += c * b.W[l];
-  for (std::size_t l = 0; l < a.b.size(); ++l) a.b[l] += c * b.b[l];
+  for (std::size_t l = 0; l < a.W.size(); ++l)
+    a.W[l] += c * b.W[l];
+  for (std::size_t l = 0; l < a.b.size(); ++l)
+    a.b[l] += c * b.b[l];
 }
 
 /// The engine's model as the layer configures it (MATH.md §4): dims d→d or d→e·d→d,
@@ -202,8 +205,8 @@ struct LayerCase<TTT<Scalar, Model>> {
               .eta = eta ? std::optional<GateRef<Scalar>>(eta->segment(b, n)) : std::nullopt};
     }
     Inputs whole() const {
-      return {.q = q, .k = k, .v = v,
-              .eta = eta ? std::optional<GateRef<Scalar>>(*eta) : std::nullopt};
+      return {
+          .q = q, .k = k, .v = v, .eta = eta ? std::optional<GateRef<Scalar>>(*eta) : std::nullopt};
     }
   };
 
@@ -228,8 +231,10 @@ struct LayerCase<TTT<Scalar, Model>> {
     state.gradient = random_weights(state.gradient, rng, 0.1);
     state.position = uniform_index(rng, 0, layer.options().mini_batch - 1);
     if (state.position == 0) {
-      for (auto& G : state.gradient.W) G.setZero();
-      for (auto& G : state.gradient.b) G.setZero();
+      for (auto& G : state.gradient.W)
+        G.setZero();
+      for (auto& G : state.gradient.b)
+        G.setZero();
     }
   }
 
@@ -289,13 +294,33 @@ struct LayerCase<TTT<Scalar, Model>> {
     };
     const std::string L = std::to_string(Model == TTTModel::linear ? 1 : 2);
     std::vector<BadOption<Layer>> bad = {
-        {"dim 0", [options] { auto o = options(); o.dim = 0; return Layer(o); },
+        {"dim 0",
+         [options] {
+           auto o = options();
+           o.dim = 0;
+           return Layer(o);
+         },
          "dim must be > 0, got 0"},
-        {"mini_batch 0", [options] { auto o = options(); o.mini_batch = 0; return Layer(o); },
+        {"mini_batch 0",
+         [options] {
+           auto o = options();
+           o.mini_batch = 0;
+           return Layer(o);
+         },
          "mini_batch must be > 0, got 0"},
-        {"mini_batch -2", [options] { auto o = options(); o.mini_batch = -2; return Layer(o); },
+        {"mini_batch -2",
+         [options] {
+           auto o = options();
+           o.mini_batch = -2;
+           return Layer(o);
+         },
          "mini_batch must be > 0, got -2"},
-        {"ln_eps 0", [options] { auto o = options(); o.ln_eps = Scalar(0); return Layer(o); },
+        {"ln_eps 0",
+         [options] {
+           auto o = options();
+           o.ln_eps = Scalar(0);
+           return Layer(o);
+         },
          "ln_eps must be > 0, got 0"},
         {"token_scale_offset too short",
          [options] {
@@ -324,10 +349,8 @@ struct LayerCase<TTT<Scalar, Model>> {
          with([](auto& p) { p.ln_weight = Matrix<Scalar>::Ones(1, kDim - 1); }),
          "parameters.ln_weight must be 1x" + std::to_string(d) + ", got 1x" +
              std::to_string(d - 1)},
-        {"ln_bias as a column",
-         with([](auto& p) { p.ln_bias = Matrix<Scalar>::Zero(kDim, 1); }),
-         "parameters.ln_bias must be 1x" + std::to_string(d) + ", got " + std::to_string(d) +
-             "x1"},
+        {"ln_bias as a column", with([](auto& p) { p.ln_bias = Matrix<Scalar>::Zero(kDim, 1); }),
+         "parameters.ln_bias must be 1x" + std::to_string(d) + ", got " + std::to_string(d) + "x1"},
         {"biases given to a layer without bias",
          [options] {
            auto p = Layer(options()).parameters();
@@ -339,7 +362,11 @@ struct LayerCase<TTT<Scalar, Model>> {
     };
     if constexpr (Model == TTTModel::mlp) {
       bad.push_back({"expansion 0",
-                     [options] { auto o = options(); o.expansion = 0; return Layer(o); },
+                     [options] {
+                       auto o = options();
+                       o.expansion = 0;
+                       return Layer(o);
+                     },
                      "expansion must be > 0, got 0"});
     }
     return bad;
@@ -454,7 +481,8 @@ TYPED_TEST(TTTDouble, BadStateThrowsAndKeepsState) {
        "state.position must be in [0, 5), got -1"},
       {"reference W[0] too wide",
        [](auto& s) {
-         s.reference.W[0] = Matrix<double>::Zero(s.reference.W[0].rows(), s.reference.W[0].cols() + 1);
+         s.reference.W[0] =
+             Matrix<double>::Zero(s.reference.W[0].rows(), s.reference.W[0].cols() + 1);
        },
        "state.reference.W[0] must be"},
       {"gradient without bias rows", [](auto& s) { s.gradient.b.clear(); },
@@ -561,7 +589,8 @@ TYPED_TEST(TTTDouble, CallsMayEndInsideAMiniBatch) {
       cuts.push_back(T);
       const std::size_t calls = cuts.size() - 1;
       std::size_t combos = 1;
-      for (std::size_t c = 0; c < calls; ++c) combos *= 3;
+      for (std::size_t c = 0; c < calls; ++c)
+        combos *= 3;
       for (std::size_t combo = 0; combo < combos; ++combo) {
         auto state = init;
         Matrix<double> out(T, variant.dim);
@@ -580,7 +609,8 @@ TYPED_TEST(TTTDouble, CallsMayEndInsideAMiniBatch) {
           out.middleRows(begin, n) = layer.forward(form, x.slice(begin, n), state);
           const auto& want = prefix[std::size_t(cuts[c + 1])];
           EXPECT_TRUE(same_state<Layer>(state, want, 1e-12)) << "after " << forms;
-          EXPECT_TRUE(same_weights(layer.current_weights(state), layer.current_weights(want), 1e-12))
+          EXPECT_TRUE(
+              same_weights(layer.current_weights(state), layer.current_weights(want), 1e-12))
               << "current weights after " << forms;
           if (n > 0) {  // the last token was read with current_weights()
             const Index last = cuts[c + 1] - 1;
@@ -624,8 +654,10 @@ TYPED_TEST(TTTDouble, EveryFormComputesTheDefinition) {
         if (i == 0) {
           ref = current;
           sum = token_gradient<double>(model, ref, x.k.row(t), x.v.row(t));
-          for (auto& W : sum.W) W *= (*x.eta)(t);
-          for (auto& B : sum.b) B *= (*x.eta)(t);
+          for (auto& W : sum.W)
+            W *= (*x.eta)(t);
+          for (auto& B : sum.b)
+            B *= (*x.eta)(t);
         } else {
           add_to(sum, (*x.eta)(t), token_gradient<double>(model, ref, x.k.row(t), x.v.row(t)));
         }
@@ -657,13 +689,16 @@ TYPED_TEST(TTTDouble, DefaultParameters) {
   for (const auto& W : p.initial.W) {
     for (Index i = 0; i < W.rows(); ++i)
       for (Index j = 0; j < W.cols(); ++j)
-        EXPECT_DOUBLE_EQ(W(i, j), std::sin(double(1 + i * W.cols() + j)) / std::sqrt(double(W.rows())));
+        EXPECT_DOUBLE_EQ(W(i, j),
+                         std::sin(double(1 + i * W.cols() + j)) / std::sqrt(double(W.rows())));
   }
-  for (const auto& B : p.initial.b) EXPECT_TRUE(B.isZero(0.0));
+  for (const auto& B : p.initial.b)
+    EXPECT_TRUE(B.isZero(0.0));
   const auto s = layer.initial_state();
   EXPECT_EQ(s.position, 0);
   EXPECT_TRUE(same_weights(s.reference, p.initial, 0.0));
-  for (const auto& G : flat(s.gradient)) EXPECT_TRUE(G.isZero(0.0));
+  for (const auto& G : flat(s.gradient))
+    EXPECT_TRUE(G.isZero(0.0));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -708,7 +743,8 @@ TEST(TTTGradients, LayerNormBackwardMatchesFiniteDifferences) {
       const Matrix<double> got = ln.backward(grad_y, weight);
       Matrix<double> fd(3, d);
       for (Index i = 0; i < 3; ++i)
-        for (Index j = 0; j < d; ++j) fd(i, j) = central(z, i, j, 1e-5, value);
+        for (Index j = 0; j < d; ++j)
+          fd(i, j) = central(z, i, j, 1e-5, value);
       EXPECT_LT(rel_err(got, fd), 1e-7) << "got\n" << got << "\nfd\n" << fd;
       // The output itself: rows of x̂ have mean 0 and variance var/(var + eps).
       EXPECT_LT(ln.xhat.rowwise().sum().cwiseAbs().maxCoeff(), 1e-12);
@@ -721,8 +757,7 @@ TEST(TTTGradients, ActivationDerivativesMatchFiniteDifferences) {
   double worst_gelu = 0, worst_silu = 0;
   for (int n = -600; n <= 600; ++n) {
     const double x = n / 100.0 + 0.00123;
-    const double fd_gelu =
-        (detail::gelu_tanh(x + h) - detail::gelu_tanh(x - h)) / (2 * h);
+    const double fd_gelu = (detail::gelu_tanh(x + h) - detail::gelu_tanh(x - h)) / (2 * h);
     const double fd_silu = (detail::silu(x + h) - detail::silu(x - h)) / (2 * h);
     worst_gelu = std::max(worst_gelu, std::abs(detail::gelu_tanh_derivative(x) - fd_gelu));
     worst_silu = std::max(worst_silu, std::abs(detail::silu_derivative(x) - fd_silu));
@@ -784,20 +819,20 @@ TEST(TTTGradients, InnerModelTraceMatchesFiniteDifferences) {
     ASSERT_EQ(tr.Delta.size(), m.layers());
     for (Index t = 0; t < T; ++t) {
       const Matrix<double> kt = k.row(t), vt = v.row(t);
-      auto loss = [&] {
-        return 0.5 * c.loss_factor * (m.evaluate(P, kt) - vt).squaredNorm();
-      };
+      auto loss = [&] { return 0.5 * c.loss_factor * (m.evaluate(P, kt) - vt).squaredNorm(); };
       for (std::size_t l = 0; l < m.layers(); ++l) {
         SCOPED_TRACE(::testing::Message() << "token " << t << ", layer " << l);
         const Matrix<double> gW = tr.X[l].row(t).transpose() * tr.Delta[l].row(t);
         Matrix<double> fdW(gW.rows(), gW.cols());
         for (Index i = 0; i < gW.rows(); ++i)
-          for (Index j = 0; j < gW.cols(); ++j) fdW(i, j) = central(P.W[l], i, j, 1e-5, loss);
+          for (Index j = 0; j < gW.cols(); ++j)
+            fdW(i, j) = central(P.W[l], i, j, 1e-5, loss);
         EXPECT_LT(rel_err(gW, fdW), 1e-7) << "W";
         if (c.bias) {
           const Matrix<double> gb = tr.Delta[l].row(t);
           Matrix<double> fdb(1, gb.cols());
-          for (Index j = 0; j < gb.cols(); ++j) fdb(0, j) = central(P.b[l], 0, j, 1e-5, loss);
+          for (Index j = 0; j < gb.cols(); ++j)
+            fdb(0, j) = central(P.b[l], 0, j, 1e-5, loss);
           EXPECT_LT(rel_err(gb, fdb), 1e-7) << "b";
         }
       }
@@ -826,11 +861,12 @@ Matrix<double> run_pieces(const Layer& layer, Form form, const Matrix<double>& q
   Matrix<double> out(T, layer.output_dim());
   for (Index begin = 0; begin < T; begin += piece) {
     const Index n = std::min(piece, T - begin);
-    out.middleRows(begin, n) = layer.forward(
-        form,
-        {.q = q.middleRows(begin, n), .k = k.middleRows(begin, n), .v = v.middleRows(begin, n),
-         .eta = GateRef<double>(eta.segment(begin, n))},
-        state);
+    out.middleRows(begin, n) = layer.forward(form,
+                                             {.q = q.middleRows(begin, n),
+                                              .k = k.middleRows(begin, n),
+                                              .v = v.middleRows(begin, n),
+                                              .eta = GateRef<double>(eta.segment(begin, n))},
+                                             state);
   }
   return out;
 }
@@ -847,7 +883,8 @@ TEST(TTTIdentities, TheoremOneLinearAttention) {
     const Matrix<double> q = uniform<double>(rng, T, d), k = uniform<double>(rng, T, d),
                          v = uniform<double>(rng, T, d);
     const Vector<double> eta = Vector<double>::Ones(T);
-    const LinearAttention<double> linear({.key_dim = d, .value_dim = d, .scale = 1.0, .chunk_size = 5});
+    const LinearAttention<double> linear(
+        {.key_dim = d, .value_dim = d, .scale = 1.0, .chunk_size = 5});
     for (Index b : {T, T + 3, Index{64}}) {
       const auto ttt = plain_ttt_linear(d, b, Matrix<double>::Zero(d, d));
       for (Form lform : all_forms) {
@@ -855,9 +892,9 @@ TEST(TTTIdentities, TheoremOneLinearAttention) {
         const auto want = linear.forward(lform, {.q = q, .k = k, .v = v}, ls);
         for (Form form : all_forms) {
           for (Index piece : {T, Index{3}}) {
-            SCOPED_TRACE(::testing::Message() << "T " << T << ", b " << b << ", linear "
-                                              << to_string(lform) << ", TTT " << to_string(form)
-                                              << ", calls of " << piece);
+            SCOPED_TRACE(::testing::Message()
+                         << "T " << T << ", b " << b << ", linear " << to_string(lform) << ", TTT "
+                         << to_string(form) << ", calls of " << piece);
             auto ts = ttt.initial_state();
             const auto got = run_pieces(ttt, form, q, k, v, eta, ts, piece);
             EXPECT_TRUE(near(got, want, 1e-12));
@@ -897,12 +934,14 @@ TEST(TTTIdentities, MiniBatchOneIsDeltaNet) {
   const Matrix<double> q = uniform<double>(rng, T, d), v = uniform<double>(rng, T, d);
   const Vector<double> eta = uniform<double>(rng, T, 1, 0.0, 1.0).col(0);
   for (bool zero_start : {true, false}) {
-    const Matrix<double> W0 =
-        zero_start ? Matrix<double>::Zero(d, d) : uniform<double>(rng, d, d);
+    const Matrix<double> W0 = zero_start ? Matrix<double>::Zero(d, d) : uniform<double>(rng, d, d);
     const DeltaNet<double> delta({.key_dim = d, .value_dim = d, .scale = 1.0, .chunk_size = 4});
     for (bool scaling : {false, true}) {
       auto ttt = TTTLinear<double>(
-          {.dim = d, .mini_batch = 1, .token_index_scaling = scaling, .layer_norm = false,
+          {.dim = d,
+           .mini_batch = 1,
+           .token_index_scaling = scaling,
+           .layer_norm = false,
            .bias = false},
           TTTLinear<double>::Parameters{Weights<double>{{W0}, {}}, Matrix<double>::Ones(1, d),
                                         Matrix<double>::Zero(1, d)});

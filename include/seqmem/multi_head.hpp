@@ -46,12 +46,14 @@ class MultiHead {
   Index num_heads() const { return num_heads_; }
   Index num_threads() const { return num_threads_; }
 
-  States initial_state() const { return States(static_cast<std::size_t>(num_heads_), layer_.initial_state()); }
+  States initial_state() const {
+    return States(static_cast<std::size_t>(num_heads_), layer_.initial_state());
+  }
 
   /// One sequence, all heads.
   Matrix<Scalar> forward(Form form, const Inputs& packed, States& states) const {
-    std::vector<Matrix<Scalar>> outs = forward_batch(form, std::span<const Inputs>(&packed, 1),
-                                                     std::span<States>(&states, 1));
+    std::vector<Matrix<Scalar>> outs =
+        forward_batch(form, std::span<const Inputs>(&packed, 1), std::span<States>(&states, 1));
     return std::move(outs.front());
   }
 
@@ -60,8 +62,8 @@ class MultiHead {
   std::vector<Matrix<Scalar>> forward_batch(Form form, std::span<const Inputs> sequences,
                                             std::span<States> states) const {
     if (states.size() != sequences.size()) {
-      detail::fail(kName, "states must hold one entry per sequence (", sequences.size(),
-                   "), got ", states.size());
+      detail::fail(kName, "states must hold one entry per sequence (", sequences.size(), "), got ",
+                   states.size());
     }
     std::vector<Inputs> heads;  // views into the caller's packed inputs
     heads.reserve(sequences.size() * static_cast<std::size_t>(num_heads_));
@@ -81,7 +83,8 @@ class MultiHead {
     // Starting threads costs tens of microseconds: a call with few tokens in all (a decode
     // step) runs on the calling thread.
     Index total_tokens = 0;
-    for (const Inputs& seq : sequences) total_tokens += Layer::tokens(seq);
+    for (const Inputs& seq : sequences)
+      total_tokens += Layer::tokens(seq);
     const Index threads = total_tokens * num_heads_ < kMinTokensPerThread * 2 ? 1 : num_threads_;
     run_parallel(threads, static_cast<Index>(heads.size()), [&](Index item) {
       const auto s = static_cast<std::size_t>(item / num_heads_);
@@ -101,7 +104,8 @@ class MultiHead {
   static void run_parallel(Index max_threads, Index items, const Work& work) {
     const Index threads = std::min(max_threads, items);
     if (threads <= 1) {
-      for (Index i = 0; i < items; ++i) work(i);
+      for (Index i = 0; i < items; ++i)
+        work(i);
       return;
     }
     std::atomic<Index> next{0};
@@ -119,7 +123,8 @@ class MultiHead {
     };
     {
       std::vector<std::jthread> pool;
-      for (Index t = 1; t < threads; ++t) pool.emplace_back(worker);
+      for (Index t = 1; t < threads; ++t)
+        pool.emplace_back(worker);
       worker();
     }
     if (error) std::rethrow_exception(error);

@@ -82,16 +82,16 @@ Matrix<Scalar> activate_derivative(Activation a, const Matrix<Scalar>& z) {
   }
   const Scalar k = Scalar(std::numbers::sqrt2 * std::numbers::inv_sqrtpi);
   const auto th = (k * (x + Scalar(0.044715) * x.cube())).tanh().eval();
-  return (Scalar(0.5) * (Scalar(1) + th) +
-          Scalar(0.5) * x * (Scalar(1) - th.square()) * k * (Scalar(1) + Scalar(3 * 0.044715) * x.square()))
+  return (Scalar(0.5) * (Scalar(1) + th) + Scalar(0.5) * x * (Scalar(1) - th.square()) * k *
+                                               (Scalar(1) + Scalar(3 * 0.044715) * x.square()))
       .matrix();
 }
 
 /// Row-wise LayerNorm with biased variance: y = γ ⊙ x̂ + β, x̂ = (z − μ)/σ, σ = √(var + ε).
 template <class Scalar>
 struct LayerNorm {
-  Matrix<Scalar> xhat;      ///< normalized rows
-  Vector<Scalar> sigma;     ///< per-row σ
+  Matrix<Scalar> xhat;   ///< normalized rows
+  Vector<Scalar> sigma;  ///< per-row σ
 
   void forward(const Matrix<Scalar>& z, Scalar eps) {
     const Index d = z.cols();
@@ -255,11 +255,13 @@ struct InnerModel {
     for (std::size_t l = 0; l < layers(); ++l) {
       Matrix<Scalar> w(dims[l], dims[l + 1]);
       w.noalias() = -(tr.X[l].transpose() * e.asDiagonal()) * tr.Delta[l];
-      for (const auto& [c, base] : bases) w += c * base->W[l];
+      for (const auto& [c, base] : bases)
+        w += c * base->W[l];
       out.W.push_back(std::move(w));
       if (bias) {
         Matrix<Scalar> b = -(e.transpose() * tr.Delta[l]);
-        for (const auto& [c, base] : bases) b += c * base->b[l];
+        for (const auto& [c, base] : bases)
+          b += c * base->b[l];
         out.b.push_back(std::move(b));
       }
     }

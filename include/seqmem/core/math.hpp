@@ -89,9 +89,9 @@ class DecayTable {
 template <class Scalar>
 struct ChunkWorkspace {
   DecayTable<Scalar> decay;
-  Matrix<Scalar> scores;     // C×C
-  Matrix<Scalar> weighted;   // C×dk (rows scaled by a decay)
-  Matrix<Scalar> values;     // C×dv (DeltaNet pseudo-values)
+  Matrix<Scalar> scores;    // C×C
+  Matrix<Scalar> weighted;  // C×dk (rows scaled by a decay)
+  Matrix<Scalar> values;    // C×dv (DeltaNet pseudo-values)
 };
 
 /// One chunk of decayed linear attention with start state S (MATH.md §2, also the last two

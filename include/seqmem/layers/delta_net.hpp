@@ -76,10 +76,11 @@ class DeltaNet {
     const Index T = in.q.rows(), dk = options_.key_dim, dv = options_.value_dim;
     detail::require_qkv(kName, in, options_.key_dim, options_.value_dim, options_.check_finite);
     detail::require_gate<Scalar>(
-        kName, "beta", in.beta, T, true,
-        [](Scalar b) { return b >= Scalar(0) && b <= Scalar(2); }, "in [0, 2]");
-    detail::require_gate<Scalar>(kName, "log_decay", in.log_decay, T, false,
-                                 [](Scalar g) { return g <= Scalar(0); }, "<= 0");
+        kName, "beta", in.beta, T, true, [](Scalar b) { return b >= Scalar(0) && b <= Scalar(2); },
+        "in [0, 2]");
+    detail::require_gate<Scalar>(
+        kName, "log_decay", in.log_decay, T, false, [](Scalar g) { return g <= Scalar(0); },
+        "<= 0");
     detail::require_shape(kName, "state.S", state.S, dk, dv);
   }
 
@@ -89,7 +90,6 @@ class DeltaNet {
     detail::set_head_gate<Scalar>(kName, "log_decay", in.log_decay, packed.log_decay, h, H);
     return in;
   }
-
 
   Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
     Matrix<Scalar> out(in.q.rows(), options_.value_dim);
@@ -123,8 +123,8 @@ class DeltaNet {
   }
 
   template <class KMatrix>
-  void run(Form form, const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in,
-           State& state, MatrixRef<Scalar>& out) const {
+  void run(Form form, const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in, State& state,
+           MatrixRef<Scalar>& out) const {
     if (form == Form::recurrent) return recurrent(q, k, in, state, out);
     const Index chunk = form == Form::parallel ? q.rows() : options_.chunk_size;
     detail::ChunkWorkspace<Scalar> ws;

@@ -83,11 +83,12 @@ class LinearAttention {
     (void)form;
     const Index T = in.q.rows(), dk = options_.key_dim, dv = options_.value_dim;
     detail::require_qkv(kName, in, options_.key_dim, options_.value_dim, options_.check_finite);
-    detail::require_gate<Scalar>(kName, "log_decay", in.log_decay, T, false,
-                                 [](Scalar g) { return g <= Scalar(0); }, "<= 0");
+    detail::require_gate<Scalar>(
+        kName, "log_decay", in.log_decay, T, false, [](Scalar g) { return g <= Scalar(0); },
+        "<= 0");
     detail::require_shape(kName, "state.S", state.S, dk, dv);
     detail::require_shape(kName, "state.z", state.z, options_.normalize ? 1 : 0,
-                                  options_.normalize ? dk : 0);
+                          options_.normalize ? dk : 0);
   }
 
   /// Head `h` of `H` heads packed side by side (`T×(H·d)` inputs, `T×H` gate).
@@ -96,7 +97,6 @@ class LinearAttention {
     detail::set_head_gate<Scalar>(kName, "log_decay", in.log_decay, packed.log_decay, h, H);
     return in;
   }
-
 
   Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
     Matrix<Scalar> out(in.q.rows(), options_.value_dim);

@@ -123,7 +123,8 @@ class SoftmaxAttention {
       detail::fail(kName, "a cache of window ", options_.window, " holds at most ",
                    options_.window - 1, " rows, got ", n);
     }
-    if (tokens < n) detail::fail(kName, "tokens must be >= the cached rows (", n, "), got ", tokens);
+    if (tokens < n)
+      detail::fail(kName, "tokens must be >= the cached rows (", n, "), got ", tokens);
     State state = initial_state();
     state.append(keys, values);
     state.tokens_ = tokens;
@@ -142,7 +143,6 @@ class SoftmaxAttention {
     Inputs in = detail::head_qkv(kName, packed, h, H, options_.key_dim, options_.value_dim);
     return in;
   }
-
 
   Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
     Matrix<Scalar> out(in.q.rows(), options_.value_dim);

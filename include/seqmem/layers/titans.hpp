@@ -76,8 +76,7 @@ class TitansMemory {
     Index position = 0;
   };
 
-  explicit TitansMemory(const Options& options,
-                        std::optional<Parameters> parameters = std::nullopt)
+  explicit TitansMemory(const Options& options, std::optional<Parameters> parameters = std::nullopt)
       : options_(options) {
     detail::require_positive(kName, "key_dim", options_.key_dim);
     detail::require_positive(kName, "value_dim", options_.value_dim);
@@ -110,8 +109,7 @@ class TitansMemory {
     model_.check_weights(kName, "parameters.initial", parameters->initial);
     detail::require_shape(kName, "parameters.ln_weight", parameters->ln_weight, 1,
                           options_.value_dim);
-    detail::require_shape(kName, "parameters.ln_bias", parameters->ln_bias, 1,
-                          options_.value_dim);
+    detail::require_shape(kName, "parameters.ln_bias", parameters->ln_bias, 1, options_.value_dim);
     parameters_ = std::move(*parameters);
     model_.ln_weight = parameters_.ln_weight;
     model_.ln_bias = parameters_.ln_bias;
@@ -129,8 +127,8 @@ class TitansMemory {
   void check(Form form, const Inputs& in, const State& state) const {
     const Index T = in.q.rows(), b = options_.mini_batch;
     detail::require_qkv(kName, in, options_.key_dim, options_.value_dim, options_.check_finite);
-    detail::require_gate<Scalar>(kName, "theta", in.theta, T, true,
-                                 [](Scalar x) { return x >= Scalar(0); }, ">= 0");
+    detail::require_gate<Scalar>(
+        kName, "theta", in.theta, T, true, [](Scalar x) { return x >= Scalar(0); }, ">= 0");
     detail::require_gate<Scalar>(kName, "alpha", in.alpha, T, true, in_unit, "in [0, 1]");
     detail::require_gate<Scalar>(kName, "momentum", in.momentum, T, true, in_unit, "in [0, 1]");
     model_.check_weights(kName, "state.reference", state.reference);
@@ -146,7 +144,6 @@ class TitansMemory {
     detail::set_head_gate<Scalar>(kName, "momentum", in.momentum, packed.momentum, h, H);
     return in;
   }
-
 
   Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
     Matrix<Scalar> out(in.q.rows(), options_.value_dim);
@@ -203,13 +200,15 @@ class TitansMemory {
   void dual(Form form, const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
     const Index T = in.q.rows();
     for (Index begin = 0; begin < T;) {
-      const Index n = form == Form::parallel ? T : std::min(options_.mini_batch - state.position, T - begin);
+      const Index n =
+          form == Form::parallel ? T : std::min(options_.mini_batch - state.position, T - begin);
       const Matrix<Scalar> k = in.k.middleRows(begin, n), v = in.v.middleRows(begin, n);
       const auto trace = model_.trace(state.reference, k, v);
       Vector<Scalar> m(n), beta(n), f(n);
       Matrix<Scalar> N = Matrix<Scalar>::Zero(n, n), G = Matrix<Scalar>::Zero(n, n);
       for (Index t = 0; t < n; ++t) {
-        const Scalar theta = (*in.theta)(begin + t, 0), keep = Scalar(1) - (*in.alpha)(begin + t, 0),
+        const Scalar theta = (*in.theta)(begin + t, 0),
+                     keep = Scalar(1) - (*in.alpha)(begin + t, 0),
                      eta = (*in.momentum)(begin + t, 0);
         m(t) = eta * (t ? m(t - 1) : Scalar(1));
         beta(t) = keep * (t ? beta(t - 1) : Scalar(1));
@@ -223,8 +222,9 @@ class TitansMemory {
       out.middleRows(begin, n) = model_.dual_outputs(
           in.q.middleRows(begin, n), {{&beta, &state.current}, {&f, &state.momentum}}, G, trace);
       const Index last = n - 1;
-      Weights<Scalar> current = model_.combine(
-          {{beta(last), &state.current}, {f(last), &state.momentum}}, G.row(last).transpose(), trace);
+      Weights<Scalar> current =
+          model_.combine({{beta(last), &state.current}, {f(last), &state.momentum}},
+                         G.row(last).transpose(), trace);
       state.momentum = model_.combine({{m(last), &state.momentum}}, N.row(last).transpose(), trace);
       state.current = std::move(current);
       state.position += n;

@@ -110,7 +110,8 @@ class TTT {
     for (Index i = 0; i < options_.mini_batch; ++i) {
       Scalar c = Scalar(1);
       if (options_.token_index_scaling) {
-        const Scalar lambda = lambda_count ? options_.token_scale_offset[std::size_t(i)] : Scalar(0);
+        const Scalar lambda =
+            lambda_count ? options_.token_scale_offset[std::size_t(i)] : Scalar(0);
         c = std::max(Scalar(0), Scalar(1) / Scalar(i + 1) + lambda);
       }
       token_scale_.push_back(c);
@@ -135,8 +136,8 @@ class TTT {
   void check(Form form, const Inputs& in, const State& state) const {
     const Index T = in.q.rows(), b = options_.mini_batch;
     detail::require_qkv(kName, in, options_.dim, options_.dim, options_.check_finite);
-    detail::require_gate<Scalar>(kName, "eta", in.eta, T, true,
-                                 [](Scalar a) { return a >= Scalar(0); }, ">= 0");
+    detail::require_gate<Scalar>(
+        kName, "eta", in.eta, T, true, [](Scalar a) { return a >= Scalar(0); }, ">= 0");
     model_.check_weights(kName, "state.reference", state.reference);
     model_.check_weights(kName, "state.gradient", state.gradient);
     detail::require_mini_batch_position(kName, form, state.position, T, b);
@@ -147,7 +148,6 @@ class TTT {
     detail::set_head_gate<Scalar>(kName, "eta", in.eta, packed.eta, h, H);
     return in;
   }
-
 
   Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
     Matrix<Scalar> out(in.q.rows(), options_.dim);
@@ -167,8 +167,10 @@ class TTT {
 
   Weights<Scalar> combine_current(const State& state, Scalar c) const {
     Weights<Scalar> w = state.reference;
-    for (std::size_t l = 0; l < w.W.size(); ++l) w.W[l] -= c * state.gradient.W[l];
-    for (std::size_t l = 0; l < w.b.size(); ++l) w.b[l] -= c * state.gradient.b[l];
+    for (std::size_t l = 0; l < w.W.size(); ++l)
+      w.W[l] -= c * state.gradient.W[l];
+    for (std::size_t l = 0; l < w.b.size(); ++l)
+      w.b[l] -= c * state.gradient.b[l];
     return w;
   }
 
