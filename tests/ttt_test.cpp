@@ -752,27 +752,45 @@ TEST(TTTGradients, LayerNormBackwardMatchesFiniteDifferences) {
   }
 }
 
+namespace {
+/// The engine's vectorized activation and its derivative at one point.
+double act(Activation a, double x) {
+  Matrix<double> out;
+  detail::activate(a, Matrix<double>(Matrix<double>::Constant(1, 1, x)), out);
+  return out(0, 0);
+}
+double act_derivative(Activation a, double x) {
+  Matrix<double> g = Matrix<double>::Ones(1, 1), scratch;
+  detail::multiply_by_activation_derivative(a, Matrix<double>(Matrix<double>::Constant(1, 1, x)), g,
+                                            scratch);
+  return g(0, 0);
+}
+}  // namespace
+
 TEST(TTTGradients, ActivationDerivativesMatchFiniteDifferences) {
   const double h = 1e-5;
-  double worst_gelu = 0, worst_silu = 0;
-  for (int n = -600; n <= 600; ++n) {
-    const double x = n / 100.0 + 0.00123;
-    const double fd_gelu = (detail::gelu_tanh(x + h) - detail::gelu_tanh(x - h)) / (2 * h);
-    const double fd_silu = (detail::silu(x + h) - detail::silu(x - h)) / (2 * h);
-    worst_gelu = std::max(worst_gelu, std::abs(detail::gelu_tanh_derivative(x) - fd_gelu));
-    worst_silu = std::max(worst_silu, std::abs(detail::silu_derivative(x) - fd_silu));
+  for (Activation a : {Activation::gelu_tanh, Activation::silu}) {
+    double worst = 0;
+    for (int n = -600; n <= 600; ++n) {
+      const double x = n / 100.0 + 0.00123;
+      const double fd = (act(a, x + h) - act(a, x - h)) / (2 * h);
+      worst = std::max(worst, std::abs(act_derivative(a, x) - fd));
+    }
+    EXPECT_LT(worst, 1e-8) << (a == Activation::silu ? "silu" : "gelu_tanh");
+    // Anchors: act(0) = 0, act'(0) = ½.
+    EXPECT_EQ(act(a, 0.0), 0.0);
+    EXPECT_DOUBLE_EQ(act_derivative(a, 0.0), 0.5);
   }
-  EXPECT_LT(worst_gelu, 1e-8);
-  EXPECT_LT(worst_silu, 1e-8);
-  // Anchors: gelu_tanh(0) = 0, gelu_tanh'(0) = ½, values of the tanh formula.
-  EXPECT_EQ(detail::gelu_tanh(0.0), 0.0);
-  EXPECT_DOUBLE_EQ(detail::gelu_tanh_derivative(0.0), 0.5);
-  EXPECT_DOUBLE_EQ(detail::silu_derivative(0.0), 0.5);
+  // Values of the formulas, on a whole row at once (the vectorized path).
   const double k = std::sqrt(2.0 / 3.14159265358979323846);
-  for (double x : {-3.0, -0.7, 0.4, 2.5}) {
-    EXPECT_NEAR(detail::gelu_tanh(x), 0.5 * x * (1 + std::tanh(k * (x + 0.044715 * x * x * x))),
-                1e-15);
-    EXPECT_NEAR(detail::silu(x), x / (1 + std::exp(-x)), 1e-15);
+  Matrix<double> x(1, 4), gelu, silu;
+  x << -3.0, -0.7, 0.4, 2.5;
+  detail::activate(Activation::gelu_tanh, x, gelu);
+  detail::activate(Activation::silu, x, silu);
+  for (Index j = 0; j < 4; ++j) {
+    const double xj = x(0, j);
+    EXPECT_NEAR(gelu(0, j), 0.5 * xj * (1 + std::tanh(k * (xj + 0.044715 * xj * xj * xj))), 1e-15);
+    EXPECT_NEAR(silu(0, j), xj / (1 + std::exp(-xj)), 1e-15);
   }
 }
 

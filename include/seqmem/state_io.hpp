@@ -315,7 +315,7 @@ class SlotChecker {
 
   template <class Derived>
   void check_finite(const std::string& name, const Eigen::DenseBase<Derived>& m) const {
-    if (m.allFinite()) return;
+    if (detail::all_finite(m)) return;
     for (Index i = 0; i < m.rows(); ++i)
       for (Index j = 0; j < m.cols(); ++j)
         if (!std::isfinite(m(i, j))) {

@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <numbers>
+#include <span>
 #include <sstream>
 #include <string_view>
 #include <utility>
@@ -36,96 +37,122 @@ struct Weights {
 
 namespace detail {
 
-/// GELU, tanh approximation: ½x(1 + tanh(√(2/π)(x + 0.044715x³))).
+/// √(2/π), the GELU-tanh constant.
 template <class Scalar>
-Scalar gelu_tanh(Scalar x) {
-  const Scalar k = Scalar(std::numbers::sqrt2 * std::numbers::inv_sqrtpi);  // √(2/π)
-  return Scalar(0.5) * x * (Scalar(1) + std::tanh(k * (x + Scalar(0.044715) * x * x * x)));
-}
+constexpr Scalar kGeluScale = Scalar(std::numbers::sqrt2* std::numbers::inv_sqrtpi);
 
-/// Exact derivative of gelu_tanh.
-template <class Scalar>
-Scalar gelu_tanh_derivative(Scalar x) {
-  const Scalar k = Scalar(std::numbers::sqrt2 * std::numbers::inv_sqrtpi);
-  const Scalar th = std::tanh(k * (x + Scalar(0.044715) * x * x * x));
-  return Scalar(0.5) * (Scalar(1) + th) +
-         Scalar(0.5) * x * (Scalar(1) - th * th) * k * (Scalar(1) + Scalar(3 * 0.044715) * x * x);
-}
-
-template <class Scalar>
-Scalar silu(Scalar x) {
-  return x / (Scalar(1) + std::exp(-x));
-}
-
-template <class Scalar>
-Scalar silu_derivative(Scalar x) {
-  const Scalar s = Scalar(1) / (Scalar(1) + std::exp(-x));
-  return s * (Scalar(1) + x * (Scalar(1) - s));
-}
-
-/// The activation applied to a matrix, vectorized (Eigen's packet tanh/exp): the same
-/// formulas as the scalar functions above.
-template <class Scalar>
-Matrix<Scalar> activate(Activation a, const Matrix<Scalar>& z) {
-  const auto x = z.array();
-  if (a == Activation::silu) return (x / (Scalar(1) + (-x).exp())).matrix();
-  const Scalar k = Scalar(std::numbers::sqrt2 * std::numbers::inv_sqrtpi);
-  return (Scalar(0.5) * x * (Scalar(1) + (k * (x + Scalar(0.044715) * x.cube())).tanh())).matrix();
-}
-
-template <class Scalar>
-Matrix<Scalar> activate_derivative(Activation a, const Matrix<Scalar>& z) {
+/// out = act(z) elementwise, vectorized (Eigen's packet tanh/exp):
+/// gelu_tanh(x) = ½x(1 + tanh(√(2/π)(x + 0.044715x³))), silu(x) = x/(1 + e^−x).
+template <class Scalar, class Out>
+void activate(Activation a, const Matrix<Scalar>& z, Out&& out) {
   const auto x = z.array();
   if (a == Activation::silu) {
-    const auto s = (Scalar(1) / (Scalar(1) + (-x).exp())).eval();
-    return (s * (Scalar(1) + x * (Scalar(1) - s))).matrix();
+    out = (x / (Scalar(1) + (-x).exp())).matrix();
+  } else {
+    const Scalar k = kGeluScale<Scalar>;
+    out = (Scalar(0.5) * x * (Scalar(1) + (k * (x + Scalar(0.044715) * x.cube())).tanh())).matrix();
   }
-  const Scalar k = Scalar(std::numbers::sqrt2 * std::numbers::inv_sqrtpi);
-  const auto th = (k * (x + Scalar(0.044715) * x.cube())).tanh().eval();
-  return (Scalar(0.5) * (Scalar(1) + th) + Scalar(0.5) * x * (Scalar(1) - th.square()) * k *
-                                               (Scalar(1) + Scalar(3 * 0.044715) * x.square()))
-      .matrix();
+}
+
+/// g ⊙= act'(z) with the exact derivatives (`scratch` holds tanh or the sigmoid):
+/// gelu_tanh'(x) = ½(1 + th) + ½x(1 − th²)·√(2/π)(1 + 3·0.044715x²), th = tanh(…);
+/// silu'(x) = s(1 + x(1 − s)), s = 1/(1 + e^−x).
+template <class Scalar>
+void multiply_by_activation_derivative(Activation a, const Matrix<Scalar>& z, Matrix<Scalar>& g,
+                                       Matrix<Scalar>& scratch) {
+  const auto x = z.array();
+  if (a == Activation::silu) {
+    scratch = (Scalar(1) / (Scalar(1) + (-x).exp())).matrix();
+    const auto s = scratch.array();
+    g.array() *= s * (Scalar(1) + x * (Scalar(1) - s));
+    return;
+  }
+  const Scalar k = kGeluScale<Scalar>;
+  scratch = (k * (x + Scalar(0.044715) * x.cube())).tanh().matrix();
+  const auto th = scratch.array();
+  g.array() *= Scalar(0.5) * (Scalar(1) + th) + Scalar(0.5) * x * (Scalar(1) - th.square()) * k *
+                                                    (Scalar(1) + Scalar(3 * 0.044715) * x.square());
 }
 
 /// Row-wise LayerNorm with biased variance: y = γ ⊙ x̂ + β, x̂ = (z − μ)/σ, σ = √(var + ε).
+/// Keeps x̂ and σ of the last forward for the backward; reuses its buffers across calls.
 template <class Scalar>
 struct LayerNorm {
   Matrix<Scalar> xhat;   ///< normalized rows
   Vector<Scalar> sigma;  ///< per-row σ
 
+  // Row by row: each row is contiguous (row-major), so every step below is a vectorized
+  // pass over one row; Eigen's rowwise()/colwise() broadcasts run scalar here.
   void forward(const Matrix<Scalar>& z, Scalar eps) {
     const Index d = z.cols();
-    const Vector<Scalar> mean = z.rowwise().mean();
-    xhat = z.colwise() - mean;
-    sigma = (xhat.rowwise().squaredNorm() / Scalar(d)).array() + eps;
-    sigma = sigma.array().sqrt();
-    xhat.array().colwise() /= sigma.array();
+    xhat.resize(z.rows(), d);
+    sigma.resize(z.rows());
+    for (Index i = 0; i < z.rows(); ++i) {
+      auto x = xhat.row(i).array();
+      x = z.row(i).array() - z.row(i).mean();
+      sigma(i) = std::sqrt(x.square().sum() / Scalar(d) + eps);
+      x *= Scalar(1) / sigma(i);
+    }
+  }
+
+  /// out = γ ⊙ x̂ + β (+ out when `accumulate`).
+  template <class Out>
+  void output(const Matrix<Scalar>& weight, const Matrix<Scalar>& bias, Out&& out,
+              bool accumulate = false) const {
+    if (!accumulate) out.resize(xhat.rows(), xhat.cols());
+    const auto w = weight.row(0).array(), b = bias.row(0).array();
+    for (Index i = 0; i < xhat.rows(); ++i) {
+      if (accumulate) {
+        out.row(i).array() += xhat.row(i).array() * w + b;
+      } else {
+        out.row(i).array() = xhat.row(i).array() * w + b;
+      }
+    }
   }
 
   Matrix<Scalar> output(const Matrix<Scalar>& weight, const Matrix<Scalar>& bias) const {
-    return (xhat.array().rowwise() * weight.row(0).array()).rowwise() + bias.row(0).array();
-  }
-
-  /// Gradient w.r.t. z given the gradient w.r.t. y (MATH.md §4):
-  /// ĝ = g_y ⊙ γ,  ∇z = (d·ĝ − Σĝ − x̂·Σ(ĝ ⊙ x̂)) / (d·σ).
-  Matrix<Scalar> backward(const Matrix<Scalar>& grad_y, const Matrix<Scalar>& weight) const {
-    const Index d = xhat.cols();
-    const Matrix<Scalar> g = grad_y.array().rowwise() * weight.row(0).array();
-    const Vector<Scalar> sum_g = g.rowwise().sum();
-    const Vector<Scalar> sum_gx = g.cwiseProduct(xhat).rowwise().sum();
-    Matrix<Scalar> out = (Scalar(d) * g).colwise() - sum_g;
-    out.array() -= xhat.array().colwise() * sum_gx.array();
-    out.array().colwise() /= (Scalar(d) * sigma).array();
+    Matrix<Scalar> out;
+    output(weight, bias, out);
     return out;
   }
+
+  /// out = gradient w.r.t. z given the gradient w.r.t. y (MATH.md §4):
+  /// ĝ = g_y ⊙ γ,  ∇z = (d·ĝ − Σĝ − x̂·Σ(ĝ ⊙ x̂)) / (d·σ).  `out` may be `grad_y`.
+  void backward(const Matrix<Scalar>& grad_y, const Matrix<Scalar>& weight, Matrix<Scalar>& out) {
+    const Index d = xhat.cols();
+    scaled_.resize(1, d);
+    out.resize(xhat.rows(), d);
+    for (Index i = 0; i < xhat.rows(); ++i) {
+      auto g = scaled_.row(0).array();
+      g = grad_y.row(i).array() * weight.row(0).array();
+      const Scalar sum_g = g.sum(), sum_gx = (g * xhat.row(i).array()).sum();
+      out.row(i).array() = (Scalar(d) * g - sum_g - xhat.row(i).array() * sum_gx) *
+                           (Scalar(1) / (Scalar(d) * sigma(i)));
+    }
+  }
+
+  Matrix<Scalar> backward(const Matrix<Scalar>& grad_y, const Matrix<Scalar>& weight) {
+    Matrix<Scalar> out;
+    backward(grad_y, weight, out);
+    return out;
+  }
+
+ private:
+  Matrix<Scalar> scaled_;  // ĝ of one row
 };
 
-/// What the dual form needs from the keys of one segment: each layer's input X_l and the
-/// gradient of the loss w.r.t. its output Δ_l, both at the reference weights; the gradient
-/// of token i is then ∇W_l = x_{l,i}ᵀ δ_{l,i}, ∇b_l = δ_{l,i}.
+/// The trace of a segment's keys at the reference weights — each layer's input X_l,
+/// pre-activation Z_l and the gradient Δ_l of the loss w.r.t. its output; token i's gradient
+/// is then ∇W_l = x_{l,i}ᵀ δ_{l,i}, ∇b_l = δ_{l,i} — and the scratch of the forms. One per
+/// call, reused across its segments and tokens, so the forms allocate nothing after the
+/// first mini-batch.
 template <class Scalar>
-struct KeyTrace {
+struct Workspace {
   std::vector<Matrix<Scalar>> X, Z, Delta;
+  LayerNorm<Scalar> ln;
+  Matrix<Scalar> E;  ///< the dual form's lower-triangular token weights
+  Matrix<Scalar> grad, attn, h, z, hw, scaled, act;
+  Weights<Scalar> weights;  ///< materialized per-token weights (primal forms)
 };
 
 /// Throws unless a TTT/Titans state's position is inside its mini-batch and, for the
@@ -144,7 +171,7 @@ inline void require_mini_batch_position(std::string_view where, Form form, Index
 /// One weighted set of weights in P_t = Σ_r coef_r(t) · Base_r − Σ_i E_{t,i} u_i.
 template <class Scalar>
 struct WeightedBase {
-  const Vector<Scalar>* coef;  ///< one coefficient per token of the segment
+  const Vector<Scalar>* coef;  ///< one coefficient per token of the segment; null: all 1
   const Weights<Scalar>* base;
 };
 
@@ -200,106 +227,144 @@ struct InnerModel {
       W_name << name << ".W[" << l << "]";
       b_name << name << ".b[" << l << "]";
       require_shape(where, W_name.str(), w.W[l], dims[l], dims[l + 1]);
-      if (!w.W[l].allFinite()) fail(where, W_name.str(), " must be finite");
+      if (!all_finite(w.W[l])) fail(where, W_name.str(), " must be finite");
       if (bias) {
         require_shape(where, b_name.str(), w.b[l], 1, dims[l + 1]);
-        if (!w.b[l].allFinite()) fail(where, b_name.str(), " must be finite");
+        if (!all_finite(w.b[l])) fail(where, b_name.str(), " must be finite");
       }
     }
   }
 
-  /// The model's output f(x; P) for rows x (the primal forward).
-  Matrix<Scalar> evaluate(const Weights<Scalar>& P, const Matrix<Scalar>& x) const {
-    Matrix<Scalar> h = x;
+  /// out = f(x; P) for rows x (the primal forward).
+  void evaluate(const Weights<Scalar>& P, MatrixCRef<Scalar> x, Workspace<Scalar>& ws,
+                MatrixRef<Scalar> out) const {
+    ws.h = x;
     for (std::size_t l = 0; l < layers(); ++l) {
-      Matrix<Scalar> z = h * P.W[l];
-      if (bias) z.rowwise() += P.b[l].row(0);
-      h = l + 1 < layers() ? activate(activation, z) : std::move(z);
+      ws.z.noalias() = ws.h * P.W[l];
+      if (bias) ws.z.rowwise() += P.b[l].row(0);
+      if (l + 1 < layers()) activate(activation, ws.z, ws.h);
     }
-    return finish(x, h);
+    finish(x, ws, out);
   }
 
-  /// Forward at P on keys, loss gradient, backward: the trace of the segment.
-  KeyTrace<Scalar> trace(const Weights<Scalar>& P, const Matrix<Scalar>& k,
-                         const Matrix<Scalar>& v) const {
-    const std::size_t L = layers();
-    KeyTrace<Scalar> tr;
-    tr.X.resize(L);
-    tr.Z.resize(L);
-    tr.Delta.resize(L);
-    tr.X[0] = k;
-    for (std::size_t l = 0; l < L; ++l) {
-      tr.Z[l].noalias() = tr.X[l] * P.W[l];
-      if (bias) tr.Z[l].rowwise() += P.b[l].row(0);
-      if (l + 1 < L) tr.X[l + 1] = activate(activation, tr.Z[l]);
-    }
-    if (layer_norm) {  // f(k) = k + LN(z): ∂ℓ/∂y = factor·(LN(z) + k − v)
-      LayerNorm<Scalar> ln;
-      ln.forward(tr.Z[L - 1], ln_eps);
-      const Matrix<Scalar> grad_y = loss_factor * (ln.output(ln_weight, ln_bias) + k - v);
-      tr.Delta[L - 1] = ln.backward(grad_y, ln_weight);
-    } else {
-      tr.Delta[L - 1] = loss_factor * (tr.Z[L - 1] - v);
-    }
-    for (std::size_t l = L - 1; l-- > 0;) {
-      tr.Delta[l] = (tr.Delta[l + 1] * P.W[l + 1].transpose())
-                        .cwiseProduct(activate_derivative(activation, tr.Z[l]));
-    }
-    return tr;
-  }
-
-  /// Σ_r c_r · Base_r − Σ_i e_i u_i (one coefficient per base, one per token).
-  Weights<Scalar> combine(const std::vector<std::pair<Scalar, const Weights<Scalar>*>>& bases,
-                          const Vector<Scalar>& e, const KeyTrace<Scalar>& tr) const {
-    Weights<Scalar> out;
-    for (std::size_t l = 0; l < layers(); ++l) {
-      Matrix<Scalar> w(dims[l], dims[l + 1]);
-      w.noalias() = -(tr.X[l].transpose() * e.asDiagonal()) * tr.Delta[l];
-      for (const auto& [c, base] : bases)
-        w += c * base->W[l];
-      out.W.push_back(std::move(w));
-      if (bias) {
-        Matrix<Scalar> b = -(e.transpose() * tr.Delta[l]);
-        for (const auto& [c, base] : bases)
-          b += c * base->b[l];
-        out.b.push_back(std::move(b));
-      }
-    }
+  Matrix<Scalar> evaluate(const Weights<Scalar>& P, MatrixCRef<Scalar> x) const {
+    Workspace<Scalar> ws;
+    Matrix<Scalar> out(x.rows(), dims.back());
+    evaluate(P, x, ws, out);
     return out;
   }
 
-  /// The dual form: outputs of queries q_t at P_t = Σ_r coef_r(t) Base_r − Σ_{i≤t} E_{t,i} u_i,
-  /// layer by layer with the query's own activations (MATH.md §4, §5):
-  ///     Z̄_l = Σ_r diag(coef_r)(H_l W_r,l + b_r,l) − (E ⊙ (H_l X_lᵀ + 1)) Δ_l
-  /// (the `+ 1` and the b terms only with biases).
-  Matrix<Scalar> dual_outputs(const Matrix<Scalar>& q,
-                              const std::vector<WeightedBase<Scalar>>& bases,
-                              const Matrix<Scalar>& E, const KeyTrace<Scalar>& tr) const {
-    Matrix<Scalar> h = q, z, attn;
-    for (std::size_t l = 0; l < layers(); ++l) {
-      attn.noalias() = h * tr.X[l].transpose();
-      if (bias) attn.array() += Scalar(1);
-      attn = attn.cwiseProduct(E);
-      z.noalias() = -attn * tr.Delta[l];
-      for (const auto& [coef, base] : bases) {
-        Matrix<Scalar> hw = h * base->W[l];
-        if (bias) hw.rowwise() += base->b[l].row(0);
-        z.noalias() += coef->asDiagonal() * hw;
-      }
-      h = l + 1 < layers() ? activate(activation, z) : std::move(z);
+  /// Forward at P on the keys, loss gradient, backward: fills ws.X, ws.Z, ws.Delta.
+  void trace(const Weights<Scalar>& P, MatrixCRef<Scalar> k, MatrixCRef<Scalar> v,
+             Workspace<Scalar>& ws) const {
+    const std::size_t L = layers();
+    ws.X.resize(L);
+    ws.Z.resize(L);
+    ws.Delta.resize(L);
+    ws.X[0] = k;
+    for (std::size_t l = 0; l < L; ++l) {
+      ws.Z[l].noalias() = ws.X[l] * P.W[l];
+      if (bias) ws.Z[l].rowwise() += P.b[l].row(0);
+      if (l + 1 < L) activate(activation, ws.Z[l], ws.X[l + 1]);
     }
-    return finish(q, h);
+    if (layer_norm) {  // f(k) = k + LN(z): ∂ℓ/∂y = factor·(LN(z) + k − v)
+      ws.ln.forward(ws.Z[L - 1], ln_eps);
+      ws.grad = k - v;
+      ws.ln.output(ln_weight, ln_bias, ws.grad, true);
+      ws.grad *= loss_factor;
+      ws.ln.backward(ws.grad, ln_weight, ws.Delta[L - 1]);
+    } else {
+      ws.Delta[L - 1] = loss_factor * (ws.Z[L - 1] - v);
+    }
+    for (std::size_t l = L - 1; l-- > 0;) {
+      ws.Delta[l].noalias() = ws.Delta[l + 1] * P.W[l + 1].transpose();
+      multiply_by_activation_derivative(activation, ws.Z[l], ws.Delta[l], ws.act);
+    }
+  }
+
+  Workspace<Scalar> trace(const Weights<Scalar>& P, MatrixCRef<Scalar> k,
+                          MatrixCRef<Scalar> v) const {
+    Workspace<Scalar> ws;
+    trace(P, k, v, ws);
+    return ws;
+  }
+
+  /// target += Σ_i e_i u_i over the traced tokens: W_l += X_lᵀ diag(e) Δ_l, b_l += eᵀ Δ_l.
+  void add_gradients(Weights<Scalar>& target, const Vector<Scalar>& e,
+                     Workspace<Scalar>& ws) const {
+    for (std::size_t l = 0; l < layers(); ++l) {
+      ws.scaled = e.asDiagonal() * ws.Delta[l];
+      target.W[l].noalias() += ws.X[l].transpose() * ws.scaled;
+      if (bias) target.b[l].noalias() += e.transpose() * ws.Delta[l];
+    }
+  }
+
+  /// The dual form: out = outputs of queries q_t at
+  /// P_t = Σ_r coef_r(t) Base_r − Σ_{i≤t} E_{t,i} u_i, layer by layer with the query's own
+  /// activations (MATH.md §4, §5):
+  ///     Z̄_l = Σ_r diag(coef_r)(H_l W_r,l + b_r,l) − (E ⊙ (H_l X_lᵀ + 1)) Δ_l
+  /// (the `+ 1` and the b terms only with biases). Needs the trace of the same segment in ws.
+  void dual_outputs(MatrixCRef<Scalar> q, std::span<const WeightedBase<Scalar>> bases,
+                    Workspace<Scalar>& ws, MatrixRef<Scalar> out) const {
+    ws.h = q;
+    for (std::size_t l = 0; l < layers(); ++l) {
+      ws.attn.noalias() = ws.h * ws.X[l].transpose();
+      if (bias) ws.attn.array() += Scalar(1);
+      ws.attn.array() *= ws.E.array();
+      ws.z.noalias() = -ws.attn * ws.Delta[l];
+      for (const auto& [coef, base] : bases) {
+        if (coef == nullptr) {
+          ws.z.noalias() += ws.h * base->W[l];
+          if (bias) ws.z.rowwise() += base->b[l].row(0);
+          continue;
+        }
+        ws.hw.noalias() = ws.h * base->W[l];
+        if (bias) ws.hw.rowwise() += base->b[l].row(0);
+        ws.z.array() += ws.hw.array().colwise() * coef->array();
+      }
+      if (l + 1 < layers()) activate(activation, ws.z, ws.h);
+    }
+    finish(q, ws, out);
   }
 
  private:
-  /// x + LN(z) with residual + LayerNorm, z itself otherwise.
-  Matrix<Scalar> finish(const Matrix<Scalar>& x, Matrix<Scalar> z) const {
-    if (!layer_norm) return z;
-    LayerNorm<Scalar> ln;
-    ln.forward(z, ln_eps);
-    return x + ln.output(ln_weight, ln_bias);
+  /// out = x + LN(ws.z) with residual + LayerNorm, ws.z itself otherwise.
+  void finish(MatrixCRef<Scalar> x, Workspace<Scalar>& ws, MatrixRef<Scalar> out) const {
+    if (!layer_norm) {
+      out = ws.z;
+      return;
+    }
+    ws.ln.forward(ws.z, ln_eps);
+    out = x;
+    ws.ln.output(ln_weight, ln_bias, out, true);
   }
 };
+
+/// a = α·a + β·b, matrix by matrix (same shapes).
+template <class Scalar>
+void scale_add(Weights<Scalar>& a, Scalar alpha, Scalar beta, const Weights<Scalar>& b) {
+  for (std::size_t l = 0; l < a.W.size(); ++l)
+    a.W[l] = alpha * a.W[l] + beta * b.W[l];
+  for (std::size_t l = 0; l < a.b.size(); ++l)
+    a.b[l] = alpha * a.b[l] + beta * b.b[l];
+}
+
+template <class Scalar>
+void scale(Weights<Scalar>& a, Scalar alpha) {
+  for (auto& m : a.W)
+    m *= alpha;
+  for (auto& m : a.b)
+    m *= alpha;
+}
+
+template <class Scalar>
+bool is_zero(const Weights<Scalar>& w) {
+  for (const auto& m : w.W)
+    if (!(m.array() == Scalar(0)).all()) return false;
+  for (const auto& m : w.b)
+    if (!(m.array() == Scalar(0)).all()) return false;
+  return true;
+}
 
 }  // namespace detail
 }  // namespace seqmem

@@ -5,6 +5,7 @@
 /// data-dependent forgetting, in all three forms (MATH.md §5).
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <optional>
 #include <utility>
@@ -171,22 +172,23 @@ class TitansMemory {
 
   /// The definition, token by token.
   void recurrent(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
+    detail::Workspace<Scalar> ws;
     for (Index t = 0; t < in.q.rows(); ++t) {
-      const auto trace = model_.trace(state.reference, in.k.row(t), in.v.row(t));
+      model_.trace(state.reference, in.k.row(t), in.v.row(t), ws);
       const Scalar theta = (*in.theta)(t, 0), keep = Scalar(1) - (*in.alpha)(t, 0),
                    eta = (*in.momentum)(t, 0);
       for (std::size_t l = 0; l < model_.layers(); ++l) {
         Matrix<Scalar>& S = state.momentum.W[l];
         S *= eta;
-        S.noalias() -= theta * trace.X[l].transpose() * trace.Delta[l];
+        S.noalias() -= theta * ws.X[l].transpose() * ws.Delta[l];
         state.current.W[l] = keep * state.current.W[l] + S;
         if (options_.bias) {
           Matrix<Scalar>& Sb = state.momentum.b[l];
-          Sb = eta * Sb - theta * trace.Delta[l];
+          Sb = eta * Sb - theta * ws.Delta[l];
           state.current.b[l] = keep * state.current.b[l] + Sb;
         }
       }
-      out.row(t) = model_.evaluate(state.current, in.q.row(t));
+      model_.evaluate(state.current, in.q.row(t), ws, out.row(t));
       ++state.position;
       roll_over(state);
     }
@@ -199,13 +201,19 @@ class TitansMemory {
   ///     N_{t,i} = η_t N_{t−1,i},  G_{t,i} = (1−α_t) G_{t−1,i} + N_{t,i},  N_{i,i} = G_{i,i} = θ_i.
   void dual(Form form, const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
     const Index T = in.q.rows();
+    detail::Workspace<Scalar> ws;  // ws.E holds G
+    Vector<Scalar> m, beta, f, last_row;
+    Matrix<Scalar> N;
     for (Index begin = 0; begin < T;) {
       const Index n =
           form == Form::parallel ? T : std::min(options_.mini_batch - state.position, T - begin);
-      const Matrix<Scalar> k = in.k.middleRows(begin, n), v = in.v.middleRows(begin, n);
-      const auto trace = model_.trace(state.reference, k, v);
-      Vector<Scalar> m(n), beta(n), f(n);
-      Matrix<Scalar> N = Matrix<Scalar>::Zero(n, n), G = Matrix<Scalar>::Zero(n, n);
+      model_.trace(state.reference, in.k.middleRows(begin, n), in.v.middleRows(begin, n), ws);
+      m.resize(n);
+      beta.resize(n);
+      f.resize(n);
+      N.setZero(n, n);
+      Matrix<Scalar>& G = ws.E;
+      G.setZero(n, n);
       for (Index t = 0; t < n; ++t) {
         const Scalar theta = (*in.theta)(begin + t, 0),
                      keep = Scalar(1) - (*in.alpha)(begin + t, 0),
@@ -219,14 +227,17 @@ class TitansMemory {
         }
         N(t, t) = G(t, t) = theta;
       }
-      out.middleRows(begin, n) = model_.dual_outputs(
-          in.q.middleRows(begin, n), {{&beta, &state.current}, {&f, &state.momentum}}, G, trace);
+      const std::array<detail::WeightedBase<Scalar>, 2> bases{
+          {{&beta, &state.current}, {&f, &state.momentum}}};
+      model_.dual_outputs(in.q.middleRows(begin, n), bases, ws, out.middleRows(begin, n));
+      // The segment's last token: M first (it reads S_0), then S.
       const Index last = n - 1;
-      Weights<Scalar> current =
-          model_.combine({{beta(last), &state.current}, {f(last), &state.momentum}},
-                         G.row(last).transpose(), trace);
-      state.momentum = model_.combine({{m(last), &state.momentum}}, N.row(last).transpose(), trace);
-      state.current = std::move(current);
+      detail::scale_add(state.current, beta(last), f(last), state.momentum);
+      last_row = -G.row(last).transpose();
+      model_.add_gradients(state.current, last_row, ws);
+      detail::scale(state.momentum, m(last));
+      last_row = -N.row(last).transpose();
+      model_.add_gradients(state.momentum, last_row, ws);
       state.position += n;
       roll_over(state);
       begin += n;

@@ -5,8 +5,10 @@
 /// (recurrent) and dual (chunkwise, parallel) forms (MATH.md §4).
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <optional>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -130,7 +132,9 @@ class TTT {
   /// The weights the last token of the state used: W_ref − c_{p−1} G (W_ref at p = 0).
   Weights<Scalar> current_weights(const State& state) const {
     if (state.position == 0) return state.reference;
-    return combine_current(state, token_scale(state.position - 1));
+    Weights<Scalar> w;
+    materialize(state, token_scale(state.position - 1), w);
+    return w;
   }
 
   void check(Form form, const Inputs& in, const State& state) const {
@@ -165,42 +169,33 @@ class TTT {
  private:
   static constexpr const char* kName = Model == TTTModel::linear ? "TTTLinear" : "TTTMLP";
 
-  Weights<Scalar> combine_current(const State& state, Scalar c) const {
-    Weights<Scalar> w = state.reference;
-    for (std::size_t l = 0; l < w.W.size(); ++l)
-      w.W[l] -= c * state.gradient.W[l];
-    for (std::size_t l = 0; l < w.b.size(); ++l)
-      w.b[l] -= c * state.gradient.b[l];
-    return w;
-  }
-
-  static bool is_zero(const Weights<Scalar>& w) {
-    for (const auto& m : w.W)
-      if (!(m.array() == Scalar(0)).all()) return false;
-    for (const auto& m : w.b)
-      if (!(m.array() == Scalar(0)).all()) return false;
-    return true;
+  /// w = W_ref − c·G.
+  static void materialize(const State& state, Scalar c, Weights<Scalar>& w) {
+    w = state.reference;
+    detail::scale_add(w, Scalar(1), -c, state.gradient);
   }
 
   /// Ends the mini-batch when the state's position reached b: W_ref ← W_ref − c_{b−1} G.
   void roll_over(State& state) const {
     if (state.position < options_.mini_batch) return;
-    state.reference = combine_current(state, token_scale(options_.mini_batch - 1));
-    state.gradient = model_.zeros();
+    detail::scale_add(state.reference, Scalar(1), -token_scale(options_.mini_batch - 1),
+                      state.gradient);
+    detail::scale(state.gradient, Scalar(0));
     state.position = 0;
   }
 
   /// The primal form, token by token: the definition.
   void primal(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
+    detail::Workspace<Scalar> ws;
     for (Index t = 0; t < in.q.rows(); ++t) {
-      const auto trace = model_.trace(state.reference, in.k.row(t), in.v.row(t));
+      model_.trace(state.reference, in.k.row(t), in.v.row(t), ws);
       const Scalar a = (*in.eta)(t, 0);
       for (std::size_t l = 0; l < model_.layers(); ++l) {
-        state.gradient.W[l].noalias() += a * trace.X[l].transpose() * trace.Delta[l];
-        if (options_.bias) state.gradient.b[l] += a * trace.Delta[l];
+        state.gradient.W[l].noalias() += a * ws.X[l].transpose() * ws.Delta[l];
+        if (options_.bias) state.gradient.b[l] += a * ws.Delta[l];
       }
-      const Weights<Scalar> current = combine_current(state, token_scale(state.position));
-      out.row(t) = model_.evaluate(current, in.q.row(t));
+      materialize(state, token_scale(state.position), ws.weights);
+      model_.evaluate(ws.weights, in.q.row(t), ws, out.row(t));
       ++state.position;
       roll_over(state);
     }
@@ -208,27 +203,45 @@ class TTT {
 
   /// The dual form, one segment (part of a mini-batch) at a time; parallel = one segment.
   void dual(Form form, const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
-    const Index T = in.q.rows();
+    const Index T = in.q.rows(), b = options_.mini_batch;
+    detail::Workspace<Scalar> ws;
+    Vector<Scalar> a, minus_c;
+    // G is zero at every mini-batch start the layer makes itself; while it is exactly zero its
+    // base term (a product per layer) is skipped and a finished mini-batch updates W_ref
+    // directly.
+    bool gradient_is_zero = detail::is_zero(state.gradient);
     for (Index begin = 0; begin < T;) {
       const Index p = state.position;
-      const Index n = form == Form::parallel ? T : std::min(options_.mini_batch - p, T - begin);
-      const Matrix<Scalar> k = in.k.middleRows(begin, n), v = in.v.middleRows(begin, n);
-      const auto trace = model_.trace(state.reference, k, v);
-      // P_t = 1·W_ref − c_t·G − Σ_{i≤t} c_t a_i u_i
-      Vector<Scalar> ones = Vector<Scalar>::Ones(n), minus_c(n), a(n);
-      for (Index i = 0; i < n; ++i) {
-        minus_c(i) = -token_scale(p + i);
-        a(i) = (*in.eta)(begin + i, 0);
+      const Index n = form == Form::parallel ? T : std::min(b - p, T - begin);
+      model_.trace(state.reference, in.k.middleRows(begin, n), in.v.middleRows(begin, n), ws);
+      // P_t = 1·W_ref − c_t·G − Σ_{i≤t} E_{t,i} u_i with E_{t,i} = c_t a_i (MATH.md §4)
+      a.resize(n);
+      minus_c.resize(n);
+      ws.E.setZero(n, n);
+      for (Index t = 0; t < n; ++t) {
+        minus_c(t) = -token_scale(p + t);
+        a(t) = (*in.eta)(begin + t, 0);
+        for (Index i = 0; i <= t; ++i)
+          ws.E(t, i) = -minus_c(t) * a(i);
       }
-      Matrix<Scalar> E = (-minus_c * a.transpose()).template triangularView<Eigen::Lower>();
-      // G is zero at every mini-batch start the layer itself makes; its base term (a product
-      // per layer) is skipped whenever G is exactly zero.
-      std::vector<detail::WeightedBase<Scalar>> bases{{&ones, &state.reference}};
-      if (!is_zero(state.gradient)) bases.push_back({&minus_c, &state.gradient});
-      out.middleRows(begin, n) = model_.dual_outputs(in.q.middleRows(begin, n), bases, E, trace);
-      state.gradient = model_.combine({{Scalar(1), &state.gradient}}, -a, trace);  // G + Σ a_i u_i
+      const std::array<detail::WeightedBase<Scalar>, 2> bases{
+          {{nullptr, &state.reference}, {&minus_c, &state.gradient}}};
+      model_.dual_outputs(in.q.middleRows(begin, n),
+                          std::span(bases.data(), gradient_is_zero ? 1 : 2), ws,
+                          out.middleRows(begin, n));
       state.position += n;
-      roll_over(state);
+      if (state.position == b && gradient_is_zero) {  // W_ref −= c_{b−1} Σ a_i u_i
+        a *= -token_scale(b - 1);
+        model_.add_gradients(state.reference, a, ws);
+        state.position = 0;
+      } else {  // G += Σ a_i u_i
+        model_.add_gradients(state.gradient, a, ws);
+        gradient_is_zero = false;
+        if (state.position == b) {
+          roll_over(state);
+          gradient_is_zero = true;
+        }
+      }
       begin += n;
     }
   }
