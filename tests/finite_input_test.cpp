@@ -98,5 +98,43 @@ TEST(FiniteInput, Titans) {
       });
 }
 
+// detail::all_finite (the vectorized check behind check_finite): every position of row- and
+// column-major matrices and of strided views, each non-finite kind, and the largest finite
+// values (whose x − x is still 0) and denormals must not be flagged.
+template <class Scalar>
+void check_all_finite() {
+  using Lim = std::numeric_limits<Scalar>;
+  using ColMajor = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  for (Index rows : {1, 3, 17}) {
+    for (Index cols : {1, 5, 33}) {
+      Matrix<Scalar> m = Matrix<Scalar>::Constant(rows, cols, Lim::max());
+      m(0, 0) = -Lim::max();
+      m(rows - 1, cols - 1) = Lim::denorm_min();
+      EXPECT_TRUE(detail::all_finite(m));
+      EXPECT_TRUE(detail::all_finite(ColMajor(m)));
+      for (Scalar bad : {Lim::quiet_NaN(), Lim::infinity(), -Lim::infinity()}) {
+        for (Index i = 0; i < rows; ++i) {
+          for (Index j = 0; j < cols; ++j) {
+            Matrix<Scalar> b = m;
+            b(i, j) = bad;
+            ASSERT_FALSE(detail::all_finite(b)) << i << ", " << j << " = " << bad;
+            ASSERT_FALSE(detail::all_finite(ColMajor(b))) << i << ", " << j;
+            const MatrixCRef<Scalar> view = b.middleCols(j, 1);  // a strided view
+            ASSERT_FALSE(detail::all_finite(view)) << i << ", " << j;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_TRUE(detail::all_finite(Matrix<Scalar>(0, 4)));
+}
+
+TEST(FiniteInput, AllFiniteFloat) {
+  check_all_finite<float>();
+}
+TEST(FiniteInput, AllFiniteDouble) {
+  check_all_finite<double>();
+}
+
 }  // namespace
 }  // namespace seqmem::test
