@@ -2,7 +2,7 @@
 /// Benchmark suite of every seqmem layer (Google Benchmark). Run `scripts/bench.sh` for the
 /// whole pipeline (build, run, plots, docs/benchmarks.md); this binary is one step of it.
 ///
-///   layers_bench [--suite=full|quick|guard] [--benchmark_* flags]
+///   layers_bench [--suite=full|quick|guard|chunks] [--benchmark_* flags]
 ///
 /// Suites (default `full`; docs/benchmarks.md lists exactly what each one runs):
 ///   full   every layer × every form × T ∈ {256, 1024, 4096, 16384} × d ∈ {64, 128}, float,
@@ -11,6 +11,8 @@
 ///          latency; Eigen GEMM references.
 ///   quick  the same kinds of cases on fewer sizes (T ≤ 4096), for a run of a few minutes.
 ///   guard  the handful of cases bench/ratio_guard.py compares (ctest bench.ratio_guard).
+///   chunks chunkwise linear attention, (gated) DeltaNet and softmax attention at T = 4096,
+///          d ∈ {64, 128} over chunk_size ∈ {16 … 192} (how the defaults were chosen).
 ///
 /// Excluded on purpose (too slow or too much memory for what they would show):
 ///   - TTT/Titans parallel form for T > mini_batch (= 16): not defined, the layer throws.
@@ -371,7 +373,21 @@ struct Spec {
   Index heads = 1;
   Index threads = 0;
   bool f64 = false;
+  Index chunk = 0;  ///< chunk_size of the layers that have one; 0: the layer's default
 };
+
+/// `layer` with chunk_size `chunk` (0, or a layer without the option: `layer` unchanged).
+template <class Layer>
+Layer with_chunk(const Layer& layer, Index chunk) {
+  if constexpr (requires(typename Layer::Options o) { o.chunk_size = chunk; }) {
+    if (chunk > 0) {
+      typename Layer::Options options = layer.options();
+      options.chunk_size = chunk;
+      return Layer(options);
+    }
+  }
+  return layer;
+}
 
 void set_flop_counters(benchmark::State& bench, std::optional<double> form_flops,
                        std::optional<double> useful_flops, Index heads) {
@@ -392,7 +408,7 @@ void set_flop_counters(benchmark::State& bench, std::optional<double> form_flops
 template <BenchCase Case>
 void run_layer(benchmark::State& bench, const Spec& spec) {
   using Layer = typename Case::Layer;
-  const Layer layer = Case::make_layer(spec.d);
+  const Layer layer = with_chunk(Case::make_layer(spec.d), spec.chunk);
   Rng rng(kSeed);
   const typename Case::Data data = Case::make_data(spec.T, spec.d, spec.heads, rng);
   const typename Layer::Inputs inputs = data.inputs();  // views into `data`
@@ -556,6 +572,7 @@ std::string case_name(const std::string& layer, const Spec& spec) {
   name << "BM_" << layer << "/" << seqmem::to_string(spec.form) << "/T:" << spec.T
        << "/d:" << spec.d;
   if (spec.f64) name << "/f64";
+  if (spec.chunk > 0) name << "/chunk:" << spec.chunk;
   if (spec.threads > 0) name << "/heads:" << spec.heads << "/threads:" << spec.threads;
   return name.str();
 }
@@ -731,6 +748,18 @@ void register_guard() {
   add("linear_attention_gated", Form::chunkwise, 4096);
 }
 
+/// Chunk-size sweep of the chunked layers (how the default chunk_size was chosen).
+void register_chunks() {
+  register_gemms();
+  for (std::string_view name :
+       {"linear_attention_gated", "delta_net", "gated_delta_net", "softmax_attention"}) {
+    for (const Index d : {64, 128}) {
+      for (const Index chunk : {16, 32, 48, 64, 96, 128, 192})
+        layer_named(name)({.form = Form::chunkwise, .T = 4096, .d = d, .chunk = chunk});
+    }
+  }
+}
+
 bool register_suite(std::string_view suite) {
   if (suite == "full") {
     register_full();
@@ -738,6 +767,8 @@ bool register_suite(std::string_view suite) {
     register_quick();
   } else if (suite == "guard") {
     register_guard();
+  } else if (suite == "chunks") {
+    register_chunks();
   } else {
     return false;
   }
@@ -765,7 +796,7 @@ int main(int argc, char** argv) {
   int rest_count = static_cast<int>(rest.size());
   if (benchmark::ReportUnrecognizedArguments(rest_count, rest.data())) return 1;
   if (!register_suite(suite)) {
-    std::fprintf(stderr, "layers_bench: unknown --suite=%s (full, quick or guard)\n",
+    std::fprintf(stderr, "layers_bench: unknown --suite=%s (full, quick, guard or chunks)\n",
                  suite.c_str());
     return 1;
   }

@@ -109,7 +109,8 @@ void decayed_linear_chunk(const QBlock& q, const KBlock& k, const VBlock& v, Mat
   decay.mask(ws.scores, /*keep_diagonal=*/true);
   out.noalias() = ws.scores * v;
   if (decay.gated()) {
-    out.noalias() += decay.to_start().asDiagonal() * (q * state);
+    ws.weighted.noalias() = decay.to_start().asDiagonal() * q;
+    out.noalias() += ws.weighted * state;
     state *= decay.total();
     ws.weighted.noalias() = decay.to_end().asDiagonal() * k;
     state.noalias() += ws.weighted.transpose() * v;

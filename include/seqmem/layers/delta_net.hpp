@@ -32,7 +32,9 @@ class DeltaNet {
     Index key_dim = 0;
     Index value_dim = 0;
     std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
-    Index chunk_size = 64;
+    /// Tokens per chunk of the chunkwise form; 16 was the fastest at d = 64 and 128
+    /// (`layers_bench --suite=chunks`, docs/benchmarks.md).
+    Index chunk_size = 16;
     /// Divide q and k rows by sqrt(Σx² + 1e-6) inside the layer (as DeltaNet models do).
     bool qk_l2norm = false;
     /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
@@ -147,7 +149,8 @@ class DeltaNet {
     const auto& decay = ws.decay;
     ws.values = v;
     if (decay.gated()) {
-      ws.values.noalias() -= decay.to_start().asDiagonal() * (k * S);
+      ws.weighted.noalias() = decay.to_start().asDiagonal() * k;
+      ws.values.noalias() -= ws.weighted * S;
     } else {
       ws.values.noalias() -= k * S;
     }
@@ -158,16 +161,17 @@ class DeltaNet {
     ws.scores.template triangularView<Eigen::UnitLower>().solveInPlace(ws.values);
   }
 
-  /// The definition, token by token.
+  /// The definition, token by token (MATH.md §3; q already scaled).
   template <class KMatrix>
   void recurrent(const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in, State& state,
                  MatrixRef<Scalar>& out) const {
     RowVector<Scalar> u(options_.value_dim);
     for (Index t = 0; t < q.rows(); ++t) {
-      if (in.log_decay) state.S *= std::exp((*in.log_decay)(t, 0));
-      u.noalias() = in.v.row(t) - k.row(t) * state.S;
-      u *= (*in.beta)(t, 0);
-      state.S.noalias() += k.row(t).transpose() * u;
+      // S_t = e^g S + kᵀu with u = β(v − k e^g S): one pass over S for the update.
+      const Scalar decay = in.log_decay ? std::exp((*in.log_decay)(t, 0)) : Scalar(1);
+      u.noalias() = k.row(t) * state.S;
+      u = (*in.beta)(t, 0) * (in.v.row(t) - decay * u);
+      state.S = decay * state.S + k.row(t).transpose().lazyProduct(u);
       out.row(t).noalias() = q.row(t) * state.S;
     }
   }
