@@ -33,7 +33,7 @@ class DeltaNet {
     Index value_dim = 0;
     std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
     /// Tokens per chunk of the chunkwise form; 16 was the fastest at d = 64 and 128
-    /// (`layers_bench --suite=chunks`, docs/benchmarks.md).
+    /// (`layers_bench --suite=chunks`, docs/benchmarks/chunk_sweep.md).
     Index chunk_size = 16;
     /// Divide q and k rows by sqrt(Σx² + 1e-6) inside the layer (as DeltaNet models do).
     bool qk_l2norm = false;

@@ -34,8 +34,8 @@ class LinearAttention {
     FeatureMap feature_map = FeatureMap::identity;
     bool normalize = false;
     Scalar norm_eps = Scalar(1e-10);  ///< ε added to the signed denominator (as fla)
-    /// Tokens per chunk of the chunkwise form; 32 was the fastest or within 11 % of it at
-    /// d = 64 and 128 (`layers_bench --suite=chunks`, docs/benchmarks.md).
+    /// Tokens per chunk of the chunkwise form; 32: the fastest at d = 128, 10–17 % behind 16
+    /// at d = 64 (`layers_bench --suite=chunks`, docs/benchmarks/chunk_sweep.md).
     Index chunk_size = 32;
     /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
     bool check_finite = true;
