@@ -1,7 +1,9 @@
 # seqmem_target_defaults(<target>)
 #
 # Compile settings for seqmem's OWN targets (tests, benchmarks, examples): no compiler
-# extensions, warnings, optional -Werror (SEQMEM_WERROR) and -march=native (SEQMEM_NATIVE).
+# extensions, warnings, optional -Werror (SEQMEM_WERROR), -march=native (SEQMEM_NATIVE) and
+# sanitizers (SEQMEM_SANITIZE, e.g. "address;undefined" or "thread": -fsanitize=…,
+# -fno-sanitize-recover=all and libstdc++'s checked mode, -D_GLIBCXX_ASSERTIONS).
 # Never call it on the `seqmem` interface target: consumers must not inherit any of this.
 include_guard(GLOBAL)
 include(CheckCXXCompilerFlag)
@@ -33,6 +35,13 @@ function(seqmem_target_defaults target)
     if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
       target_compile_options(${target} PRIVATE -Wno-maybe-uninitialized)
     endif()
+    if(SEQMEM_SANITIZE)
+      list(JOIN SEQMEM_SANITIZE "," _sanitizers)
+      target_compile_options(${target} PRIVATE -fsanitize=${_sanitizers}
+                                               -fno-sanitize-recover=all -fno-omit-frame-pointer)
+      target_link_options(${target} PRIVATE -fsanitize=${_sanitizers})
+      target_compile_definitions(${target} PRIVATE _GLIBCXX_ASSERTIONS)
+    endif()
     if(SEQMEM_NATIVE)
       check_cxx_compiler_flag(-march=native SEQMEM_HAVE_MARCH_NATIVE)
       if(SEQMEM_HAVE_MARCH_NATIVE)
@@ -43,5 +52,7 @@ function(seqmem_target_defaults target)
         endif()
       endif()
     endif()
+  elseif(SEQMEM_SANITIZE)
+    message(FATAL_ERROR "SEQMEM_SANITIZE needs GCC or Clang, got ${CMAKE_CXX_COMPILER_ID}")
   endif()
 endfunction()
