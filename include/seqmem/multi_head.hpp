@@ -89,8 +89,10 @@ class MultiHead {
     run_parallel(threads, static_cast<Index>(heads.size()), [&](Index item) {
       const auto s = static_cast<std::size_t>(item / num_heads_);
       const Index h = item % num_heads_;
+      // An empty output has no storage to offset into (see detail::head_qkv).
+      const Index column = outs[s].rows() > 0 ? h * dv : 0;
       layer_.forward(form, heads[static_cast<std::size_t>(item)],
-                     states[s][static_cast<std::size_t>(h)], outs[s].middleCols(h * dv, dv));
+                     states[s][static_cast<std::size_t>(h)], outs[s].middleCols(column, dv));
     });
     return outs;
   }

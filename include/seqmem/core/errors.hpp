@@ -122,9 +122,12 @@ Inputs head_qkv(std::string_view where, const Inputs& packed, Index h, Index H, 
   require_shape(where, "q (packed)", packed.q, T, H * dk);
   require_shape(where, "k (packed)", packed.k, T, H * dk);
   require_shape(where, "v (packed)", packed.v, T, H * dv);
-  return {.q = packed.q.middleCols(h * dk, dk),
-          .k = packed.k.middleCols(h * dk, dk),
-          .v = packed.v.middleCols(h * dv, dv)};
+  // An empty matrix may have no storage (null data), and Eigen offsets data() for a slice:
+  // null + offset is UB, so an empty call takes every head's (empty) slice at column 0.
+  const Index hk = T > 0 ? h * dk : 0, hv = T > 0 ? h * dv : 0;
+  return {.q = packed.q.middleCols(hk, dk),
+          .k = packed.k.middleCols(hk, dk),
+          .v = packed.v.middleCols(hv, dv)};
 }
 
 /// Sets `gate` to column `h` of a packed `T×H` gate (one column per head), if there is one.
@@ -138,7 +141,7 @@ void set_head_gate(std::string_view where, std::string_view name,
     fail(where, name, " (packed) must have ", heads, " columns (one per head), got ",
          packed->cols());
   }
-  gate.emplace(packed->col(h));
+  gate.emplace(packed->col(packed->rows() > 0 ? h : 0));  // no offset into empty storage
 }
 
 }  // namespace detail
