@@ -415,6 +415,11 @@ struct LayerCase<TitansMemory<Scalar>> {
         {"expansion 0 at depth 2",
          [] { return Layer({.key_dim = 4, .value_dim = 3, .depth = 2, .expansion = 0}); },
          "expansion must be > 0, got 0"},
+        {"expansion·key_dim overflowing Index at depth 2",  // 2^62·4 wraps to 0
+         [] {
+           return Layer({.key_dim = 4, .value_dim = 3, .depth = 2, .expansion = Index{1} << 62});
+         },
+         "expansion·key_dim (the hidden width) overflows Index"},
         {"ln_eps 0",
          [] { return Layer({.key_dim = 3, .value_dim = 3, .layer_norm = true, .ln_eps = 0}); },
          "ln_eps must be > 0"},

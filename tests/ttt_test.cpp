@@ -368,6 +368,14 @@ struct LayerCase<TTT<Scalar, Model>> {
                        return Layer(o);
                      },
                      "expansion must be > 0, got 0"});
+      // 2^62·4 wraps to 0 in Index arithmetic: a layer with no hidden width.
+      bad.push_back({"expansion·dim overflowing Index",
+                     [options] {
+                       auto o = options();
+                       o.expansion = Index{1} << 62;
+                       return Layer(o);
+                     },
+                     "expansion·dim (the hidden width) overflows Index"});
     }
     return bad;
   }

@@ -5,6 +5,7 @@
 /// state (strong guarantee: a call that throws leaves the state as it was).
 
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -35,6 +36,14 @@ template <class... Parts>
 /// Throws unless `value > 0` (option values such as dims and chunk sizes).
 inline void require_positive(std::string_view where, std::string_view name, Index value) {
   if (value <= 0) fail(where, name, " must be > 0, got ", value);
+}
+
+/// a·b for option values a, b > 0 (a hidden width), or an error when it overflows Index.
+inline Index checked_product(std::string_view where, std::string_view name, Index a, Index b) {
+  if (a > std::numeric_limits<Index>::max() / b) {
+    fail(where, name, " (the hidden width) overflows Index: ", a, "·", b);
+  }
+  return a * b;
 }
 
 /// Throws unless `x` is `rows × cols`.

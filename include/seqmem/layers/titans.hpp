@@ -93,7 +93,10 @@ class TitansMemory {
     if (!(options_.ln_eps > Scalar(0))) {
       detail::fail(kName, "ln_eps must be > 0, got ", options_.ln_eps);
     }
-    const Index hidden = options_.expansion * options_.key_dim;
+    const Index hidden =
+        options_.depth > 1 ? detail::checked_product(kName, "expansion·key_dim", options_.expansion,
+                                                     options_.key_dim)
+                           : 0;  // no hidden layer: expansion is unused
     model_.dims.assign(std::size_t(options_.depth + 1), hidden);
     model_.dims.front() = options_.key_dim;
     model_.dims.back() = options_.value_dim;

@@ -92,8 +92,11 @@ class TTT {
                    ") values or none, got ", lambda_count);
     }
     const Index d = options_.dim;
-    model_.dims = Model == TTTModel::linear ? std::vector<Index>{d, d}
-                                            : std::vector<Index>{d, options_.expansion * d, d};
+    const Index hidden = Model == TTTModel::linear ? d
+                                                   : detail::checked_product(kName, "expansion·dim",
+                                                                             options_.expansion, d);
+    model_.dims =
+        Model == TTTModel::linear ? std::vector<Index>{d, d} : std::vector<Index>{d, hidden, d};
     model_.activation = Activation::gelu_tanh;
     model_.bias = options_.bias;
     model_.layer_norm = options_.layer_norm;
