@@ -15,7 +15,8 @@
 #
 # Environment: SEQMEM_SANITIZE_STAGES (default "asan tsan fuzz clang"), SEQMEM_SANITIZE_DIR
 # (build trees, default build-sanitize), SEQMEM_SANITIZE_PROPERTY_CASES, SEQMEM_FUZZ_SECONDS,
-# SEQMEM_SANITIZE_JOBS (default nproc). Installs clang-14 and libclang-rt-14-dev if missing.
+# SEQMEM_SANITIZE_JOBS (default nproc). Installs clang-14, libclang-rt-14-dev and python3 if
+# missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -49,9 +50,11 @@ build() {  # tree, cmake args…, --, targets…
   cmake --build "$DIR/$tree" -j"$JOBS" --target "$@"
 }
 
-ensure_clang() {
+# Installs the given Debian packages if missing (clang-14 for the fuzz and clang stages, its
+# runtimes for libFuzzer and the sanitizers, python3 for the clang stage).
+ensure_packages() {
   local missing=() p
-  for p in clang-14 libclang-rt-14-dev; do
+  for p in "$@"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
   done
   [ "${#missing[@]}" -eq 0 ] && return 0
@@ -127,7 +130,7 @@ run_fuzzer() {  # target, seed dir(s)…
 }
 
 stage_fuzz() {
-  ensure_clang
+  ensure_packages clang-14 libclang-rt-14-dev
   build fuzz -DCMAKE_CXX_COMPILER=clang++-14 "${CHECKED_FLAGS[@]}" -DSEQMEM_BUILD_TESTS=OFF \
     -DSEQMEM_WERROR=ON -DSEQMEM_BUILD_FUZZ=ON -- all
   # Fresh seeds in the current file format, besides the committed ones.
@@ -145,7 +148,7 @@ stage_fuzz() {
 }
 
 stage_clang() {
-  ensure_clang
+  ensure_packages clang-14 python3
   # Configure with clang and -Werror, then run each compile command with -fsyntax-only.
   cmake -S "$ROOT" -B "$DIR/clang" "${GENERATOR[@]}" -DCMAKE_CXX_COMPILER=clang++-14 \
     -DCMAKE_BUILD_TYPE=Release -DSEQMEM_WERROR=ON -DSEQMEM_INSTALL=OFF \
