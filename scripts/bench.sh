@@ -47,18 +47,6 @@ fi
 source scripts/install-deps.sh
 seqmem_install_deps
 
-apt_install() {
-  local sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then sudo=(sudo); else
-      echo "bench.sh: need $* and not root, no sudo; install it yourself" >&2; return 1
-    fi
-  fi
-  echo "bench.sh: installing $*"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
-}
-
 # A python3 that imports matplotlib: Debian's /usr/bin/python3 first (python3-matplotlib
 # installs there; a python3 earlier on PATH, e.g. pyenv's, would not see it).
 find_python() {
@@ -72,7 +60,7 @@ find_python() {
 }
 if ! python=$(find_python); then
   if command -v dpkg >/dev/null 2>&1; then
-    apt_install python3 python3-matplotlib
+    seqmem_install_packages python3 python3-matplotlib
   fi
   python=$(find_python) || { echo "bench.sh: no python3 with matplotlib" >&2; exit 1; }
 fi

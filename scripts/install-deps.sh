@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages seqmem needs to build, test and benchmark, if missing.
-# Sourced by scripts/quickstart.sh and scripts/test.sh; can also be run on its own.
+# Sourced by the other scripts (seqmem_install_packages installs any further packages they
+# need); can also be run on its own.
 set -euo pipefail
 
-seqmem_install_deps() {
-  local packages=(libeigen3-dev libgtest-dev libbenchmark-dev cmake g++ make)
+# Installs those of the given Debian packages that are missing (apt-get, as root or via sudo).
+seqmem_install_packages() {
   if ! command -v dpkg >/dev/null 2>&1; then
-    echo "seqmem: dpkg not found; install these yourself if missing: ${packages[*]}" >&2
+    echo "seqmem: dpkg not found; install these yourself if missing: $*" >&2
     return 0
   fi
   local missing=() p
-  for p in "${packages[@]}"; do
+  for p in "$@"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
   done
   [ "${#missing[@]}" -eq 0 ] && return 0
@@ -28,6 +29,11 @@ seqmem_install_deps() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     "${missing[@]}"
+}
+
+# What building, testing and benchmarking need.
+seqmem_install_deps() {
+  seqmem_install_packages libeigen3-dev libgtest-dev libbenchmark-dev cmake g++ make
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -50,25 +50,10 @@ build() {  # tree, cmake args…, --, targets…
   cmake --build "$DIR/$tree" -j"$JOBS" --target "$@"
 }
 
-# Installs the given Debian packages if missing (clang-14 for the fuzz and clang stages, its
-# runtimes for libFuzzer and the sanitizers, python3 for the clang stage).
-ensure_packages() {
-  local missing=() p
-  for p in "$@"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  local sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 ||
-      { echo "sanitize: need ${missing[*]} (not root, no sudo)" >&2; return 1; }
-    sudo=(sudo)
-  fi
-  echo "sanitize: installing ${missing[*]}"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    "${missing[@]}"
-}
+# Missing Debian packages (clang-14 for the fuzz and clang stages, its runtimes for libFuzzer
+# and the sanitizers, python3 for the clang stage) are installed with
+# seqmem_install_packages from scripts/install-deps.sh.
+source "$ROOT/scripts/install-deps.sh"
 
 # Readable sanitizer stacks when a symbolizer is there (llvm-14 ships one).
 for s in llvm-symbolizer llvm-symbolizer-14 /usr/lib/llvm-14/bin/llvm-symbolizer; do
@@ -130,7 +115,7 @@ run_fuzzer() {  # target, seed dir(s)…
 }
 
 stage_fuzz() {
-  ensure_packages clang-14 libclang-rt-14-dev
+  seqmem_install_packages clang-14 libclang-rt-14-dev
   build fuzz -DCMAKE_CXX_COMPILER=clang++-14 "${CHECKED_FLAGS[@]}" -DSEQMEM_BUILD_TESTS=OFF \
     -DSEQMEM_WERROR=ON -DSEQMEM_BUILD_FUZZ=ON -- all
   # Fresh seeds in the current file format, besides the committed ones.
@@ -148,7 +133,7 @@ stage_fuzz() {
 }
 
 stage_clang() {
-  ensure_packages clang-14 python3
+  seqmem_install_packages clang-14 python3
   # Configure with clang and -Werror, then run each compile command with -fsyntax-only.
   cmake -S "$ROOT" -B "$DIR/clang" "${GENERATOR[@]}" -DCMAKE_CXX_COMPILER=clang++-14 \
     -DCMAKE_BUILD_TYPE=Release -DSEQMEM_WERROR=ON -DSEQMEM_INSTALL=OFF \
