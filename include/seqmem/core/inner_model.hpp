@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "seqmem/core/errors.hpp"
+#include "seqmem/core/matmul.hpp"
 #include "seqmem/core/types.hpp"
 
 namespace seqmem {
@@ -240,7 +241,7 @@ struct InnerModel {
                 MatrixRef<Scalar> out) const {
     ws.h = x;
     for (std::size_t l = 0; l < layers(); ++l) {
-      ws.z.noalias() = ws.h * P.W[l];
+      multiply(ws.z, ws.h, P.W[l]);
       if (bias) ws.z.rowwise() += P.b[l].row(0);
       if (l + 1 < layers()) activate(activation, ws.z, ws.h);
     }
@@ -263,7 +264,7 @@ struct InnerModel {
     ws.Delta.resize(L);
     ws.X[0] = k;
     for (std::size_t l = 0; l < L; ++l) {
-      ws.Z[l].noalias() = ws.X[l] * P.W[l];
+      multiply(ws.Z[l], ws.X[l], P.W[l]);
       if (bias) ws.Z[l].rowwise() += P.b[l].row(0);
       if (l + 1 < L) activate(activation, ws.Z[l], ws.X[l + 1]);
     }
@@ -294,7 +295,7 @@ struct InnerModel {
                      Workspace<Scalar>& ws) const {
     for (std::size_t l = 0; l < layers(); ++l) {
       ws.scaled = e.asDiagonal() * ws.Delta[l];
-      target.W[l].noalias() += ws.X[l].transpose() * ws.scaled;
+      multiply_transposed(target.W[l], ws.X[l], ws.scaled, true);
       if (bias) target.b[l].noalias() += e.transpose() * ws.Delta[l];
     }
   }
@@ -310,15 +311,15 @@ struct InnerModel {
     for (std::size_t l = 0; l < layers(); ++l) {
       ws.attn.noalias() = ws.h * ws.X[l].transpose();
       if (bias) ws.attn.array() += Scalar(1);
-      ws.attn.array() *= ws.E.array();
-      ws.z.noalias() = -ws.attn * ws.Delta[l];
+      ws.attn.array() *= -ws.E.array();
+      multiply(ws.z, ws.attn, ws.Delta[l]);
       for (const auto& [coef, base] : bases) {
         if (coef == nullptr) {
-          ws.z.noalias() += ws.h * base->W[l];
+          multiply(ws.z, ws.h, base->W[l], true);
           if (bias) ws.z.rowwise() += base->b[l].row(0);
           continue;
         }
-        ws.hw.noalias() = ws.h * base->W[l];
+        multiply(ws.hw, ws.h, base->W[l]);
         if (bias) ws.hw.rowwise() += base->b[l].row(0);
         ws.z.array() += ws.hw.array().colwise() * coef->array();
       }
