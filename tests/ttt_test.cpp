@@ -763,14 +763,15 @@ TEST(TTTGradients, LayerNormBackwardMatchesFiniteDifferences) {
 namespace {
 /// The engine's vectorized activation and its derivative at one point.
 double act(Activation a, double x) {
-  Matrix<double> out;
-  detail::activate(a, Matrix<double>(Matrix<double>::Constant(1, 1, x)), out);
+  Matrix<double> out, inner;
+  detail::activate(a, Matrix<double>(Matrix<double>::Constant(1, 1, x)), inner, out);
   return out(0, 0);
 }
 double act_derivative(Activation a, double x) {
-  Matrix<double> g = Matrix<double>::Ones(1, 1), scratch;
-  detail::multiply_by_activation_derivative(a, Matrix<double>(Matrix<double>::Constant(1, 1, x)), g,
-                                            scratch);
+  const Matrix<double> z = Matrix<double>::Constant(1, 1, x);
+  Matrix<double> g = Matrix<double>::Ones(1, 1), inner, out;
+  detail::activate(a, z, inner, out);
+  detail::multiply_by_activation_derivative(a, z, inner, g);
   return g(0, 0);
 }
 }  // namespace
@@ -791,10 +792,10 @@ TEST(TTTGradients, ActivationDerivativesMatchFiniteDifferences) {
   }
   // Values of the formulas, on a whole row at once (the vectorized path).
   const double k = std::sqrt(2.0 / 3.14159265358979323846);
-  Matrix<double> x(1, 4), gelu, silu;
+  Matrix<double> x(1, 4), gelu, silu, inner;
   x << -3.0, -0.7, 0.4, 2.5;
-  detail::activate(Activation::gelu_tanh, x, gelu);
-  detail::activate(Activation::silu, x, silu);
+  detail::activate(Activation::gelu_tanh, x, inner, gelu);
+  detail::activate(Activation::silu, x, inner, silu);
   for (Index j = 0; j < 4; ++j) {
     const double xj = x(0, j);
     EXPECT_NEAR(gelu(0, j), 0.5 * xj * (1 + std::tanh(k * (xj + 0.044715 * xj * xj * xj))), 1e-15);

@@ -11,6 +11,7 @@
 /// Titans' momentum with forgetting are both of this shape; they differ only in the bases,
 /// the coefficients and the lower-triangular E (see layers/ttt.hpp, layers/titans.hpp).
 
+#include <array>
 #include <cmath>
 #include <numbers>
 #include <span>
@@ -43,36 +44,61 @@ template <class Scalar>
 constexpr Scalar kGeluScale = Scalar(std::numbers::sqrt2* std::numbers::inv_sqrtpi);
 
 /// out = act(z) elementwise, vectorized (Eigen's packet tanh/exp):
-/// gelu_tanh(x) = ½x(1 + tanh(√(2/π)(x + 0.044715x³))), silu(x) = x/(1 + e^−x).
+/// gelu_tanh(x) = ½x(1 + th), th = tanh(√(2/π)(x + 0.044715x³)); silu(x) = x·s, s = 1/(1 + e^−x).
+/// `inner` keeps th or s for the derivative.
+template <class Scalar, class Out>
+void activate(Activation a, const Matrix<Scalar>& z, Matrix<Scalar>& inner, Out&& out) {
+  const auto x = z.array();
+  if (a == Activation::silu) {
+    inner = (Scalar(1) / (Scalar(1) + (-x).exp())).matrix();
+    out = (x * inner.array()).matrix();
+  } else {
+    inner = (kGeluScale<Scalar> * (x + Scalar(0.044715) * x.cube())).tanh().matrix();
+    out = (Scalar(0.5) * x * (Scalar(1) + inner.array())).matrix();
+  }
+}
+
+/// out = act(z) when the derivative is not needed (one pass, nothing kept).
 template <class Scalar, class Out>
 void activate(Activation a, const Matrix<Scalar>& z, Out&& out) {
   const auto x = z.array();
   if (a == Activation::silu) {
     out = (x / (Scalar(1) + (-x).exp())).matrix();
   } else {
-    const Scalar k = kGeluScale<Scalar>;
-    out = (Scalar(0.5) * x * (Scalar(1) + (k * (x + Scalar(0.044715) * x.cube())).tanh())).matrix();
+    out = (Scalar(0.5) * x *
+           (Scalar(1) + (kGeluScale<Scalar> * (x + Scalar(0.044715) * x.cube())).tanh()))
+              .matrix();
   }
 }
 
-/// g ⊙= act'(z) with the exact derivatives (`scratch` holds tanh or the sigmoid):
-/// gelu_tanh'(x) = ½(1 + th) + ½x(1 − th²)·√(2/π)(1 + 3·0.044715x²), th = tanh(…);
-/// silu'(x) = s(1 + x(1 − s)), s = 1/(1 + e^−x).
+/// g ⊙= act'(z) with the exact derivatives, from `inner` of activate(a, z, inner, …):
+/// gelu_tanh'(x) = ½(1 + th) + ½x(1 − th²)·√(2/π)(1 + 3·0.044715x²); silu'(x) = s(1 + x(1 − s)).
 template <class Scalar>
-void multiply_by_activation_derivative(Activation a, const Matrix<Scalar>& z, Matrix<Scalar>& g,
-                                       Matrix<Scalar>& scratch) {
+void multiply_by_activation_derivative(Activation a, const Matrix<Scalar>& z,
+                                       const Matrix<Scalar>& inner, Matrix<Scalar>& g) {
   const auto x = z.array();
   if (a == Activation::silu) {
-    scratch = (Scalar(1) / (Scalar(1) + (-x).exp())).matrix();
-    const auto s = scratch.array();
+    const auto s = inner.array();
     g.array() *= s * (Scalar(1) + x * (Scalar(1) - s));
     return;
   }
   const Scalar k = kGeluScale<Scalar>;
-  scratch = (k * (x + Scalar(0.044715) * x.cube())).tanh().matrix();
-  const auto th = scratch.array();
+  const auto th = inner.array();
   g.array() *= Scalar(0.5) * (Scalar(1) + th) + Scalar(0.5) * x * (Scalar(1) - th.square()) * k *
                                                     (Scalar(1) + Scalar(3 * 0.044715) * x.square());
+}
+
+/// z.row(t) += coef_t · b for a row b (coef null: all 1), row by row: each a vectorized pass
+/// (Eigen's rowwise() broadcast runs scalar on row-major matrices).
+template <class Scalar>
+void add_to_rows(Matrix<Scalar>& z, const Matrix<Scalar>& b, const Vector<Scalar>* coef = nullptr) {
+  for (Index t = 0; t < z.rows(); ++t) {
+    if (coef == nullptr) {
+      z.row(t) += b.row(0);
+    } else {
+      z.row(t) += (*coef)(t)*b.row(0);
+    }
+  }
 }
 
 /// Row-wise LayerNorm with biased variance: y = γ ⊙ x̂ + β, x̂ = (z − μ)/σ, σ = √(var + ε).
@@ -82,33 +108,38 @@ struct LayerNorm {
   Matrix<Scalar> xhat;   ///< normalized rows
   Vector<Scalar> sigma;  ///< per-row σ
 
-  // Row by row: each row is contiguous (row-major), so every step below is a vectorized
-  // pass over one row; Eigen's rowwise()/colwise() broadcasts run scalar here.
+  // Per-row sums are matrix-vector products with a vector of ones (one pass over the block,
+  // all rows at once); per-row scalings are diagonal products. Both vectorize along the rows
+  // of these row-major blocks, where per-row reductions or Eigen's rowwise() broadcasts cost
+  // more than the arithmetic for the engine's 16-row blocks.
   void forward(const Matrix<Scalar>& z, Scalar eps) {
     const Index d = z.cols();
+    ones_.setOnes(d);
+    mean_.noalias() = z * ones_;
+    mean_ /= Scalar(d);
     xhat.resize(z.rows(), d);
-    sigma.resize(z.rows());
-    for (Index i = 0; i < z.rows(); ++i) {
-      auto x = xhat.row(i).array();
-      x = z.row(i).array() - z.row(i).mean();
-      sigma(i) = std::sqrt(x.square().sum() / Scalar(d) + eps);
-      x *= Scalar(1) / sigma(i);
-    }
+    for (Index i = 0; i < z.rows(); ++i)
+      xhat.row(i) = z.row(i).array() - mean_(i);
+    square_ = xhat.array().square();
+    sigma.noalias() = square_ * ones_;
+    sigma = (sigma.array() / Scalar(d) + eps).sqrt();
+    inv_ = sigma.cwiseInverse();
+    xhat = inv_.asDiagonal() * xhat;
   }
 
   /// out = γ ⊙ x̂ + β (+ out when `accumulate`).
   template <class Out>
   void output(const Matrix<Scalar>& weight, const Matrix<Scalar>& bias, Out&& out,
               bool accumulate = false) const {
-    if (!accumulate) out.resize(xhat.rows(), xhat.cols());
-    const auto w = weight.row(0).array(), b = bias.row(0).array();
-    for (Index i = 0; i < xhat.rows(); ++i) {
-      if (accumulate) {
-        out.row(i).array() += xhat.row(i).array() * w + b;
-      } else {
-        out.row(i).array() = xhat.row(i).array() * w + b;
-      }
+    const auto gamma = weight.row(0).asDiagonal();
+    if (accumulate) {
+      out.noalias() += xhat * gamma;
+    } else {
+      out.resize(xhat.rows(), xhat.cols());
+      out.noalias() = xhat * gamma;
     }
+    for (Index i = 0; i < xhat.rows(); ++i)
+      out.row(i) += bias.row(0);
   }
 
   Matrix<Scalar> output(const Matrix<Scalar>& weight, const Matrix<Scalar>& bias) const {
@@ -121,15 +152,18 @@ struct LayerNorm {
   /// ĝ = g_y ⊙ γ,  ∇z = (d·ĝ − Σĝ − x̂·Σ(ĝ ⊙ x̂)) / (d·σ).  `out` may be `grad_y`.
   void backward(const Matrix<Scalar>& grad_y, const Matrix<Scalar>& weight, Matrix<Scalar>& out) {
     const Index d = xhat.cols();
-    scaled_.resize(1, d);
+    ones_.setOnes(d);
+    scaled_.noalias() = grad_y * weight.row(0).asDiagonal();  // ĝ
+    sum_g_.noalias() = scaled_ * ones_;
+    square_ = scaled_.cwiseProduct(xhat);
+    sum_gx_.noalias() = square_ * ones_;
+    inv_ = (Scalar(d) * sigma).cwiseInverse();  // 1/(dσ)
+    sum_gx_ = sum_gx_.cwiseProduct(inv_);
     out.resize(xhat.rows(), d);
-    for (Index i = 0; i < xhat.rows(); ++i) {
-      auto g = scaled_.row(0).array();
-      g = grad_y.row(i).array() * weight.row(0).array();
-      const Scalar sum_g = g.sum(), sum_gx = (g * xhat.row(i).array()).sum();
-      out.row(i).array() = (Scalar(d) * g - sum_g - xhat.row(i).array() * sum_gx) *
-                           (Scalar(1) / (Scalar(d) * sigma(i)));
-    }
+    out.noalias() = (Scalar(d) * inv_).asDiagonal() * scaled_;
+    out.noalias() -= sum_gx_.asDiagonal() * xhat;
+    for (Index i = 0; i < xhat.rows(); ++i)
+      out.row(i).array() -= sum_g_(i) * inv_(i);
   }
 
   Matrix<Scalar> backward(const Matrix<Scalar>& grad_y, const Matrix<Scalar>& weight) {
@@ -139,7 +173,8 @@ struct LayerNorm {
   }
 
  private:
-  Matrix<Scalar> scaled_;  // ĝ of one row
+  Vector<Scalar> ones_, mean_, sum_g_, sum_gx_, inv_;
+  Matrix<Scalar> scaled_, square_;  // ĝ; squares or products before their row sums
 };
 
 /// The trace of a segment's keys at the reference weights — each layer's input X_l,
@@ -150,10 +185,12 @@ struct LayerNorm {
 template <class Scalar>
 struct Workspace {
   std::vector<Matrix<Scalar>> X, Z, Delta;
+  std::vector<Matrix<Scalar>> inner;  ///< per hidden layer: `inner` of activate(Z_l)
   LayerNorm<Scalar> ln;
   Matrix<Scalar> E;  ///< the dual form's lower-triangular token weights
   Matrix<Scalar> grad, attn, h, z, hw, scaled, act;
-  Weights<Scalar> weights;  ///< materialized per-token weights (primal forms)
+  std::array<Matrix<Scalar>, 2> transposed;  ///< scratch of multiply_by_transpose
+  Weights<Scalar> weights;                   ///< materialized per-token weights (primal forms)
 };
 
 /// Throws unless a TTT/Titans state's position is inside its mini-batch and, for the
@@ -242,7 +279,7 @@ struct InnerModel {
     ws.h = x;
     for (std::size_t l = 0; l < layers(); ++l) {
       multiply(ws.z, ws.h, P.W[l]);
-      if (bias) ws.z.rowwise() += P.b[l].row(0);
+      if (bias) add_to_rows(ws.z, P.b[l]);
       if (l + 1 < layers()) activate(activation, ws.z, ws.h);
     }
     finish(x, ws, out);
@@ -262,11 +299,12 @@ struct InnerModel {
     ws.X.resize(L);
     ws.Z.resize(L);
     ws.Delta.resize(L);
+    ws.inner.resize(L);
     ws.X[0] = k;
     for (std::size_t l = 0; l < L; ++l) {
       multiply(ws.Z[l], ws.X[l], P.W[l]);
-      if (bias) ws.Z[l].rowwise() += P.b[l].row(0);
-      if (l + 1 < L) activate(activation, ws.Z[l], ws.X[l + 1]);
+      if (bias) add_to_rows(ws.Z[l], P.b[l]);
+      if (l + 1 < L) activate(activation, ws.Z[l], ws.inner[l], ws.X[l + 1]);
     }
     if (layer_norm) {  // f(k) = k + LN(z): ∂ℓ/∂y = factor·(LN(z) + k − v)
       ws.ln.forward(ws.Z[L - 1], ln_eps);
@@ -278,8 +316,8 @@ struct InnerModel {
       ws.Delta[L - 1] = loss_factor * (ws.Z[L - 1] - v);
     }
     for (std::size_t l = L - 1; l-- > 0;) {
-      ws.Delta[l].noalias() = ws.Delta[l + 1] * P.W[l + 1].transpose();
-      multiply_by_activation_derivative(activation, ws.Z[l], ws.Delta[l], ws.act);
+      multiply_by_transpose(ws.Delta[l], ws.Delta[l + 1], P.W[l + 1], ws.transposed);
+      multiply_by_activation_derivative(activation, ws.Z[l], ws.inner[l], ws.Delta[l]);
     }
   }
 
@@ -307,21 +345,23 @@ struct InnerModel {
   /// (the `+ 1` and the b terms only with biases). Needs the trace of the same segment in ws.
   void dual_outputs(MatrixCRef<Scalar> q, std::span<const WeightedBase<Scalar>> bases,
                     Workspace<Scalar>& ws, MatrixRef<Scalar> out) const {
-    ws.h = q;
     for (std::size_t l = 0; l < layers(); ++l) {
-      ws.attn.noalias() = ws.h * ws.X[l].transpose();
+      const MatrixCRef<Scalar> h = l == 0 ? q : MatrixCRef<Scalar>(ws.h);  // H_l
+      multiply_by_transpose(ws.attn, h, ws.X[l], ws.transposed);
       if (bias) ws.attn.array() += Scalar(1);
       ws.attn.array() *= -ws.E.array();
       multiply(ws.z, ws.attn, ws.Delta[l]);
       for (const auto& [coef, base] : bases) {
         if (coef == nullptr) {
-          multiply(ws.z, ws.h, base->W[l], true);
-          if (bias) ws.z.rowwise() += base->b[l].row(0);
-          continue;
+          multiply(ws.z, h, base->W[l], true);
+        } else if (h.cols() <= base->W[l].cols()) {  // scale the narrower side: H here
+          ws.scaled = coef->asDiagonal() * h;
+          multiply(ws.z, ws.scaled, base->W[l], true);
+        } else {  // … or H·W
+          multiply(ws.hw, h, base->W[l]);
+          ws.z.array() += ws.hw.array().colwise() * coef->array();
         }
-        multiply(ws.hw, ws.h, base->W[l]);
-        if (bias) ws.hw.rowwise() += base->b[l].row(0);
-        ws.z.array() += ws.hw.array().colwise() * coef->array();
+        if (bias) add_to_rows(ws.z, base->b[l], coef);
       }
       if (l + 1 < layers()) activate(activation, ws.z, ws.h);
     }

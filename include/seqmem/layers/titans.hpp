@@ -207,10 +207,18 @@ class TitansMemory {
     detail::Workspace<Scalar> ws;  // ws.E holds G
     Vector<Scalar> m, beta, f, last_row;
     Matrix<Scalar> N;
+    // After a roll-over of its own, M_ref = M: the trace reads M, and the copy into
+    // state.reference is made once, when the call ends.
+    bool reference_is_current = false;
     for (Index begin = 0; begin < T;) {
       const Index n =
           form == Form::parallel ? T : std::min(options_.mini_batch - state.position, T - begin);
-      model_.trace(state.reference, in.k.middleRows(begin, n), in.v.middleRows(begin, n), ws);
+      if (reference_is_current && n < options_.mini_batch) {  // the call ends inside this one
+        state.reference = state.current;
+        reference_is_current = false;
+      }
+      model_.trace(reference_is_current ? state.current : state.reference,
+                   in.k.middleRows(begin, n), in.v.middleRows(begin, n), ws);
       m.resize(n);
       beta.resize(n);
       f.resize(n);
@@ -242,9 +250,11 @@ class TitansMemory {
       last_row = -N.row(last).transpose();
       model_.add_gradients(state.momentum, last_row, ws);
       state.position += n;
-      roll_over(state);
+      reference_is_current = state.position == options_.mini_batch;
+      if (reference_is_current) state.position = 0;
       begin += n;
     }
+    if (reference_is_current) state.reference = state.current;
   }
 
   Options options_;
