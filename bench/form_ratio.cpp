@@ -1,0 +1,104 @@
+/// @file
+/// How much faster the chunkwise (dual) form of TTT and Titans is than the recurrent (primal)
+/// form — the speed targets of issues #4 and #5 — measured so that a shared, noisy machine
+/// cannot fake it: the two forms' calls alternate (T = 4096, d = 64, b = 16, float, the inputs of
+/// layers_bench), so a change of load hits both alike. Prints, per layer, the best call of
+/// each form, the ratio of the bests and the median of the ratios of adjacent pairs.
+///
+///   build/bench/form_ratio [rounds]      (default 15 rounds per layer, ~1 min in all)
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "seqmem/seqmem.hpp"
+
+namespace {
+
+using seqmem::Form;
+using seqmem::Index;
+using Matrix = seqmem::Matrix<float>;
+using Gate = seqmem::GateRef<float>;
+
+/// Seconds of one call of `form` from the layer's initial state.
+template <class Layer, class Inputs>
+double seconds(const Layer& layer, Form form, const Inputs& in, Matrix& out) {
+  auto state = layer.initial_state();
+  const auto start = std::chrono::steady_clock::now();
+  layer.forward(form, in, state, out);
+  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+  return took.count();
+}
+
+template <class Layer, class Inputs>
+void compare(const char* name, const Layer& layer, const Inputs& in, int rounds) {
+  Matrix out(in.q.rows(), layer.output_dim());
+  seconds(layer, Form::recurrent, in, out);  // warm up (page faults, libxsmm's kernels)
+  seconds(layer, Form::chunkwise, in, out);
+  std::vector<double> ratios;
+  double best_recurrent = 1e30, best_chunkwise = 1e30;
+  for (int r = 0; r < rounds; ++r) {
+    const bool recurrent_first = r % 2 == 0;
+    double t_rec = 0, t_chunk = 0;
+    if (recurrent_first) t_rec = seconds(layer, Form::recurrent, in, out);
+    t_chunk = seconds(layer, Form::chunkwise, in, out);
+    if (!recurrent_first) t_rec = seconds(layer, Form::recurrent, in, out);
+    best_recurrent = std::min(best_recurrent, t_rec);
+    best_chunkwise = std::min(best_chunkwise, t_chunk);
+    ratios.push_back(t_rec / t_chunk);
+  }
+  std::sort(ratios.begin(), ratios.end());
+  std::printf(
+      "%-12s recurrent %8.2f ms  chunkwise %7.2f ms  ratio of bests %5.2f  "
+      "median pair ratio %5.2f  (pairs %.2f..%.2f)\n",
+      name, best_recurrent * 1e3, best_chunkwise * 1e3, best_recurrent / best_chunkwise,
+      ratios[ratios.size() / 2], ratios.front(), ratios.back());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int rounds = argc > 1 ? std::max(1, std::atoi(argv[1])) : 15;
+  const Index T = 4096, d = 64;
+  std::mt19937_64 rng(42);
+  const auto normal = [&](Index rows, Index cols) {
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    Matrix m(rows, cols);
+    for (Index i = 0; i < m.size(); ++i)
+      m.data()[i] = dist(rng);
+    return m;
+  };
+  const auto uniform = [&](Index rows, float lo, float hi) {
+    std::uniform_real_distribution<float> dist(lo, hi);
+    Matrix m(rows, 1);
+    for (Index i = 0; i < rows; ++i)
+      m(i, 0) = dist(rng);
+    return m;
+  };
+  const Matrix q = normal(T, d), v = normal(T, d);
+  Matrix k = normal(T, d);
+  k.rowwise().normalize();
+  const Matrix eta = uniform(T, 0.0f, 1.0f / float(d)), theta = uniform(T, 0.005f, 0.05f),
+               alpha = uniform(T, 0.0f, 0.2f), momentum = uniform(T, 0.5f, 0.95f);
+  std::printf("chunkwise vs recurrent, T = %td, d = %td, b = 16, float, %d alternating pairs\n", T,
+              d, rounds);
+
+  compare("TTT-Linear", seqmem::TTTLinear<float>({.dim = d}),
+          seqmem::TTTLinear<float>::Inputs{.q = q, .k = k, .v = v, .eta = Gate(eta)}, rounds);
+  compare("TTT-MLP", seqmem::TTTMLP<float>({.dim = d}),
+          seqmem::TTTMLP<float>::Inputs{.q = q, .k = k, .v = v, .eta = Gate(eta)}, rounds);
+  const seqmem::TitansMemory<float>::Inputs titans_in{.q = q,
+                                                      .k = k,
+                                                      .v = v,
+                                                      .theta = Gate(theta),
+                                                      .alpha = Gate(alpha),
+                                                      .momentum = Gate(momentum)};
+  for (const Index depth : {1, 2}) {
+    const seqmem::TitansMemory<float> titans(
+        {.key_dim = d, .value_dim = d, .depth = depth, .mini_batch = 16});
+    compare(depth == 1 ? "Titans L=1" : "Titans L=2", titans, titans_in, rounds);
+  }
+}
