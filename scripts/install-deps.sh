@@ -31,9 +31,11 @@ seqmem_install_packages() {
     "${missing[@]}"
 }
 
-# What building, testing and benchmarking need.
+# What building, testing and benchmarking need (libxsmm-dev + pkg-config: the optional
+# SEQMEM_USE_LIBXSMM backend of the TTT/Titans engine, on in our own builds when found).
 seqmem_install_deps() {
-  seqmem_install_packages libeigen3-dev libgtest-dev libbenchmark-dev cmake g++ make
+  seqmem_install_packages libeigen3-dev libgtest-dev libbenchmark-dev cmake g++ make \
+    libxsmm-dev pkg-config
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checked builds, run by scripts/test.sh after the main tests (CI). Small shapes throughout.
+# Checked builds, run by scripts/test.sh after the main tests (CI). Small shapes throughout;
+# the engine's products on Eigen (the main build runs them on libxsmm when installed).
 #
 #   asan   g++ -fsanitize=address,undefined -fno-sanitize-recover=all -D_GLIBCXX_ASSERTIONS,
 #          Eigen's own assertions on (no NDEBUG): property_test (every layer, every form, float
@@ -30,9 +31,12 @@ mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 
 # -O1 keeps the sanitizers fast enough; no -DNDEBUG, so eigen_assert (index and size checks)
-# is on.
+# is on. The checked builds run the engine's products on Eigen (SEQMEM_USE_LIBXSMM=OFF): the
+# main build tests the libxsmm backend, these test the default path, and libxsmm's prebuilt
+# library is not instrumented.
 CHECKED_FLAGS=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1"
-               -DSEQMEM_BUILD_BENCHMARKS=OFF -DSEQMEM_BUILD_EXAMPLES=OFF -DSEQMEM_INSTALL=OFF)
+               -DSEQMEM_BUILD_BENCHMARKS=OFF -DSEQMEM_BUILD_EXAMPLES=OFF -DSEQMEM_INSTALL=OFF
+               -DSEQMEM_USE_LIBXSMM=OFF)
 GENERATOR=()
 command -v ninja >/dev/null 2>&1 && GENERATOR=(-G Ninja)
 

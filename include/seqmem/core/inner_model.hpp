@@ -332,8 +332,13 @@ struct InnerModel {
   void add_gradients(Weights<Scalar>& target, const Vector<Scalar>& e,
                      Workspace<Scalar>& ws) const {
     for (std::size_t l = 0; l < layers(); ++l) {
-      ws.scaled = e.asDiagonal() * ws.Delta[l];
-      multiply_transposed(target.W[l], ws.X[l], ws.scaled, true);
+      if (ws.X[l].cols() < ws.Delta[l].cols()) {  // scale the narrower factor
+        ws.scaled = e.asDiagonal() * ws.X[l];
+        multiply_transposed(target.W[l], ws.scaled, ws.Delta[l], true);
+      } else {
+        ws.scaled = e.asDiagonal() * ws.Delta[l];
+        multiply_transposed(target.W[l], ws.X[l], ws.scaled, true);
+      }
       if (bias) target.b[l].noalias() += e.transpose() * ws.Delta[l];
     }
   }
