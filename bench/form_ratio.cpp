@@ -5,12 +5,14 @@
 /// layers_bench), so a change of load hits both alike. Prints, per layer, the best call of
 /// each form, the ratio of the bests and the median of the ratios of adjacent pairs.
 ///
-///   build/bench/form_ratio [rounds]      (default 15 rounds per layer, ~1 min in all)
+///   build/bench/form_ratio [rounds [layer]]   (default 15 rounds per layer, ~1 min in all;
+///                                            layer: only the one whose name starts so)
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -33,8 +35,11 @@ double seconds(const Layer& layer, Form form, const Inputs& in, Matrix& out) {
   return took.count();
 }
 
+const char* g_only = "";  // run only the layers whose name starts with this
+
 template <class Layer, class Inputs>
 void compare(const char* name, const Layer& layer, const Inputs& in, int rounds) {
+  if (std::strncmp(name, g_only, std::strlen(g_only)) != 0) return;
   Matrix out(in.q.rows(), layer.output_dim());
   seconds(layer, Form::recurrent, in, out);  // warm up (page faults, libxsmm's kernels)
   seconds(layer, Form::chunkwise, in, out);
@@ -62,6 +67,7 @@ void compare(const char* name, const Layer& layer, const Inputs& in, int rounds)
 
 int main(int argc, char** argv) {
   const int rounds = argc > 1 ? std::max(1, std::atoi(argv[1])) : 15;
+  if (argc > 2) g_only = argv[2];
   const Index T = 4096, d = 64;
   std::mt19937_64 rng(42);
   const auto normal = [&](Index rows, Index cols) {

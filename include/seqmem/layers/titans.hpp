@@ -181,9 +181,9 @@ class TitansMemory {
       const Scalar theta = (*in.theta)(t, 0), keep = Scalar(1) - (*in.alpha)(t, 0),
                    eta = (*in.momentum)(t, 0);
       for (std::size_t l = 0; l < model_.layers(); ++l) {
+        // S ← η S − θ xᵀδ in one pass (a lazy outer product), then M ← (1 − α) M + S.
         Matrix<Scalar>& S = state.momentum.W[l];
-        S *= eta;
-        S.noalias() -= theta * ws.X[l].transpose() * ws.Delta[l];
+        S = eta * S - (theta * ws.X[l].row(0).transpose()).lazyProduct(ws.Delta[l].row(0));
         state.current.W[l] = keep * state.current.W[l] + S;
         if (options_.bias) {
           Matrix<Scalar>& Sb = state.momentum.b[l];

@@ -194,7 +194,8 @@ class TTT {
       model_.trace(state.reference, in.k.row(t), in.v.row(t), ws);
       const Scalar a = (*in.eta)(t, 0);
       for (std::size_t l = 0; l < model_.layers(); ++l) {
-        state.gradient.W[l].noalias() += a * ws.X[l].transpose() * ws.Delta[l];
+        // G += a xᵀδ in one pass (a lazy outer product).
+        state.gradient.W[l] += (a * ws.X[l].row(0).transpose()).lazyProduct(ws.Delta[l].row(0));
         if (options_.bias) state.gradient.b[l] += a * ws.Delta[l];
       }
       materialize(state, token_scale(state.position), ws.weights);
