@@ -814,6 +814,12 @@ int main(int argc, char** argv) {
 #endif
   benchmark::AddCustomContext("eigen_version", eigen.str());
   benchmark::AddCustomContext("eigen_simd", simd_in_use());
+#if defined(SEQMEM_USE_LIBXSMM)
+  benchmark::AddCustomContext("engine_products", std::string("libxsmm ") + LIBXSMM_CONFIG_VERSION +
+                                                     " (SEQMEM_USE_LIBXSMM)");
+#else
+  benchmark::AddCustomContext("engine_products", "Eigen");
+#endif
 #ifdef NDEBUG
   benchmark::AddCustomContext("seqmem_build", "NDEBUG (optimized)");
 #else

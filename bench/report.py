@@ -264,6 +264,7 @@ def machine_rows(context: dict, args) -> list[list[str]]:
         ["Eigen", f"{context.get('eigen_version', DASH)}, SIMD in use: "
                   f"{context.get('eigen_simd', DASH)}; no Eigen threading (no OpenMP)"],
         ["seqmem", f"{context.get('seqmem_version', DASH)}, {context.get('seqmem_build', DASH)}"],
+        ["TTT/Titans engine products", context.get("engine_products", "Eigen")],
         ["Google Benchmark", f"Debian package, library built as "
                              f"{context.get('library_build_type', '?')} (affects only the "
                              "harness's own bookkeeping, not the timed code)"],
@@ -750,6 +751,7 @@ def main() -> int:
     p.add_argument("--md", required=True, help="Markdown report to write")
     p.add_argument("--title", default="Benchmarks")
     p.add_argument("--run-info", default="", help="one line: how the run was made")
+    p.add_argument("--form-ratio", help="output of bench/form_ratio (TTT/Titans, interleaved)")
     args = p.parse_args()
 
     context, cases = load_cases(args.json)
@@ -775,6 +777,13 @@ def main() -> int:
           f"run. All cases: `{rel}/results.csv`.", "",
           "## Machine", "", table(["", ""], machine_rows(context, args)), ""]
     md += targets_section(idx, memory)
+    if args.form_ratio:
+        with open(args.form_ratio, encoding="utf-8") as f:
+            lines = f.read().rstrip("\n")
+        md += ["**(b')** The same TTT/Titans comparison with the two forms' calls alternating "
+               "(`bench/form_ratio`, run after the suite; a change of machine load hits both "
+               "forms alike, so these ratios are the ones to quote):", "",
+               "```", lines, "```", ""]
     md += ["## Plots", "",
            f"![tokens/s vs T]({rel}/tokens_vs_T.png)", "",
            f"![decode latency]({rel}/decode_latency.png)", "",

@@ -68,7 +68,8 @@ fi
 # --- build -------------------------------------------------------------------------------------
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DSEQMEM_BUILD_BENCHMARKS=ON \
   -DSEQMEM_BUILD_TESTS=OFF -DSEQMEM_BUILD_EXAMPLES=OFF
-cmake --build "$build_dir" --target layers_bench softmax_memory -j"$(nproc 2>/dev/null || echo 2)"
+cmake --build "$build_dir" --target layers_bench softmax_memory form_ratio \
+  -j"$(nproc 2>/dev/null || echo 2)"
 
 results="$build_dir/bench-results"
 mkdir -p "$results" "$out/benchmarks"
@@ -91,6 +92,11 @@ for d in $dims; do
     | tee -a "$results/softmax_memory.jsonl"
 done
 
+# --- TTT/Titans chunkwise vs recurrent with the calls interleaved ------------------------------
+rounds=15
+[ "$suite" = quick ] && rounds=3
+"$build_dir/bench/form_ratio" "$rounds" | tee "$results/form_ratio.txt"
+
 # --- ratio guard (the same checks as ctest bench.ratio_guard) -----------------------------------
 guard_status=0
 "$python" bench/ratio_guard.py --bench "$bench" --json "$results/guard.json" || guard_status=$?
@@ -107,6 +113,7 @@ title="Benchmarks"
 [ "$suite" = quick ] && title="Benchmarks (quick subset)"
 "$python" bench/report.py --json "$results/$suite.json" \
   --memory "$results/softmax_memory.jsonl" --guard-json "$results/guard.json" \
+  --form-ratio "$results/form_ratio.txt" \
   --out-dir "$out/benchmarks" --md "$out/benchmarks.md" --title "$title" \
   --run-info "${revision:-unknown revision}; layers_bench --suite=$suite, $repetitions repetition(s) of >= ${min_time} s each \
 (medians reported), $((suite_seconds / 60)) min $((suite_seconds % 60)) s wall time; \
