@@ -21,7 +21,8 @@
 ///     for the memory comparison with its chunkwise form (bench/softmax_memory.cpp).
 ///
 /// Case names: `BM_<layer>/<form>/T:<T>/d:<d>[/f64][/heads:<H>/threads:<n>]`, decode cases
-/// `BM_<layer>/decode/ctx:4096/d:<d>[/heads:<H>]`, references `BM_eigen_gemm[_f64]/<n>`.
+/// `BM_<layer>/decode/ctx:4096/d:<d>[/heads:<H>]`, references `BM_eigen_gemm[_f64]/<n>` and
+/// `BM_eigen_product|BM_engine_product/<m>x<k>x<n>` (the TTT/Titans engine's skinny products).
 ///
 /// Counters (per case):
 ///   tokens/s          tokens of the sequence processed per second (all heads together)
@@ -543,6 +544,41 @@ void register_gemm(Index n, bool f64) {
   })->Unit(benchmark::kMicrosecond);
 }
 
+/// The TTT/Titans engine's skinny products (m×k times k×n, m = a mini-batch of 16 rows): Eigen's
+/// product next to the engine's `detail::multiply` (libxsmm's kernel when the build uses it).
+template <class Scalar>
+void run_skinny_product(benchmark::State& bench, Index m, Index k, Index n, bool engine) {
+  Rng rng(kSeed);
+  const seqmem::Matrix<Scalar> a = random_normal<Scalar>(rng, m, k, 1.0);
+  const seqmem::Matrix<Scalar> b = random_normal<Scalar>(rng, k, n, 1.0);
+  seqmem::Matrix<Scalar> c(m, n);
+  for ([[maybe_unused]] auto _ : bench) {
+    if (engine) {
+      seqmem::detail::multiply(c, a, b);
+    } else {
+      c.noalias() = a * b;
+    }
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  bench.counters["GFLOP/s"] = benchmark::Counter(2e-9 * as_double(m * k * n),
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void register_skinny_products() {
+  const Index shapes[][3] = {{16, 64, 64}, {16, 64, 256}, {16, 256, 64}};
+  for (const bool engine : {false, true}) {
+    for (const auto& [m, k, n] : shapes) {
+      std::ostringstream name;
+      name << (engine ? "BM_engine_product/" : "BM_eigen_product/") << m << "x" << k << "x" << n;
+      benchmark::RegisterBenchmark(name.str().c_str(),
+                                   [m = m, k = k, n = n, engine](benchmark::State& bench) {
+                                     run_skinny_product<float>(bench, m, k, n, engine);
+                                   });
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Registration.
 // ---------------------------------------------------------------------------------------------
@@ -707,6 +743,7 @@ void register_gemms() {
   for (const Index n : {64, 128, 1024})
     register_gemm(n, false);
   register_gemm(128, true);
+  register_skinny_products();
 }
 
 void register_full() {

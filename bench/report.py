@@ -46,7 +46,7 @@ TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 @dataclass
 class Case:
     name: str
-    kind: str  # "layer", "decode" or "gemm"
+    kind: str  # "layer", "decode", "gemm" or "product"
     layer: str = ""
     form: str = ""
     T: int = 0
@@ -63,12 +63,16 @@ class Case:
 
 NAME_RE = re.compile(r"^BM_(?P<layer>[A-Za-z0-9_]+)/(?P<form>recurrent|parallel|chunkwise|decode)/(?P<rest>.*)$")
 GEMM_RE = re.compile(r"^BM_eigen_gemm(?P<f64>_f64)?/(?P<n>\d+)$")
+PRODUCT_RE = re.compile(r"^BM_(?P<which>eigen|engine)_product/(?P<shape>\d+x\d+x\d+)$")
 
 
 def parse_name(name: str) -> Case | None:
     m = GEMM_RE.match(name)
     if m:
         return Case(name, "gemm", n=int(m["n"]), f64=bool(m["f64"]))
+    m = PRODUCT_RE.match(name)
+    if m:  # the engine's skinny products: layer = eigen|engine, form = the m×k×n shape
+        return Case(name, "product", layer=m["which"], form=m["shape"])
     m = NAME_RE.match(name)
     if not m:
         return None
@@ -142,11 +146,14 @@ class Index:
         self.layer = {}
         self.decode = {}
         self.gemm = {}
+        self.product = {}
         for c in cases.values():
             if c.kind == "layer":
                 self.layer[(c.layer, c.form, c.T, c.d, c.f64, c.heads, c.threads)] = c
             elif c.kind == "decode":
                 self.decode[(c.layer, c.d, c.heads)] = c
+            elif c.kind == "product":
+                self.product[(c.layer, c.form)] = c.values.get("GFLOP/s")
             else:
                 self.gemm[(c.n, c.f64)] = c
 
@@ -443,6 +450,13 @@ def targets_section(idx: Index, memory: list[dict]) -> list[str]:
             table(["layer", "chunkwise tok/s", "recurrent tok/s", "chunkwise / recurrent",
                    "chunkwise useful GFLOP/s", "recurrent useful GFLOP/s",
                    "chunkwise % of GEMM 128"], rows), ""]
+    shapes = sorted({shape for _, shape in idx.product}, key=lambda s: [int(x) for x in s.split("x")])
+    if shapes:
+        rows = [[s, fmt(idx.product.get(("eigen", s))), fmt(idx.product.get(("engine", s)))]
+                for s in shapes]
+        out += ["The engine's skinny float products in this run (m×k·k×n, GFLOP/s): Eigen's "
+                "product and the engine's `detail::multiply` (the backend in the Machine table):",
+                "", table(["m×k×n", "Eigen", "engine"], rows), ""]
 
     # (c)
     t = idx.get("softmax_attention", "chunkwise", 4096, 128)
