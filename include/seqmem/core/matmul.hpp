@@ -17,6 +17,7 @@
 /// fall back to Eigen, so results never depend on whether a kernel was available — only the
 /// rounding of the sums may differ (within MATH.md §6's tolerances).
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <cstddef>
@@ -46,7 +47,8 @@ Kernel cached_libxsmm_kernel(const std::array<libxsmm_blasint, 6>& shape, int fl
   thread_local std::array<Entry, 16> cache{};
   thread_local std::size_t next = 0;
   for (const Entry& e : cache) {
-    if (e.kernel != nullptr && e.shape == shape && e.flags == flags && e.accumulate == accumulate)
+    if (e.kernel != nullptr && e.flags == flags && e.accumulate == accumulate &&
+        std::equal(shape.begin(), shape.end(), e.shape.begin()))
       return e.kernel;
   }
   const Kernel kernel = dispatch(shape, flags, accumulate);
