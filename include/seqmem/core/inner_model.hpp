@@ -205,7 +205,7 @@ struct Workspace {
   std::vector<Matrix<Scalar>> inner;  ///< per hidden layer: `inner` of activate(Z_l)
   LayerNorm<Scalar> ln;
   Matrix<Scalar> E;  ///< the dual form's lower-triangular token weights
-  Matrix<Scalar> grad, attn, h, z, hw, scaled, act;
+  Matrix<Scalar> grad, attn, h, z, hw, scaled;
   std::array<Matrix<Scalar>, 2> transposed;  ///< scratch of multiply_by_transpose
   Weights<Scalar> weights;                   ///< materialized per-token weights (primal forms)
 };
