@@ -732,30 +732,41 @@ double rel_err(const Matrix<double>& got, const Matrix<double>& want) {
 
 }  // namespace
 
-TEST(TTTGradients, LayerNormBackwardMatchesFiniteDifferences) {
+TEST(TTTGradients, LayerNormLossGradientMatchesFiniteDifferences) {
   Rng rng(31);
-  for (Index d : {Index{3}, Index{5}, Index{8}}) {  // (d = 2: LN is ±1, gradient ~0)
+  // d = 64 and 128 take the fixed-size row path, the others the dynamic one.
+  // (d = 2: LN is ±1, gradient ~0.)
+  for (Index d : {Index{3}, Index{5}, Index{8}, Index{64}, Index{128}}) {
     for (double eps : {1e-6, 1e-2}) {
       SCOPED_TRACE(::testing::Message() << "d " << d << ", eps " << eps);
       Matrix<double> z = uniform<double>(rng, 3, d, -2.0, 2.0);
+      const Matrix<double> x = uniform<double>(rng, 3, d), v = uniform<double>(rng, 3, d);
       const Matrix<double> weight = Matrix<double>::Ones(1, d) + 0.3 * uniform<double>(rng, 1, d);
       const Matrix<double> bias = 0.3 * uniform<double>(rng, 1, d);
-      const Matrix<double> grad_y = uniform<double>(rng, 3, d);
-      auto value = [&] {
-        detail::LayerNorm<double> ln;
-        ln.forward(z, eps);
-        return ln.output(weight, bias).cwiseProduct(grad_y).sum();
-      };
+      const double factor = 2.0;
       detail::LayerNorm<double> ln;
-      ln.forward(z, eps);
-      const Matrix<double> got = ln.backward(grad_y, weight);
+      auto loss = [&] {  // (factor/2)·‖x + LN(z) − v‖²
+        Matrix<double> out(3, d);
+        ln.residual_output(z, x, weight, bias, eps, out);
+        return factor / 2 * (out - v).squaredNorm();
+      };
+      Matrix<double> got;
+      ln.loss_gradient(z, x, v, weight, bias, eps, factor, got);
       Matrix<double> fd(3, d);
       for (Index i = 0; i < 3; ++i)
         for (Index j = 0; j < d; ++j)
-          fd(i, j) = central(z, i, j, 1e-5, value);
+          fd(i, j) = central(z, i, j, 1e-5, loss);
       EXPECT_LT(rel_err(got, fd), 1e-7) << "got\n" << got << "\nfd\n" << fd;
-      // The output itself: rows of x̂ have mean 0 and variance var/(var + eps).
-      EXPECT_LT(ln.xhat.rowwise().sum().cwiseAbs().maxCoeff(), 1e-12);
+      // The output itself (x = 0, γ = 1, β = 0): rows have mean 0 and variance var/(var + ε).
+      Matrix<double> y(3, d);
+      ln.residual_output(z, Matrix<double>::Zero(3, d), Matrix<double>::Ones(1, d),
+                         Matrix<double>::Zero(1, d), eps, y);
+      for (Index i = 0; i < 3; ++i) {
+        const double mean = z.row(i).mean();
+        const double var = (z.row(i).array() - mean).square().mean();
+        EXPECT_LT(std::abs(y.row(i).mean()), 1e-12);
+        EXPECT_NEAR(y.row(i).array().square().mean(), var / (var + eps), 1e-12);
+      }
     }
   }
 }
@@ -800,6 +811,61 @@ TEST(TTTGradients, ActivationDerivativesMatchFiniteDifferences) {
     const double xj = x(0, j);
     EXPECT_NEAR(gelu(0, j), 0.5 * xj * (1 + std::tanh(k * (xj + 0.044715 * xj * xj * xj))), 1e-15);
     EXPECT_NEAR(silu(0, j), xj / (1 + std::exp(-xj)), 1e-15);
+  }
+}
+
+// The engine's products (core/matmul.hpp) against plain Eigen products, in float and double
+// alternately (the libxsmm backend caches kernels per thread; a kernel of one type must
+// never serve the other), on shapes with and without kernels, with strided operands and
+// with accumulation.
+template <class Scalar>
+void check_engine_products(Rng& rng, Index m, Index k, Index n) {
+  SCOPED_TRACE(::testing::Message()
+               << (sizeof(Scalar) == 4 ? "float " : "double ") << m << "x" << k << "x" << n);
+  const double tol = sizeof(Scalar) == 4 ? 1e-4 : 1e-12;
+  auto close = [&](const Matrix<Scalar>& got, const Matrix<Scalar>& want) {
+    ASSERT_EQ(got.rows(), want.rows());
+    ASSERT_EQ(got.cols(), want.cols());
+    const double scale = std::max(1.0, double(want.cwiseAbs().maxCoeff()));
+    EXPECT_LE(double((got - want).cwiseAbs().maxCoeff()), tol * scale);
+  };
+  // Operands are blocks of wider matrices: outer stride ≠ columns.
+  const Matrix<Scalar> A_wide = uniform<Scalar>(rng, m, k + 3),
+                       B_wide = uniform<Scalar>(rng, k, n + 2);
+  const MatrixCRef<Scalar> A = A_wide.leftCols(k), B = B_wide.leftCols(n);
+  const Matrix<Scalar> X = uniform<Scalar>(rng, m, k), Y = uniform<Scalar>(rng, m, n),
+                       W = uniform<Scalar>(rng, n, k), C0 = uniform<Scalar>(rng, m, n);
+  Matrix<Scalar> C;
+  detail::multiply(C, A, B);
+  close(C, A * B);
+  C = C0;
+  detail::multiply(C, A, B, true);
+  close(C, C0 + A * B);
+  detail::multiply_transposed(C, X, Y);  // Xᵀ·Y: k × n
+  close(C, X.transpose() * Y);
+  const Matrix<Scalar> D0 = uniform<Scalar>(rng, k, n);
+  C = D0;
+  detail::multiply_transposed(C, X, Y, true);
+  close(C, D0 + X.transpose() * Y);
+  std::array<Matrix<Scalar>, 2> scratch;
+  detail::multiply_by_transpose(C, A, W, scratch);  // A·Wᵀ: m × n
+  close(C, A * W.transpose());
+  detail::transpose(C, A);
+  close(C, A.transpose());
+}
+
+TEST(TTTEngine, ProductsMatchEigen) {
+  Rng rng(33);
+  for (int round = 0; round < 2; ++round) {  // the second round reuses cached kernels
+    for (const auto& [m, k, n] : {std::array<Index, 3>{16, 64, 64},
+                                  {16, 64, 256},
+                                  {16, 16, 64},
+                                  {1, 8, 8},
+                                  {3, 5, 7},
+                                  {40, 300, 90}}) {
+      check_engine_products<float>(rng, m, k, n);
+      check_engine_products<double>(rng, m, k, n);
+    }
   }
 }
 

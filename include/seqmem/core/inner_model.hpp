@@ -101,97 +101,82 @@ void add_to_rows(Matrix<Scalar>& z, const Matrix<Scalar>& b, const Vector<Scalar
   }
 }
 
-/// Row-wise LayerNorm with biased variance: y = γ ⊙ x̂ + β, x̂ = (z − μ)/σ, σ = √(var + ε).
-/// Keeps x̂ and σ of the last forward for the backward; reuses its buffers across calls.
+/// Row-wise LayerNorm with biased variance, LN(z) = γ ⊙ x̂ + β, x̂ = (z − μ)/σ, σ = √(var + ε),
+/// in the two fused forms the engine needs (MATH.md §4): the residual output x + LN(z) and the
+/// gradient of the loss (factor/2)·‖x + LN(z) − v‖² w.r.t. z. Each row is one pass whose
+/// temporaries stay in registers for the common head widths 64 and 128 (fixed-size Eigen
+/// arrays, about 30 % faster there than dynamic rows); other widths use scratch rows.
 template <class Scalar>
-struct LayerNorm {
-  static constexpr Index kFewRows = 4;
-  Matrix<Scalar> xhat;   ///< normalized rows
-  Vector<Scalar> sigma;  ///< per-row σ
-
-  // Forward on blocks (the dual form's mini-batches): per-row sums are matrix-vector products
-  // with a vector of ones (one pass, all rows at once) and per-row scalings diagonal products,
-  // 30 % faster than row by row on 16×64. Fewer than kFewRows rows (the primal form's single
-  // token): row by row, 3× faster there.
-  void forward(const Matrix<Scalar>& z, Scalar eps) {
-    const Index d = z.cols();
-    if (z.rows() < kFewRows) {  // row by row: cheaper for the primal form's single rows
-      xhat.resize(z.rows(), d);
-      sigma.resize(z.rows());
+class LayerNorm {
+ public:
+  /// out = x + γ ⊙ x̂ + β.
+  void residual_output(MatrixCRef<Scalar> z, MatrixCRef<Scalar> x, const Matrix<Scalar>& weight,
+                       const Matrix<Scalar>& bias, Scalar eps, MatrixRef<Scalar> out) {
+    by_width(z.cols(), [&]<int D>() {
+      using CMap = Eigen::Map<const Eigen::Array<Scalar, 1, D>>;
+      using Map = Eigen::Map<Eigen::Array<Scalar, 1, D>>;
+      const Index d = z.cols();
+      const CMap w(weight.data(), d), b(bias.data(), d);
+      auto xhat = row<D>(xhat_, d);
       for (Index i = 0; i < z.rows(); ++i) {
-        auto x = xhat.row(i).array();
-        x = z.row(i).array() - z.row(i).mean();
-        sigma(i) = std::sqrt(x.square().sum() / Scalar(d) + eps);
-        x *= Scalar(1) / sigma(i);
+        const Scalar inv_sigma = normalize(CMap(z.row(i).data(), d), eps, xhat);
+        Map(out.row(i).data(), d) = CMap(x.row(i).data(), d) + xhat * (inv_sigma * w) + b;
       }
-      return;
-    }
-    ones_.setOnes(d);
-    mean_.noalias() = z * ones_;
-    mean_ /= Scalar(d);
-    xhat.resize(z.rows(), d);
-    for (Index i = 0; i < z.rows(); ++i)
-      xhat.row(i) = z.row(i).array() - mean_(i);
-    square_ = xhat.array().square();
-    sigma.noalias() = square_ * ones_;
-    sigma = (sigma.array() / Scalar(d) + eps).sqrt();
-    inv_ = sigma.cwiseInverse();
-    xhat = inv_.asDiagonal() * xhat;
+    });
   }
 
-  /// out = γ ⊙ x̂ + β (+ out when `accumulate`).
-  template <class Out>
-  void output(const Matrix<Scalar>& weight, const Matrix<Scalar>& bias, Out&& out,
-              bool accumulate = false) const {
-    if (!accumulate) out.resize(xhat.rows(), xhat.cols());
-    const auto w = weight.row(0).array(), b = bias.row(0).array();
-    for (Index i = 0; i < xhat.rows(); ++i) {  // one pass per row, no reductions
-      if (accumulate) {
-        out.row(i).array() += xhat.row(i).array() * w + b;
-      } else {
-        out.row(i).array() = xhat.row(i).array() * w + b;
+  /// delta = ∂ℓ/∂z for ℓ = (factor/2)·‖x + LN(z) − v‖²: with ĝ = factor·(x + LN(z) − v) ⊙ γ,
+  /// ∇z = (d·ĝ − Σĝ − x̂·Σ(ĝ ⊙ x̂)) / (d·σ). `delta` is resized.
+  void loss_gradient(MatrixCRef<Scalar> z, MatrixCRef<Scalar> x, MatrixCRef<Scalar> v,
+                     const Matrix<Scalar>& weight, const Matrix<Scalar>& bias, Scalar eps,
+                     Scalar factor, Matrix<Scalar>& delta) {
+    delta.resize(z.rows(), z.cols());
+    by_width(z.cols(), [&]<int D>() {
+      using CMap = Eigen::Map<const Eigen::Array<Scalar, 1, D>>;
+      using Map = Eigen::Map<Eigen::Array<Scalar, 1, D>>;
+      const Index d = z.cols();
+      const CMap w(weight.data(), d), b(bias.data(), d);
+      auto xhat = row<D>(xhat_, d);
+      auto g = row<D>(g_, d);
+      for (Index i = 0; i < z.rows(); ++i) {
+        const Scalar inv_sigma = normalize(CMap(z.row(i).data(), d), eps, xhat);
+        xhat *= inv_sigma;
+        g = (xhat * w + b + CMap(x.row(i).data(), d) - CMap(v.row(i).data(), d)) * (factor * w);
+        const Scalar sum_g = g.sum(), sum_gx = (g * xhat).sum();
+        Map(delta.row(i).data(), d) =
+            (Scalar(d) * g - sum_g - xhat * sum_gx) * (inv_sigma / Scalar(d));
       }
-    }
-  }
-
-  /// out = x + γ ⊙ x̂ + β (the residual), one pass per row.
-  void output(const Matrix<Scalar>& weight, const Matrix<Scalar>& bias, MatrixRef<Scalar> out,
-              MatrixCRef<Scalar> x) const {
-    const auto w = weight.row(0).array(), b = bias.row(0).array();
-    for (Index i = 0; i < xhat.rows(); ++i)
-      out.row(i).array() = x.row(i).array() + xhat.row(i).array() * w + b;
-  }
-
-  Matrix<Scalar> output(const Matrix<Scalar>& weight, const Matrix<Scalar>& bias) const {
-    Matrix<Scalar> out;
-    output(weight, bias, out);
-    return out;
-  }
-
-  /// out = gradient w.r.t. z given the gradient w.r.t. y (MATH.md §4):
-  /// ĝ = g_y ⊙ γ,  ∇z = (d·ĝ − Σĝ − x̂·Σ(ĝ ⊙ x̂)) / (d·σ).  `out` may be `grad_y`.
-  void backward(const Matrix<Scalar>& grad_y, const Matrix<Scalar>& weight, Matrix<Scalar>& out) {
-    const Index d = xhat.cols();
-    scaled_.resize(1, d);
-    out.resize(xhat.rows(), d);
-    for (Index i = 0; i < xhat.rows(); ++i) {  // row by row (faster here than GEMV sums)
-      auto g = scaled_.row(0).array();
-      g = grad_y.row(i).array() * weight.row(0).array();
-      const Scalar sum_g = g.sum(), sum_gx = (g * xhat.row(i).array()).sum();
-      out.row(i).array() = (Scalar(d) * g - sum_g - xhat.row(i).array() * sum_gx) *
-                           (Scalar(1) / (Scalar(d) * sigma(i)));
-    }
-  }
-
-  Matrix<Scalar> backward(const Matrix<Scalar>& grad_y, const Matrix<Scalar>& weight) {
-    Matrix<Scalar> out;
-    backward(grad_y, weight, out);
-    return out;
+    });
   }
 
  private:
-  Vector<Scalar> ones_, mean_, inv_;
-  Matrix<Scalar> scaled_, square_;  // ĝ of one row; squares before their row sums
+  /// Runs fn.template operator()<D>() with D = d for the widths with a fixed-size path.
+  template <class Fn>
+  static void by_width(Index d, Fn&& fn) {
+    if (d == 64) return fn.template operator()<64>();
+    if (d == 128) return fn.template operator()<128>();
+    fn.template operator()<Eigen::Dynamic>();
+  }
+
+  /// A row temporary: a fixed-size array (in registers) or, for dynamic widths, `scratch`.
+  template <int D>
+  static auto row(Eigen::Array<Scalar, 1, Eigen::Dynamic>& scratch, Index d) {
+    if constexpr (D == Eigen::Dynamic) {
+      scratch.resize(d);
+      return Eigen::Map<Eigen::Array<Scalar, 1, D>>(scratch.data(), d);
+    } else {
+      return Eigen::Array<Scalar, 1, D>();
+    }
+  }
+
+  /// out = z − μ; returns 1/σ.
+  template <class Row, class Out>
+  static Scalar normalize(const Row& z, Scalar eps, Out& out) {
+    out = z - z.mean();
+    return Scalar(1) / std::sqrt(out.square().sum() / Scalar(z.size()) + eps);
+  }
+
+  Eigen::Array<Scalar, 1, Eigen::Dynamic> xhat_, g_;  // rows of the dynamic-width path
 };
 
 /// The trace of a segment's keys at the reference weights — each layer's input X_l,
@@ -205,7 +190,7 @@ struct Workspace {
   std::vector<Matrix<Scalar>> inner;  ///< per hidden layer: `inner` of activate(Z_l)
   LayerNorm<Scalar> ln;
   Matrix<Scalar> E;  ///< the dual form's lower-triangular token weights
-  Matrix<Scalar> grad, attn, h, z, hw, scaled;
+  Matrix<Scalar> attn, h, z, hw, scaled;
   std::array<Matrix<Scalar>, 2> transposed;  ///< scratch of multiply_by_transpose
   Weights<Scalar> weights;                   ///< materialized per-token weights (primal forms)
 };
@@ -323,12 +308,9 @@ struct InnerModel {
       if (bias) add_to_rows(ws.Z[l], P.b[l]);
       if (l + 1 < L) activate(activation, ws.Z[l], ws.inner[l], ws.X[l + 1]);
     }
-    if (layer_norm) {  // f(k) = k + LN(z): ∂ℓ/∂y = factor·(LN(z) + k − v)
-      ws.ln.forward(ws.Z[L - 1], ln_eps);
-      ws.grad = k - v;
-      ws.ln.output(ln_weight, ln_bias, ws.grad, true);
-      if (loss_factor != Scalar(1)) ws.grad *= loss_factor;
-      ws.ln.backward(ws.grad, ln_weight, ws.Delta[L - 1]);
+    if (layer_norm) {  // f(k) = k + LN(z)
+      ws.ln.loss_gradient(ws.Z[L - 1], k, v, ln_weight, ln_bias, ln_eps, loss_factor,
+                          ws.Delta[L - 1]);
     } else {
       ws.Delta[L - 1] = loss_factor * (ws.Z[L - 1] - v);
     }
@@ -397,8 +379,7 @@ struct InnerModel {
       out = ws.z;
       return;
     }
-    ws.ln.forward(ws.z, ln_eps);
-    ws.ln.output(ln_weight, ln_bias, out, x);
+    ws.ln.residual_output(ws.z, x, ln_weight, ln_bias, ln_eps, out);
   }
 };
 
