@@ -202,11 +202,13 @@ class TitansMemory {
   /// with the coefficients built by the recurrences they satisfy:
   ///     m_t = η_t m_{t−1},  β_t = (1−α_t) β_{t−1},  f_t = (1−α_t) f_{t−1} + m_t,
   ///     N_{t,i} = η_t N_{t−1,i},  G_{t,i} = (1−α_t) G_{t−1,i} + N_{t,i},  N_{i,i} = G_{i,i} = θ_i.
+  /// Inside the call the momentum is kept as S = σ·state.momentum: its decay by m is a
+  /// product of scalars, and the weights are rescaled only when σ gets small (and at the end).
   void dual(Form form, const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
     const Index T = in.q.rows();
     detail::Workspace<Scalar> ws;  // ws.E holds G
-    Vector<Scalar> m, beta, f, last_row;
-    Matrix<Scalar> N;
+    Vector<Scalar> m, beta, f, sigma_f, last_row, n_row;
+    Scalar sigma = 1;
     // After a roll-over of its own, M_ref = M: the trace reads M, and the copy into
     // state.reference is made once, when the call ends.
     bool reference_is_current = false;
@@ -222,7 +224,7 @@ class TitansMemory {
       m.resize(n);
       beta.resize(n);
       f.resize(n);
-      N.setZero(n, n);
+      n_row.resize(n);  // N_{t,·}, row t as t advances
       Matrix<Scalar>& G = ws.E;
       G.setZero(n, n);
       for (Index t = 0; t < n; ++t) {
@@ -232,30 +234,38 @@ class TitansMemory {
         m(t) = eta * (t ? m(t - 1) : Scalar(1));
         beta(t) = keep * (t ? beta(t - 1) : Scalar(1));
         f(t) = keep * (t ? f(t - 1) : Scalar(0)) + m(t);
-        for (Index i = 0; i < t; ++i) {
-          N(t, i) = eta * N(t - 1, i);
-          G(t, i) = keep * G(t - 1, i) + N(t, i);
-        }
-        N(t, t) = G(t, t) = theta;
+        n_row.head(t) *= eta;
+        n_row(t) = theta;
+        if (t > 0) G.row(t).head(t) = keep * G.row(t - 1).head(t) + n_row.head(t).transpose();
+        G(t, t) = theta;
       }
+      sigma_f = sigma * f;
       const std::array<detail::WeightedBase<Scalar>, 2> bases{
-          {{&beta, &state.current}, {&f, &state.momentum}}};
+          {{&beta, &state.current}, {&sigma_f, &state.momentum}}};
       model_.dual_outputs(in.q.middleRows(begin, n), bases, ws, out.middleRows(begin, n));
       // The segment's last token: M first (it reads S_0), then S.
       const Index last = n - 1;
-      detail::scale_add(state.current, beta(last), f(last), state.momentum);
+      detail::scale_add(state.current, beta(last), sigma_f(last), state.momentum);
       last_row = -G.row(last).transpose();
       model_.add_gradients(state.current, last_row, ws);
-      detail::scale(state.momentum, m(last));
-      last_row = -N.row(last).transpose();
+      sigma *= m(last);
+      if (sigma < kRescaleBelow) {  // (m = 0, η = 0 somewhere, makes S_0's part exactly 0)
+        detail::scale(state.momentum, sigma);
+        sigma = 1;
+      }
+      last_row = n_row * (Scalar(-1) / sigma);
       model_.add_gradients(state.momentum, last_row, ws);
       state.position += n;
       reference_is_current = state.position == options_.mini_batch;
       if (reference_is_current) state.position = 0;
       begin += n;
     }
+    if (sigma != Scalar(1)) detail::scale(state.momentum, sigma);
     if (reference_is_current) state.reference = state.current;
   }
+
+  /// σ below which dual() folds σ into the momentum weights: they then hold S/σ ≤ 2^40·|S|.
+  static constexpr Scalar kRescaleBelow = Scalar(0x1p-40);
 
   Options options_;
   Parameters parameters_;
