@@ -157,7 +157,8 @@ void transpose(Matrix<Scalar>& out, std::type_identity_t<MatrixCRef<Scalar>> A) 
     if (kernel != nullptr) {
       kernel(A.data(), &ldi, out.data(), &ldo);
     } else {  // libxsmm's own blocking (or its fallback) for shapes it has no kernel for
-      libxsmm_otrans(out.data(), A.data(), sizeof(Scalar), m, n, ldi, ldo);
+      libxsmm_otrans(out.data(), A.data(), sizeof(Scalar), libxsmm_blasint(m), libxsmm_blasint(n),
+                     libxsmm_blasint(ldi), libxsmm_blasint(ldo));
     }
     return;
   }
