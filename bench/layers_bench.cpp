@@ -222,7 +222,7 @@ struct SoftmaxAttention {
   }
 };
 
-/// DeltaNet (MATH.md §3), plain or gated; keys L2-normalized, β ∈ (0, 1).
+/// DeltaNet (docs/math.md §3), plain or gated; keys L2-normalized, β ∈ (0, 1).
 template <class Scalar, bool Gated>
 struct DeltaNetCase {
   using Layer = seqmem::DeltaNet<Scalar>;

@@ -73,6 +73,14 @@ std::optional<GateRef<S>> ref(const std::optional<Matrix<S>>& g) {
   return g ? std::optional<GateRef<S>>(*g) : std::nullopt;
 }
 
+/// A required gate: an absent one (which the inputs cannot express) becomes a 0×0 gate, which
+/// the layer must refuse like any gate of the wrong shape.
+template <class S>
+GateRef<S> required(const std::optional<Matrix<S>>& g) {
+  static const Matrix<S> kEmpty(0, 0);
+  return g ? GateRef<S>(*g) : GateRef<S>(kEmpty);
+}
+
 template <class S>
 bool all_in(const std::optional<Matrix<S>>& g, double lo, double hi) {
   if (!g) return true;
@@ -247,7 +255,7 @@ struct Fuzz<DeltaNet<S>> {
     QKV<S> x;
     std::optional<Matrix<S>> beta, g;
     typename Layer::Inputs inputs() const {
-      return {.q = x.q, .k = x.k, .v = x.v, .beta = ref(beta), .log_decay = ref(g)};
+      return {.q = x.q, .k = x.k, .v = x.v, .beta = required(beta), .log_decay = ref(g)};
     }
     bool gates_valid() const { return beta && all_in(beta, 0.0, 2.0) && all_in(g, -HUGE_VAL, 0.0); }
   };
@@ -298,7 +306,7 @@ struct Fuzz<TTT<S, Model>> {
     QKV<S> x;
     std::optional<Matrix<S>> eta;
     typename Layer::Inputs inputs() const {
-      return {.q = x.q, .k = x.k, .v = x.v, .eta = ref(eta)};
+      return {.q = x.q, .k = x.k, .v = x.v, .eta = required(eta)};
     }
     bool gates_valid() const { return eta && all_in(eta, 0.0, HUGE_VAL); }
   };
@@ -359,9 +367,9 @@ struct Fuzz<TitansMemory<S>> {
       return {.q = x.q,
               .k = x.k,
               .v = x.v,
-              .theta = ref(theta),
-              .alpha = ref(alpha),
-              .momentum = ref(eta)};
+              .theta = required(theta),
+              .alpha = required(alpha),
+              .momentum = required(eta)};
     }
     bool gates_valid() const {
       return theta && alpha && eta && all_in(theta, 0.0, HUGE_VAL) && all_in(alpha, 0.0, 1.0) &&

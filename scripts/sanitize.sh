@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Checked builds, run by scripts/test.sh after the main tests (CI). Small shapes throughout;
+# Checked builds, run by .ci/run after scripts/test.sh (the main tests). Small shapes throughout;
 # the engine's products on Eigen (the main build runs them on libxsmm when installed).
 #
 #   asan   g++ -fsanitize=address,undefined -fno-sanitize-recover=all -D_GLIBCXX_ASSERTIONS,
 #          Eigen's own assertions on (no NDEBUG): property_test (every layer, every form, float
 #          and double; SEQMEM_SANITIZE_PROPERTY_CASES configurations per layer and type,
-#          default 200 as in the main suite) and golden_test (every golden case in every form).
+#          default 200 as in the main suite), golden_test (every golden case in every form) and
+#          multi_head_test (among others, copied inputs that own a copy of an expression).
 #   tsan   g++ -fsanitize=thread: concurrency_test (one layer shared by threads; MultiHead).
 #   fuzz   clang++-14 -fsanitize=fuzzer,address,undefined -Werror: fuzz/forward_fuzz (input
 #          validation) and fuzz/state_io_fuzz (load_state), SEQMEM_FUZZ_SECONDS each (default
@@ -74,16 +75,16 @@ export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 stage_asan() {
   build asan "${CHECKED_FLAGS[@]}" "-DSEQMEM_SANITIZE=address;undefined" -- property_test \
-    golden_test
-  SEQMEM_PROPERTY_CASES=$PROPERTY_CASES \
-    ctest --test-dir "$DIR/asan" --output-on-failure -j2 -R '^(property_test|golden_test)$'
+    golden_test multi_head_test
+  SEQMEM_PROPERTY_CASES=$PROPERTY_CASES ctest --test-dir "$DIR/asan" --output-on-failure -j2 \
+    -R '^(property_test|golden_test|multi_head_test)\.'
   # How many cases ran, from the test log.
   grep -h '^\[ property \]' "$DIR/asan/Testing/Temporary/LastTest.log" || true
 }
 
 stage_tsan() {
   build tsan "${CHECKED_FLAGS[@]}" -DSEQMEM_SANITIZE=thread -- concurrency_test
-  ctest --test-dir "$DIR/tsan" --output-on-failure -R '^concurrency_test$'
+  ctest --test-dir "$DIR/tsan" --output-on-failure -j2 -R '^concurrency_test\.'
 }
 
 # Runs one fuzz target for FUZZ_SECONDS from the seed corpus; prints libFuzzer's stats.

@@ -25,6 +25,20 @@ constexpr bool layers_satisfy_concepts() {
   return true;
 }
 static_assert(layers_satisfy_concepts<float>());
+
+// Required gates are required at compile time: inputs without them do not compile.
+template <class Layer>
+concept QkvAlone = requires(const Matrix<typename Layer::Scalar>& x) {
+  {typename Layer::Inputs{.q = x, .k = x, .v = x}};
+};
+static_assert(QkvAlone<LinearAttention<double>>);  // its only gate is optional
+static_assert(QkvAlone<SoftmaxAttention<double>>);
+static_assert(!QkvAlone<DeltaNet<double>>);      // beta
+static_assert(!QkvAlone<TTTLinear<double>>);     // eta
+static_assert(!QkvAlone<TitansMemory<double>>);  // theta, alpha, momentum
+static_assert(requires(const Matrix<double>& x, const Vector<double>& b) {
+  DeltaNet<double>::Inputs{.q = x, .k = x, .v = x, .beta = b};
+});
 static_assert(layers_satisfy_concepts<double>());
 
 // A complete minimal layer, and copies of it with one member missing.
@@ -96,12 +110,3 @@ TEST(Concepts, Compiled) {
 }
 
 }  // namespace seqmem::test
-
-// Every member of every layer compiles (and warns) here, not only the ones a test calls.
-template class seqmem::LinearAttention<float>;
-template class seqmem::SoftmaxAttention<float>;
-template class seqmem::DeltaNet<float>;
-template class seqmem::TTT<float, seqmem::TTTModel::linear>;
-template class seqmem::TTT<double, seqmem::TTTModel::mlp>;
-template class seqmem::TitansMemory<double>;
-template class seqmem::MultiHead<seqmem::TitansMemory<float>>;

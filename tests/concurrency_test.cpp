@@ -252,7 +252,7 @@ std::vector<Call> script(const Layer& layer, const typename Case<Layer>::Data& d
     const Form form = all_forms[uniform_index(rng, 0, 2)];
     Index n = std::min<Index>(uniform_index(rng, 1, 40), kT - begin);
     if (form == Form::parallel) n = std::min(n, Case<Layer>::parallel_limit(layer, state));
-    (void)layer.forward(form, data.slice(begin, n), state);
+    (void)forward(layer, form, data.slice(begin, n), state);
     calls.push_back({form, begin, n});
     begin += n;
   }
@@ -265,7 +265,7 @@ Result<Layer> replay(const Layer& layer, const typename Case<Layer>::Data& data,
   Result<Layer> r;
   auto state = layer.initial_state();
   for (const Call& c : calls)
-    r.outputs.push_back(layer.forward(c.form, data.slice(c.begin, c.n), state));
+    r.outputs.push_back(forward(layer, c.form, data.slice(c.begin, c.n), state));
   r.state = Case<Layer>::tensors(state);
   return r;
 }
@@ -365,8 +365,8 @@ TYPED_TEST(Concurrency, MultiHeadThreadsAreBitIdentical) {
       std::vector<typename Layer::Inputs> seqs;
       for (const auto& d : data)
         seqs.push_back(d.all());
-      const auto out_one = one.forward_batch(form, seqs, states_one);
-      const auto out_many = many.forward_batch(form, seqs, states_many);
+      const auto out_one = forward_batch(one, form, seqs, states_one);
+      const auto out_many = forward_batch(many, form, seqs, states_many);
       ASSERT_EQ(out_one.size(), out_many.size());
       for (std::size_t s = 0; s < out_one.size(); ++s) {
         EXPECT_TRUE(identical<Scalar>(out_many[s], out_one[s]))

@@ -29,14 +29,14 @@ void expect_policy(const Layer& checked, const Layer& unchecked, MakeInputs make
         SCOPED_TRACE(::testing::Message() << name << " = " << value << ", " << to_string(form));
         auto state = checked.initial_state();
         try {
-          (void)checked.forward(form, make_inputs(q, k, v), state);
+          (void)forward(checked, form, make_inputs(q, k, v), state);
           ADD_FAILURE() << "no exception";
         } catch (const seqmem::invalid_argument& e) {
           const std::string expected = std::string(name) + "(2, 3) must be finite";
           EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
         }
         auto state2 = unchecked.initial_state();
-        const Matrix<double> out = unchecked.forward(form, make_inputs(q, k, v), state2);
+        const Matrix<double> out = forward(unchecked, form, make_inputs(q, k, v), state2);
         EXPECT_FALSE(out.allFinite()) << "a non-finite input must not vanish from the output";
       }
     }

@@ -1,7 +1,7 @@
 #pragma once
 
-// Golden-vector files (../shared/golden/README.md): parser, file listing and the tolerance
-// check of MATH.md §6.
+// Golden-vector files (tests/data/golden/README.md): parser, file listing and the tolerance
+// check of docs/math.md §6.
 
 #include <gtest/gtest.h>
 
@@ -227,12 +227,12 @@ inline std::filesystem::path source_dir() {
 #endif
 }
 
-// $SEQMEM_GOLDEN_DIR if set and non-empty, else <repo root>/../shared/golden.
+// $SEQMEM_GOLDEN_DIR if set and non-empty, else the copy in the repository, tests/data/golden.
 inline std::filesystem::path golden_dir() {
   if (const char* env = std::getenv("SEQMEM_GOLDEN_DIR"); env != nullptr && *env != '\0') {
     return std::filesystem::path(env);
   }
-  return (source_dir() / ".." / "shared" / "golden").lexically_normal();
+  return source_dir() / "tests" / "data" / "golden";
 }
 
 // Every *.txt in `dir`, sorted. Throws if `dir` is missing or holds no *.txt file.
@@ -256,7 +256,7 @@ inline std::vector<std::filesystem::path> golden_files(
   return files;
 }
 
-// MATH.md §6: same shape and max|got − want| ≤ rel_tol·(1 + max|want|). A NaN or Inf in
+// docs/math.md §6: same shape and max|got − want| ≤ rel_tol·(1 + max|want|). A NaN or Inf in
 // `got` always fails.
 template <class Scalar>
 ::testing::AssertionResult near(const Matrix<Scalar>& got, const Matrix<double>& want,

@@ -156,7 +156,7 @@ TEST(LinearAttention, SmallCaseByHand) {
   g << 0, std::log(0.5);
   for (Form form : all_forms) {
     auto state = layer.initial_state();
-    const auto o = layer.forward(form, {.q = q, .k = k, .v = v, .log_decay = g}, state);
+    const auto o = forward(layer, form, {.q = q, .k = k, .v = v, .log_decay = g}, state);
     // S_1 = [2; 0], S_2 = [1; 3]; o_1 = q_1 S_1 = 2, o_2 = q_2 S_2 = 3.
     EXPECT_NEAR(o(0, 0), 2.0, 1e-15) << to_string(form);
     EXPECT_NEAR(o(1, 0), 3.0, 1e-15) << to_string(form);
@@ -174,7 +174,7 @@ TEST(LinearAttention, StrongDecayStaysFinite) {
   const Vector<float> g = Vector<float>::Constant(T, -30.0f);
   for (Form form : all_forms) {
     auto state = layer.initial_state();
-    const auto o = layer.forward(form, {.q = q, .k = k, .v = v, .log_decay = g}, state);
+    const auto o = forward(layer, form, {.q = q, .k = k, .v = v, .log_decay = g}, state);
     EXPECT_TRUE(o.allFinite()) << to_string(form);
     EXPECT_TRUE(state.S.allFinite() && state.z.allFinite()) << to_string(form);
   }
@@ -189,9 +189,9 @@ TEST(LinearAttention, AcceptsSlicesAndMaps) {
   const Eigen::Map<const Matrix<double>> mapped(buffer.data(), 5, 2);
   auto s1 = layer.initial_state(), s2 = layer.initial_state();
   const Matrix<double> q = wide.middleCols(2, 2), v = mapped;
-  const auto a = layer.forward(
-      Form::chunkwise, {.q = wide.middleCols(2, 2), .k = wide.middleCols(2, 2), .v = mapped}, s1);
-  const auto b = layer.forward(Form::chunkwise, {.q = q, .k = q, .v = v}, s2);
+  const auto a = forward(layer, Form::chunkwise,
+                         {.q = wide.middleCols(2, 2), .k = wide.middleCols(2, 2), .v = mapped}, s1);
+  const auto b = forward(layer, Form::chunkwise, {.q = q, .k = q, .v = v}, s2);
   EXPECT_EQ(a, b);
 }
 

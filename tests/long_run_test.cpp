@@ -3,7 +3,7 @@
 // form runs the whole stream and a chunkwise copy of the state runs the same calls alongside,
 // so the two are compared after a million tokens of independent rounding. Every output of
 // both must stay finite, and at the end the last 1,000 outputs and the final states of the
-// two must still agree within the cross-form tolerance of MATH.md §6 (1e-10·(1 + max|value|)).
+// two must still agree within the cross-form tolerance of docs/math.md §6 (1e-10·(1 + max|value|)).
 // Softmax attention with a window must keep its KV cache bounded: at most window − 1 cached
 // rows, and a buffer (measured through the public keys() view) that does not grow with the
 // stream.
@@ -272,9 +272,9 @@ void stream(std::uint64_t seed) {
     const Index n = call_length(rng, N - done);
     const auto data = Case::data(n, rng);
     const auto t0 = Clock::now();
-    const Matrix<double> o_rec = layer.forward(Form::recurrent, data.inputs(), recurrent);
+    const Matrix<double> o_rec = forward(layer, Form::recurrent, data.inputs(), recurrent);
     const auto t1 = Clock::now();
-    const Matrix<double> o_chunk = layer.forward(Form::chunkwise, data.inputs(), chunkwise);
+    const Matrix<double> o_chunk = forward(layer, Form::chunkwise, data.inputs(), chunkwise);
     const auto t2 = Clock::now();
     seconds_recurrent += std::chrono::duration<double>(t1 - t0).count();
     seconds_chunkwise += std::chrono::duration<double>(t2 - t1).count();

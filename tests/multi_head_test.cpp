@@ -3,6 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <string>
+#include <vector>
+
 #include "test_util.hpp"
 
 namespace seqmem::test {
@@ -40,12 +44,12 @@ TEST(MultiHead, EqualsHeadsAloneBitForBitForAnyThreadCount) {
       for (Index h = 0; h < kHeads; ++h) {
         auto state = kLayer.initial_state();
         state.S.setConstant(0.1 * double(h));
-        o.middleCols(h * kDv, kDv) = kLayer.forward(form,
-                                                    {.q = d.q.middleCols(h * kDk, kDk),
-                                                     .k = d.k.middleCols(h * kDk, kDk),
-                                                     .v = d.v.middleCols(h * kDv, kDv),
-                                                     .log_decay = GateRef<double>(d.g.col(h))},
-                                                    state);
+        o.middleCols(h * kDv, kDv) = forward(kLayer, form,
+                                             {.q = d.q.middleCols(h * kDk, kDk),
+                                              .k = d.k.middleCols(h * kDk, kDk),
+                                              .v = d.v.middleCols(h * kDv, kDv),
+                                              .log_decay = GateRef<double>(d.g.col(h))},
+                                             state);
         want_states.back().push_back(state);
       }
       want.push_back(o);
@@ -61,7 +65,7 @@ TEST(MultiHead, EqualsHeadsAloneBitForBitForAnyThreadCount) {
       std::vector<LinearAttention<double>::Inputs> seqs;
       for (const auto& d : data)
         seqs.push_back(d.inputs());
-      const auto outs = executor.forward_batch(form, seqs, states);
+      const auto outs = forward_batch(executor, form, seqs, states);
       for (std::size_t s = 0; s < data.size(); ++s) {
         EXPECT_EQ(outs[s], want[s]) << "sequence " << s;
         for (std::size_t h = 0; h < std::size_t(kHeads); ++h)
@@ -76,16 +80,16 @@ TEST(MultiHead, OneSequenceOverload) {
   const auto d = packed(rng, 30);
   MultiHead executor(kLayer, kHeads, 2);
   auto states = executor.initial_state();
-  const auto out = executor.forward(Form::chunkwise, d.inputs(), states);
+  const auto out = forward(executor, Form::chunkwise, d.inputs(), states);
   EXPECT_EQ(out.rows(), 30);
   EXPECT_EQ(out.cols(), kHeads * kDv);
   auto s1 = kLayer.initial_state();
-  const auto head1 = kLayer.forward(Form::chunkwise,
-                                    {.q = d.q.middleCols(kDk, kDk),
-                                     .k = d.k.middleCols(kDk, kDk),
-                                     .v = d.v.middleCols(kDv, kDv),
-                                     .log_decay = GateRef<double>(d.g.col(1))},
-                                    s1);
+  const auto head1 = forward(kLayer, Form::chunkwise,
+                             {.q = d.q.middleCols(kDk, kDk),
+                              .k = d.k.middleCols(kDk, kDk),
+                              .v = d.v.middleCols(kDv, kDv),
+                              .log_decay = GateRef<double>(d.g.col(1))},
+                             s1);
   EXPECT_EQ(out.middleCols(kDv, kDv), head1);
 }
 
@@ -100,8 +104,15 @@ TEST(MultiHead, BadInputAnywhereLeavesAllStatesUnchanged) {
       h.S.setConstant(0.5);
   const auto before = states;
   std::vector<LinearAttention<double>::Inputs> seqs{data[0].inputs(), data[1].inputs()};
-  EXPECT_THROW((void)executor.forward_batch(Form::chunkwise, seqs, states),
-               seqmem::invalid_argument);
+  try {
+    (void)forward_batch(executor, Form::chunkwise, seqs, states);
+    ADD_FAILURE() << "no exception";
+  } catch (const seqmem::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("log_decay[5] must be finite and <= 0, got 0.25 "
+                                         "[sequence 1, head 2 of 3]"),
+              std::string::npos)
+        << e.what();
+  }
   for (std::size_t s = 0; s < 2; ++s)
     for (std::size_t h = 0; h < std::size_t(kHeads); ++h)
       EXPECT_EQ(states[s][h].S, before[s][h].S);
@@ -110,10 +121,12 @@ TEST(MultiHead, BadInputAnywhereLeavesAllStatesUnchanged) {
   data[1].v.conservativeResize(Eigen::NoChange, kHeads * kDv - 1);  // packed v too narrow
   std::vector<LinearAttention<double>::Inputs> seqs2{data[0].inputs(), data[1].inputs()};
   try {
-    (void)executor.forward_batch(Form::recurrent, seqs2, states);
+    (void)forward_batch(executor, Form::recurrent, seqs2, states);
     ADD_FAILURE() << "no exception";
   } catch (const seqmem::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("v (packed) must be 12x12, got 12x11"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("v (3 heads packed side by side) must be 12x12 (T x "
+                                         "heads·value_dim = 3·4), got 12x11"),
+              std::string::npos)
         << e.what();
   }
   for (std::size_t s = 0; s < 2; ++s)
@@ -130,7 +143,7 @@ TEST(MultiHead, RejectsBadArguments) {
   Rng rng(14);
   const Matrix<double> x = uniform<double>(rng, 4, 2 * kDk), v = uniform<double>(rng, 4, 2 * kDv);
   std::vector<LinearAttention<double>::Inputs> seqs{{.q = x, .k = x, .v = v}};
-  EXPECT_THROW((void)executor.forward_batch(Form::parallel, seqs, states),
+  EXPECT_THROW((void)forward_batch(executor, Form::parallel, seqs, states),
                seqmem::invalid_argument);
 }
 
@@ -140,12 +153,84 @@ TEST(MultiHead, SoftmaxAttentionHeads) {
   Rng rng(15);
   const Matrix<float> x = uniform<float>(rng, 20, 8);
   auto states = executor.initial_state();
-  const auto out = executor.forward(Form::chunkwise, {.q = x, .k = x, .v = x}, states);
+  const auto out = forward(executor, Form::chunkwise, {.q = x, .k = x, .v = x}, states);
   auto s0 = layer.initial_state();
-  const auto head0 = layer.forward(
-      Form::chunkwise, {.q = x.leftCols(4), .k = x.leftCols(4), .v = x.leftCols(4)}, s0);
+  const auto head0 = forward(layer, Form::chunkwise,
+                             {.q = x.leftCols(4), .k = x.leftCols(4), .v = x.leftCols(4)}, s0);
   EXPECT_EQ(out.leftCols(4), head0);
   EXPECT_EQ(states[0].cached(), 5);
+}
+
+// States where a model keeps them (one per sequence, not side by side) and outputs written
+// into the caller's views (here the column blocks of one wide matrix).
+TEST(MultiHead, StatesWhereTheModelKeepsThemAndOutputViews) {
+  Rng rng(16);
+  const std::vector<Packed> data{packed(rng, 9), packed(rng, 70)};
+  MultiHead executor(kLayer, kHeads, 2);
+  std::vector<MultiHead<LinearAttention<double>>::States> side_by_side(2, executor.initial_state());
+  std::vector<LinearAttention<double>::Inputs> seqs{data[0].inputs(), data[1].inputs()};
+  const auto want = forward_batch(executor, Form::chunkwise, seqs, side_by_side);
+
+  struct Model {  // what a model holds per sequence
+    MultiHead<LinearAttention<double>>::States states;
+    Matrix<double> out;
+  };
+  std::vector<std::unique_ptr<Model>> models;
+  for (const Packed& d : data) {
+    models.push_back(std::make_unique<Model>(
+        Model{executor.initial_state(), Matrix<double>::Zero(d.q.rows(), 2 * kHeads * kDv)}));
+  }
+  std::vector<MultiHead<LinearAttention<double>>::States*> states{&models[0]->states,
+                                                                  &models[1]->states};
+  std::vector<MatrixRef<double>> outs{models[0]->out.rightCols(kHeads * kDv),
+                                      models[1]->out.rightCols(kHeads * kDv)};
+  forward_batch(executor, Form::chunkwise, seqs, states, outs);
+  for (std::size_t s = 0; s < 2; ++s) {
+    EXPECT_EQ(models[s]->out.rightCols(kHeads * kDv), want[s]);
+    EXPECT_TRUE(models[s]->out.leftCols(kHeads * kDv).isZero(0.0));
+    for (std::size_t h = 0; h < std::size_t(kHeads); ++h)
+      EXPECT_EQ(models[s]->states[h].S, side_by_side[s][h].S);
+  }
+
+  Matrix<double> one(data[0].q.rows(), kHeads * kDv);
+  auto fresh = executor.initial_state();
+  forward(executor, Form::chunkwise, data[0].inputs(), fresh, one);
+  EXPECT_EQ(one, want[0]);
+
+  Matrix<double> narrow(data[0].q.rows(), kHeads * kDv - 1);
+  EXPECT_THROW(forward(executor, Form::chunkwise, data[0].inputs(), fresh, narrow),
+               seqmem::invalid_argument);
+}
+
+// Inputs built from expressions (a scaled gate, a column-major packed gate) and then copied
+// into a container, as a user batching sequences would: the copies must stay valid after the
+// expressions' temporaries are gone (an Eigen::Ref copy would dangle; ASan runs this test).
+TEST(MultiHead, CopiedInputsOfExpressionsStayValid) {
+  Rng rng(17);
+  const std::vector<Packed> data{packed(rng, 33), packed(rng, 5)};
+  std::vector<LinearAttention<double>::Inputs> seqs;
+  for (const Packed& d : data) {
+    const Eigen::MatrixXd column_major = d.g;  // a column-major T×H gate
+    const LinearAttention<double>::Inputs in{
+        .q = d.q, .k = d.k, .v = d.v, .log_decay = GateRef<double>(column_major * 1.0)};
+    seqs.push_back(in);
+  }  // the temporaries and the column-major matrix are gone here
+  MultiHead executor(kLayer, kHeads, 2);
+  std::vector<MultiHead<LinearAttention<double>>::States> states(2, executor.initial_state());
+  const auto got = forward_batch(executor, Form::chunkwise, seqs, states);
+  std::vector<LinearAttention<double>::Inputs> plain{data[0].inputs(), data[1].inputs()};
+  std::vector<MultiHead<LinearAttention<double>>::States> plain_states(2, executor.initial_state());
+  const auto want = forward_batch(executor, Form::chunkwise, plain, plain_states);
+  for (std::size_t s = 0; s < 2; ++s)
+    EXPECT_EQ(got[s], want[s]);
+
+  // Views that can bind without a copy do so; only expressions own a copy.
+  EXPECT_FALSE(seqs[0].q.owns_copy());
+  EXPECT_TRUE(seqs[0].log_decay->owns_copy());
+  EXPECT_FALSE(plain[0].log_decay->owns_copy());
+  const Eigen::MatrixXd column_major = data[0].g;
+  EXPECT_FALSE(GateRef<double>(column_major).owns_copy());
+  EXPECT_TRUE(InputRef<double>(column_major).owns_copy());  // rows must be contiguous
 }
 
 }  // namespace

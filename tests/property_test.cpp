@@ -3,7 +3,8 @@
 // g = −30, α ∈ {0, 1}, η ∈ {0, 1}, θ = 0, eta = 0), random initial states — and a random split
 // of the sequence into calls of random forms (TTT and Titans parallel calls kept inside the
 // current mini-batch) must give the outputs and final state of one recurrent call, within the
-// cross-form tolerance of MATH.md §6 (double 1e-10·(1 + max|value|), float 2e-4·(1 + max|value|)).
+// cross-form tolerance of docs/math.md §6 (double 1e-10·(1 + max|value|), float 2e-4·(1 +
+// max|value|)).
 //
 // Environment:
 //   SEQMEM_PROPERTY_CASES  configurations per layer and scalar type (default 200)
@@ -791,7 +792,7 @@ CaseRun<Layer> run_case(std::uint64_t seed, double jitter = 0.0) {
   const Index T = run.config.T;
 
   auto ref_state = init;
-  run.ref = layer.forward(Form::recurrent, data.slice(0, T), ref_state);
+  run.ref = forward(layer, Form::recurrent, data.slice(0, T), ref_state);
   run.ref_state = F::tensors(ref_state);
 
   auto state = init;
@@ -803,7 +804,7 @@ CaseRun<Layer> run_case(std::uint64_t seed, double jitter = 0.0) {
     if (form == Form::parallel) n = std::min(n, F::parallel_limit(layer, state));
     calls << to_string(form) << "(" << n << ") ";
     try {
-      run.out.middleRows(begin, n) = layer.forward(form, data.slice(begin, n), state);
+      run.out.middleRows(begin, n) = forward(layer, form, data.slice(begin, n), state);
     } catch (const std::exception& e) {
       run.error = e.what();
       break;

@@ -58,7 +58,7 @@ struct LayerCase<SoftmaxAttention<Scalar>> {
     const Index n = uniform_index(rng, 1, 30);
     const Matrix<Scalar> k = uniform<Scalar>(rng, n, layer.options().key_dim);
     const Matrix<Scalar> v = uniform<Scalar>(rng, n, layer.options().value_dim);
-    (void)layer.forward(Form::recurrent, {.q = k, .k = k, .v = v}, state);
+    (void)forward(layer, Form::recurrent, {.q = k, .k = k, .v = v}, state);
   }
 
   static std::vector<Matrix<Scalar>> tensors(const State& s) {
@@ -100,7 +100,7 @@ TEST(SoftmaxAttention, WindowOneReturnsValues) {
   const Matrix<double> q = uniform<double>(rng, 10, 4), v = uniform<double>(rng, 10, 3);
   for (Form form : all_forms) {
     auto state = layer.initial_state();
-    EXPECT_TRUE(near(layer.forward(form, {.q = q, .k = q, .v = v}, state), v, 1e-15))
+    EXPECT_TRUE(near(forward(layer, form, {.q = q, .k = q, .v = v}, state), v, 1e-15))
         << to_string(form);
     EXPECT_EQ(state.cached(), 0);
     EXPECT_EQ(state.tokens(), 10);
@@ -115,7 +115,7 @@ TEST(SoftmaxAttention, WindowedCacheIsBounded) {
   for (int call = 0; call < 200; ++call) {
     const Index n = uniform_index(rng, 1, 20);
     const Matrix<float> x = uniform<float>(rng, n, 4);
-    (void)layer.forward(all_forms[call % 3], {.q = x, .k = x, .v = x}, state);
+    (void)forward(layer, all_forms[call % 3], {.q = x, .k = x, .v = x}, state);
     ASSERT_LE(state.cached(), 7);
   }
   EXPECT_EQ(state.cached(), 7);
@@ -130,16 +130,15 @@ TEST(SoftmaxAttention, ChunkwiseMemoryIsLinearInT) {
   const Matrix<double> q = uniform<double>(rng, T, d), k = uniform<double>(rng, T, d),
                        v = uniform<double>(rng, T, d);
   auto chunk_state = layer.initial_state();
-  const auto out = layer.forward(Form::chunkwise, {.q = q, .k = k, .v = v}, chunk_state);
+  const auto out = forward(layer, Form::chunkwise, {.q = q, .k = k, .v = v}, chunk_state);
   // Recurrent reference for the last 50 queries: feed the prefix, then decode.
   auto state = layer.initial_state();
   const Index prefix = T - 50;
-  (void)layer.forward(Form::chunkwise,
-                      {.q = q.topRows(prefix), .k = k.topRows(prefix), .v = v.topRows(prefix)},
-                      state);
+  (void)forward(layer, Form::chunkwise,
+                {.q = q.topRows(prefix), .k = k.topRows(prefix), .v = v.topRows(prefix)}, state);
   const auto tail =
-      layer.forward(Form::recurrent,
-                    {.q = q.bottomRows(50), .k = k.bottomRows(50), .v = v.bottomRows(50)}, state);
+      forward(layer, Form::recurrent,
+              {.q = q.bottomRows(50), .k = k.bottomRows(50), .v = v.bottomRows(50)}, state);
   EXPECT_TRUE(near(out.bottomRows(50), tail, 1e-10));
   EXPECT_EQ(chunk_state.cached(), T);
 }

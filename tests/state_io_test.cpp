@@ -289,7 +289,7 @@ typename Layer::State after_first_call(const Layer& layer) {
   Rng rng(7);
   const auto data = Calls<Layer>::make(layer, 13, rng);
   auto state = layer.initial_state();
-  (void)layer.forward(Form::chunkwise, data.in(), state);
+  (void)forward(layer, Form::chunkwise, data.in(), state);
   return state;
 }
 
@@ -336,8 +336,8 @@ TYPED_TEST(StateIo, RestoredSessionContinuesExactly) {
                      << name << ", next call " << to_string(form) << "(" << T << ")");
         auto uninterrupted = state;
         auto resumed = load(layer, bytes);
-        const Matrix<TypeParam> want = layer.forward(form, next.in(), uninterrupted);
-        const Matrix<TypeParam> got = layer.forward(form, next.in(), resumed);
+        const Matrix<TypeParam> want = forward(layer, form, next.in(), uninterrupted);
+        const Matrix<TypeParam> got = forward(layer, form, next.in(), resumed);
         EXPECT_TRUE(same_bits(got, want)) << "outputs";
         EXPECT_TRUE(same_state(layer, resumed, uninterrupted)) << "state";
       }

@@ -1,6 +1,6 @@
 #pragma once
 
-// Helpers shared by the tests: random matrices, tolerances of MATH.md §6 and a
+// Helpers shared by the tests: random matrices, tolerances of docs/math.md §6 and a
 // near-comparison that says where two matrices differ.
 
 #include <gtest/gtest.h>
@@ -11,6 +11,8 @@
 #include <type_traits>
 
 #include <seqmem/seqmem.hpp>
+
+#include "compiled_layers.hpp"
 
 namespace seqmem::test {
 
@@ -31,7 +33,7 @@ inline Index uniform_index(Rng& rng, Index lo, Index hi) {  // in [lo, hi]
   return std::uniform_int_distribution<Index>(lo, hi)(rng);
 }
 
-/// Cross-form tolerance of MATH.md §6, relative to 1 + max|value|.
+/// Cross-form tolerance of docs/math.md §6, relative to 1 + max|value|.
 template <class Scalar>
 constexpr double cross_form_tolerance() {
   return std::is_same_v<Scalar, double> ? 1e-10 : 2e-4;

@@ -1,4 +1,4 @@
-// TitansMemory (MATH.md §5): the conformance suite over depths, activations, biases,
+// TitansMemory (docs/math.md §5): the conformance suite over depths, activations, biases,
 // LayerNorm, mini-batch sizes and extreme gates; the shared engine's gradients against
 // finite differences; the identities with DeltaNet and TTT-Linear; erasing (α = 1) and long
 // products of small factors.
@@ -66,35 +66,23 @@ std::vector<Matrix<Scalar>> flatten(const Weights<Scalar>& w) {
   return out;
 }
 
-/// Inputs of one sequence; gates may be missing (bad-input tests).
+/// Inputs of one sequence.
 template <class Scalar>
 struct TitansData {
   using Inputs = typename TitansMemory<Scalar>::Inputs;
   Matrix<Scalar> q, k, v;
-  std::optional<Vector<Scalar>> theta, alpha, momentum;
+  Vector<Scalar> theta, alpha, momentum;
 
-  static std::optional<GateRef<Scalar>> gate(const std::optional<Vector<Scalar>>& g, Index b,
-                                             Index n) {
-    return g ? std::optional<GateRef<Scalar>>(g->segment(b, n)) : std::nullopt;
-  }
-  static std::optional<GateRef<Scalar>> gate(const std::optional<Vector<Scalar>>& g) {
-    return g ? std::optional<GateRef<Scalar>>(*g) : std::nullopt;
-  }
   Inputs slice(Index b, Index n) const {
     return {.q = q.middleRows(b, n),
             .k = k.middleRows(b, n),
             .v = v.middleRows(b, n),
-            .theta = gate(theta, b, n),
-            .alpha = gate(alpha, b, n),
-            .momentum = gate(momentum, b, n)};
+            .theta = theta.segment(b, n),
+            .alpha = alpha.segment(b, n),
+            .momentum = momentum.segment(b, n)};
   }
   Inputs whole() const {
-    return {.q = q,
-            .k = k,
-            .v = v,
-            .theta = gate(theta),
-            .alpha = gate(alpha),
-            .momentum = gate(momentum)};
+    return {.q = q, .k = k, .v = v, .theta = theta, .alpha = alpha, .momentum = momentum};
   }
   Index tokens() const { return q.rows(); }
 };
@@ -104,9 +92,9 @@ TitansData<Scalar> random_data(Gates gates, Index T, Index dk, Index dv, Rng& rn
   TitansData<Scalar> d{uniform<Scalar>(rng, T, dk),
                        unit_rows(uniform<Scalar>(rng, T, dk)),
                        uniform<Scalar>(rng, T, dv),
-                       std::nullopt,
-                       std::nullopt,
-                       std::nullopt};
+                       {},
+                       {},
+                       {}};
   Vector<Scalar> theta = uniform<Scalar>(rng, T, 1, 0.005, 0.1).col(0);
   Vector<Scalar> alpha = uniform<Scalar>(rng, T, 1, 0.0, 0.2).col(0);
   Vector<Scalar> eta = uniform<Scalar>(rng, T, 1, 0.5, 0.95).col(0);
@@ -154,14 +142,14 @@ TitansData<Scalar> random_data(Gates gates, Index T, Index dk, Index dv, Rng& rn
 template <class Layer, class Slice>
 Matrix<typename Layer::Scalar> run_all(const Layer& layer, Form form, Index T, const Slice& slice,
                                        typename Layer::State& state) {
-  if (form != Form::parallel) return layer.forward(form, slice(0, T), state);
+  if (form != Form::parallel) return forward(layer, form, slice(0, T), state);
   Matrix<typename Layer::Scalar> out(T, layer.output_dim());
   for (Index begin = 0; begin < T;) {
     Index n = T - begin;
     if constexpr (requires { layer.options().mini_batch; }) {
       n = std::min(n, layer.options().mini_batch - state.position);
     }
-    out.middleRows(begin, n) = layer.forward(form, slice(begin, n), state);
+    out.middleRows(begin, n) = forward(layer, form, slice(begin, n), state);
     begin += n;
   }
   return out;
@@ -356,24 +344,20 @@ struct LayerCase<TitansMemory<Scalar>> {
     const Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
     const Scalar inf = std::numeric_limits<Scalar>::infinity();
     return {
-        {"alpha above 1", [](Data& d) { (*d.alpha)(2) = Scalar(1.5); },
+        {"alpha above 1", [](Data& d) { d.alpha(2) = Scalar(1.5); },
          "alpha[2] must be finite and in [0, 1], got 1.5"},
-        {"negative alpha", [](Data& d) { (*d.alpha)(0) = Scalar(-0.25); },
+        {"negative alpha", [](Data& d) { d.alpha(0) = Scalar(-0.25); },
          "alpha[0] must be finite and in [0, 1], got -0.25"},
-        {"momentum above 1", [](Data& d) { (*d.momentum)(5) = Scalar(1.25); },
+        {"momentum above 1", [](Data& d) { d.momentum(5) = Scalar(1.25); },
          "momentum[5] must be finite and in [0, 1], got 1.25"},
-        {"negative momentum", [](Data& d) { (*d.momentum)(3) = Scalar(-0.5); },
+        {"negative momentum", [](Data& d) { d.momentum(3) = Scalar(-0.5); },
          "momentum[3] must be finite and in [0, 1], got -0.5"},
-        {"negative theta", [](Data& d) { (*d.theta)(4) = Scalar(-0.125); },
+        {"negative theta", [](Data& d) { d.theta(4) = Scalar(-0.125); },
          "theta[4] must be finite and >= 0, got -0.125"},
-        {"NaN theta", [nan](Data& d) { (*d.theta)(1) = nan; }, "theta[1] must be finite"},
-        {"infinite theta", [inf](Data& d) { (*d.theta)(2) = inf; }, "theta[2] must be finite"},
-        {"NaN alpha", [nan](Data& d) { (*d.alpha)(3) = nan; }, "alpha[3] must be finite"},
-        {"NaN momentum", [nan](Data& d) { (*d.momentum)(0) = nan; }, "momentum[0] must be finite"},
-        {"missing theta", [](Data& d) { d.theta.reset(); }, "theta is required (6x1), got none"},
-        {"missing alpha", [](Data& d) { d.alpha.reset(); }, "alpha is required (6x1), got none"},
-        {"missing momentum", [](Data& d) { d.momentum.reset(); },
-         "momentum is required (6x1), got none"},
+        {"NaN theta", [nan](Data& d) { d.theta(1) = nan; }, "theta[1] must be finite"},
+        {"infinite theta", [inf](Data& d) { d.theta(2) = inf; }, "theta[2] must be finite"},
+        {"NaN alpha", [nan](Data& d) { d.alpha(3) = nan; }, "alpha[3] must be finite"},
+        {"NaN momentum", [nan](Data& d) { d.momentum(0) = nan; }, "momentum[0] must be finite"},
         {"k with fewer rows",
          [](Data& d) { d.k.conservativeResize(d.k.rows() - 1, Eigen::NoChange); },
          "k must be 6x5, got 5x5"},
@@ -501,7 +485,7 @@ TEST(Titans, ParallelTooLongNamesChunkwiseAndKeepsState) {
   const auto before = state;
   for (Index T : {3, 5}) {
     try {
-      (void)layer.forward(Form::parallel, data.slice(0, T), state);
+      (void)forward(layer, Form::parallel, data.slice(0, T), state);
       ADD_FAILURE() << "no exception for T " << T;
     } catch (const seqmem::invalid_argument& e) {
       const std::string message = e.what();
@@ -514,15 +498,15 @@ TEST(Titans, ParallelTooLongNamesChunkwiseAndKeepsState) {
   }
   // Position 2 + T 2 = b: allowed, equal to the recurrent form, and the state rolls over.
   auto recurrent = before;
-  const auto want = layer.forward(Form::recurrent, data.slice(0, 2), recurrent);
-  const auto got = layer.forward(Form::parallel, data.slice(0, 2), state);
+  const auto want = forward(layer, Form::recurrent, data.slice(0, 2), recurrent);
+  const auto got = forward(layer, Form::parallel, data.slice(0, 2), state);
   EXPECT_TRUE(near(got, want, kTol));
   EXPECT_EQ(state.position, 0);
   EXPECT_TRUE(same_weights(state.reference, state.current, 0.0));
   EXPECT_TRUE(same_titans_state<double>(state, recurrent, kTol));
   // Chunkwise accepts the long call.
   auto chunk_state = before;
-  EXPECT_NO_THROW((void)layer.forward(Form::chunkwise, data.slice(0, 5), chunk_state));
+  EXPECT_NO_THROW((void)forward(layer, Form::chunkwise, data.slice(0, 5), chunk_state));
 }
 
 TEST(Titans, BadStateIsRejected) {
@@ -534,7 +518,7 @@ TEST(Titans, BadStateIsRejected) {
     for (Form form : all_forms) {
       const auto before = state;
       try {
-        (void)layer.forward(form, data.whole(), state);
+        (void)forward(layer, form, data.whole(), state);
         ADD_FAILURE() << "no exception, " << to_string(form);
       } catch (const seqmem::invalid_argument& e) {
         EXPECT_NE(std::string(e.what()).find(expect), std::string::npos) << e.what();
@@ -592,14 +576,14 @@ TEST(Titans, OneTokenByHand) {
   LayerCase<Titans>::randomize(layer, state, rng);
   state.position = 0;
   const auto data = random_data<double>(Gates::normal, 1, 3, 2, rng);
-  const double theta = (*data.theta)(0), alpha = (*data.alpha)(0), eta = (*data.momentum)(0);
+  const double theta = data.theta(0), alpha = data.alpha(0), eta = data.momentum(0);
   const Matrix<double> k = data.k, v = data.v, q = data.q;
   const Matrix<double> u = 2.0 * k.transpose() * (k * state.reference.W[0] - v);
   const Matrix<double> S = eta * state.momentum.W[0] - theta * u;
   const Matrix<double> M = (1 - alpha) * state.current.W[0] + S;
   for (Form form : all_forms) {
     auto s = state;
-    const auto o = layer.forward(form, data.whole(), s);
+    const auto o = forward(layer, form, data.whole(), s);
     EXPECT_TRUE(near(s.momentum.W[0], S, 1e-14)) << to_string(form);
     EXPECT_TRUE(near(s.current.W[0], M, 1e-14)) << to_string(form);
     EXPECT_TRUE(near(s.reference.W[0], state.reference.W[0], 0.0)) << to_string(form);
@@ -609,7 +593,7 @@ TEST(Titans, OneTokenByHand) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// An independent reference: the model's forward written out from MATH.md §4–5, and the
+// An independent reference: the model's forward written out from docs/math.md §4–5, and the
 // recurrence of §5 on top of the engine's per-token gradients (which are checked against
 // finite differences below).
 // ---------------------------------------------------------------------------------------------
@@ -658,18 +642,18 @@ detail::InnerModel<double> engine_of(const Titans& layer) {
   model.layer_norm = o.layer_norm;
   model.ln_eps = o.ln_eps;
   model.loss_factor = 2.0;
-  model.ln_weight = layer.parameters().ln_weight;
-  model.ln_bias = layer.parameters().ln_bias;
+  model.parameters.ln_weight = layer.parameters().ln_weight;
+  model.parameters.ln_bias = layer.parameters().ln_bias;
   return model;
 }
 
-/// MATH.md §5 token by token: u_t = ∇‖M_ref(k_t) − v_t‖², S_t = η_t S_{t−1} − θ_t u_t,
+/// docs/math.md §5 token by token: u_t = ∇‖M_ref(k_t) − v_t‖², S_t = η_t S_{t−1} − θ_t u_t,
 /// M_t = (1 − α_t) M_{t−1} + S_t, o_t = M_t(q_t); M_ref ← M at the end of each mini-batch.
 Matrix<double> reference_run(const Titans& layer, const TitansData<double>& d, Titans::State& s) {
   const auto model = engine_of(layer);
   Matrix<double> out(d.tokens(), layer.options().value_dim);
   for (Index t = 0; t < d.tokens(); ++t) {
-    const double theta = (*d.theta)(t), keep = 1.0 - (*d.alpha)(t), eta = (*d.momentum)(t);
+    const double theta = d.theta(t), keep = 1.0 - d.alpha(t), eta = d.momentum(t);
     const auto tr = model.trace(s.reference, d.k.row(t), d.v.row(t));
     for (std::size_t l = 0; l < s.current.W.size(); ++l) {
       s.momentum.W[l] = eta * s.momentum.W[l] - theta * tr.X[l].transpose() * tr.Delta[l];
@@ -688,7 +672,7 @@ Matrix<double> reference_run(const Titans& layer, const TitansData<double>& d, T
   return out;
 }
 
-// The engine's forward is the model of MATH.md §4–5 (every depth, activation, bias, LN).
+// The engine's forward is the model of docs/math.md §4–5 (every depth, activation, bias, LN).
 TEST(InnerModel, EvaluateMatchesReferenceForward) {
   Rng rng(20);
   for (Index depth = 1; depth <= 4; ++depth) {
@@ -813,8 +797,8 @@ TEST(InnerModel, GradientsMatchFiniteDifferences) {
             model.layer_norm = ln;
             model.ln_eps = 1e-5;
             model.loss_factor = 2.0;
-            model.ln_weight = uniform<double>(rng, 1, dL, 0.5, 1.5);
-            model.ln_bias = uniform<double>(rng, 1, dL, -0.5, 0.5);
+            model.parameters.ln_weight = uniform<double>(rng, 1, dL, 0.5, 1.5);
+            model.parameters.ln_bias = uniform<double>(rng, 1, dL, -0.5, 0.5);
             const Weights<double> P = random_weights(model.zeros(), rng, 1.5);
             const Matrix<double> k = uniform<double>(rng, T, d0), v = uniform<double>(rng, T, dL);
             auto loss = [&](const Weights<double>& w) {
@@ -871,8 +855,8 @@ TEST(InnerModel, LossFactorScalesGradients) {
   model.dims = {4, 6, 4};
   model.bias = true;
   model.layer_norm = true;
-  model.ln_weight = uniform<double>(rng, 1, 4, 0.5, 1.5);
-  model.ln_bias = uniform<double>(rng, 1, 4, -0.5, 0.5);
+  model.parameters.ln_weight = uniform<double>(rng, 1, 4, 0.5, 1.5);
+  model.parameters.ln_bias = uniform<double>(rng, 1, 4, -0.5, 0.5);
   const Weights<double> P = random_weights(model.zeros(), rng, 1.0);
   const Matrix<double> k = uniform<double>(rng, 3, 4), v = uniform<double>(rng, 3, 4);
   model.loss_factor = 1.0;
@@ -915,8 +899,9 @@ TEST(Titans, DepthOneNoMomentumNoForgettingOnlineEqualsDeltaNet) {
   data.momentum = Vector<double>::Zero(T);
   for (Form delta_form : all_forms) {
     DeltaNet<double>::State ds{W0};
-    const auto want = delta.forward(
-        delta_form, {.q = data.q, .k = data.k, .v = data.v, .beta = GateRef<double>(beta)}, ds);
+    const auto want =
+        forward(delta, delta_form,
+                {.q = data.q, .k = data.k, .v = data.v, .beta = GateRef<double>(beta)}, ds);
     for (Form form : all_forms) {
       SCOPED_TRACE(::testing::Message()
                    << "DeltaNet " << to_string(delta_form) << ", Titans " << to_string(form));
@@ -958,7 +943,7 @@ TEST(Titans, NoMomentumNoForgettingEqualsTTTLinear) {
     auto data = random_data<double>(Gates::normal, T, d, d, rng);
     data.alpha = Vector<double>::Zero(T);
     data.momentum = Vector<double>::Zero(T);
-    const Vector<double> a = 2.0 * *data.theta;
+    const Vector<double> a = 2.0 * data.theta;
     auto ttt_slice = [&](Index begin, Index n) {
       return TTTLinear<double>::Inputs{.q = data.q.middleRows(begin, n),
                                        .k = data.k.middleRows(begin, n),
@@ -999,7 +984,7 @@ TEST(Titans, AlphaOneErases) {
                       .bias = true,
                       .mini_batch = 8});
   auto data = random_data<double>(Gates::normal, T, dk, dv, rng);
-  (*data.alpha)(erase) = 1.0;
+  data.alpha(erase) = 1.0;
   auto a = layer.initial_state();
   LayerCase<Titans>::randomize(layer, a, rng);
   a.position = 0;
@@ -1093,11 +1078,11 @@ void alpha_one_momentum_zero_case() {
     const Index T = 40;
     auto data = random_data<Scalar>(Gates::normal, T, 4, 4, rng);
     for (Index t = 0; t < T; ++t) {
-      if (t % 3 == 1) (*data.alpha)(t) = Scalar(1);
-      if (t % 4 == 2) (*data.momentum)(t) = Scalar(0);
+      if (t % 3 == 1) data.alpha(t) = Scalar(1);
+      if (t % 4 == 2) data.momentum(t) = Scalar(0);
       if (t % 7 == 0) {
-        (*data.alpha)(t) = Scalar(1);
-        (*data.momentum)(t) = Scalar(0);
+        data.alpha(t) = Scalar(1);
+        data.momentum(t) = Scalar(0);
       }
     }
     auto init = layer.initial_state();
@@ -1133,9 +1118,9 @@ void long_small_factors_case() {
     data.alpha = uniform<Scalar>(rng, T, 1, 0.9, 1.0).col(0).eval();
     data.momentum = uniform<Scalar>(rng, T, 1, 0.0, 0.1).col(0).eval();
     for (Index t = 0; t < T; t += 11)
-      (*data.alpha)(t) = Scalar(1);
+      data.alpha(t) = Scalar(1);
     for (Index t = 0; t < T; t += 13)
-      (*data.momentum)(t) = Scalar(0);
+      data.momentum(t) = Scalar(0);
     auto init = layer.initial_state();
     LayerCase<TitansMemory<Scalar>>::randomize(layer, init, rng);
     check_forms_agree(layer, data, init, true);

@@ -1,4 +1,4 @@
-// TTT-Linear and TTT-MLP (MATH.md §4): the conformance suite, calls that stop inside a
+// TTT-Linear and TTT-MLP (docs/math.md §4): the conformance suite, calls that stop inside a
 // mini-batch, the definition written out token by token, the engine's gradients against
 // finite differences, and the identities with linear attention (TTT paper, Theorem 1) and
 // with DeltaNet (mini_batch 1).
@@ -42,7 +42,7 @@ std::vector<Scalar> offsets(Index b) {
   return lambda;
 }
 
-/// c_i as MATH.md §4 defines it, written independently of the layer.
+/// c_i as docs/math.md §4 defines it, written independently of the layer.
 double token_scale_of(const TTTVariant& v, Index i) {
   if (!v.token_index_scaling) return 1.0;
   const double lambda = v.offset ? (i % 2 == 1 ? -0.3 : 0.05 * static_cast<double>(i)) : 0.0;
@@ -123,7 +123,7 @@ void add_to(Weights<Scalar>& a, Scalar c, const Weights<Scalar>& b) {
     a.b[l] += c * b.b[l];
 }
 
-/// The engine's model as the layer configures it (MATH.md §4): dims d→d or d→e·d→d,
+/// The engine's model as the layer configures it (docs/math.md §4): dims d→d or d→e·d→d,
 /// GELU-tanh, the ½ loss.
 template <class Scalar, TTTModel Model>
 detail::InnerModel<Scalar> model_of(const TTT<Scalar, Model>& layer) {
@@ -136,8 +136,8 @@ detail::InnerModel<Scalar> model_of(const TTT<Scalar, Model>& layer) {
   m.layer_norm = o.layer_norm;
   m.ln_eps = o.ln_eps;
   m.loss_factor = Scalar(1);
-  m.ln_weight = layer.parameters().ln_weight;
-  m.ln_bias = layer.parameters().ln_bias;
+  m.parameters.ln_weight = layer.parameters().ln_weight;
+  m.parameters.ln_bias = layer.parameters().ln_bias;
   return m;
 }
 
@@ -197,17 +197,14 @@ struct LayerCase<TTT<Scalar, Model>> {
 
   struct Data {
     Matrix<Scalar> q, k, v;
-    std::optional<Vector<Scalar>> eta;
+    Vector<Scalar> eta;
     Inputs slice(Index b, Index n) const {
       return {.q = q.middleRows(b, n),
               .k = k.middleRows(b, n),
               .v = v.middleRows(b, n),
-              .eta = eta ? std::optional<GateRef<Scalar>>(eta->segment(b, n)) : std::nullopt};
+              .eta = eta.segment(b, n)};
     }
-    Inputs whole() const {
-      return {
-          .q = q, .k = k, .v = v, .eta = eta ? std::optional<GateRef<Scalar>>(*eta) : std::nullopt};
-    }
+    Inputs whole() const { return {.q = q, .k = k, .v = v, .eta = eta}; }
   };
 
   /// q, k, v uniform(−1, 1); eta uniform(0, 1/d) (with some zeros for `zero_eta`).
@@ -217,7 +214,7 @@ struct LayerCase<TTT<Scalar, Model>> {
            Vector<Scalar>(uniform<Scalar>(rng, T, 1, 0.0, 1.0 / static_cast<double>(d)).col(0))};
     if (var.zero_eta) {
       for (Index t = 0; t < T; ++t) {
-        if (uniform_index(rng, 0, 2) == 0) (*x.eta)(t) = Scalar(0);
+        if (uniform_index(rng, 0, 2) == 0) x.eta(t) = Scalar(0);
       }
     }
     return x;
@@ -264,11 +261,10 @@ struct LayerCase<TTT<Scalar, Model>> {
          "v must be 6x" + d + ", got 6x2"},
         {"eta too short", [](Data& x) { x.eta = Vector<Scalar>::Ones(5); },
          "eta must be 6x1, got 5x1"},
-        {"negative eta", [](Data& x) { (*x.eta)(2) = Scalar(-0.5); },
+        {"negative eta", [](Data& x) { x.eta(2) = Scalar(-0.5); },
          "eta[2] must be finite and >= 0, got -0.5"},
-        {"NaN eta", [nan](Data& x) { (*x.eta)(1) = nan; }, "eta[1] must be finite"},
-        {"infinite eta", [inf](Data& x) { (*x.eta)(4) = inf; }, "eta[4] must be finite"},
-        {"missing eta", [](Data& x) { x.eta.reset(); }, "eta is required (6x1), got none"},
+        {"NaN eta", [nan](Data& x) { x.eta(1) = nan; }, "eta[1] must be finite"},
+        {"infinite eta", [inf](Data& x) { x.eta(4) = inf; }, "eta[4] must be finite"},
         {"NaN in q", [nan](Data& x) { x.q(1, 2) = nan; }, "q(1, 2) must be finite"},
         {"Inf in v", [inf](Data& x) { x.v(5, 0) = -inf; }, "v(5, 0) must be finite"},
     };
@@ -441,7 +437,7 @@ TYPED_TEST(TTTDouble, ParallelBeyondMiniBatchNamesChunkwise) {
   init.position = 2;  // 2 + 3 > 4
   auto state = init;
   try {
-    (void)layer.forward(Form::parallel, x.whole(), state);
+    (void)forward(layer, Form::parallel, x.whole(), state);
     ADD_FAILURE() << "no exception";
   } catch (const seqmem::invalid_argument& e) {
     const std::string what = e.what();
@@ -451,17 +447,17 @@ TYPED_TEST(TTTDouble, ParallelBeyondMiniBatchNamesChunkwise) {
   EXPECT_TRUE(same_state<Layer>(state, init, 0.0)) << "state changed";
 
   auto rec = init, chunk = init;
-  const auto o_rec = layer.forward(Form::recurrent, x.whole(), rec);
-  const auto o_chunk = layer.forward(Form::chunkwise, x.whole(), chunk);
+  const auto o_rec = forward(layer, Form::recurrent, x.whole(), rec);
+  const auto o_chunk = forward(layer, Form::chunkwise, x.whole(), chunk);
   EXPECT_TRUE(near(o_chunk, o_rec, 1e-12));
   EXPECT_TRUE(same_state<Layer>(chunk, rec, 1e-12));
   EXPECT_EQ(rec.position, 1);
 
   // Exactly filling the mini-batch is allowed (and rolls over).
   auto par = init;
-  const auto o_par = layer.forward(Form::parallel, x.slice(0, 2), par);
+  const auto o_par = forward(layer, Form::parallel, x.slice(0, 2), par);
   auto rec2 = init;
-  EXPECT_TRUE(near(o_par, layer.forward(Form::recurrent, x.slice(0, 2), rec2), 1e-12));
+  EXPECT_TRUE(near(o_par, forward(layer, Form::recurrent, x.slice(0, 2), rec2), 1e-12));
   EXPECT_EQ(par.position, 0);
   EXPECT_TRUE(same_state<Layer>(par, rec2, 1e-12));
 }
@@ -507,7 +503,7 @@ TYPED_TEST(TTTDouble, BadStateThrowsAndKeepsState) {
       b.mutate(state);
       const auto before = state;
       try {
-        (void)layer.forward(form, x.whole(), state);
+        (void)forward(layer, form, x.whole(), state);
         ADD_FAILURE() << "no exception";
       } catch (const seqmem::invalid_argument& e) {
         EXPECT_NE(std::string(e.what()).find(b.expect), std::string::npos)
@@ -541,7 +537,7 @@ TYPED_TEST(TTTDouble, StartOfMiniBatchWithNonzeroGradient) {
   for (Form form : all_forms) {
     auto state = init;
     try {
-      outs.push_back(layer.forward(form, x.whole(), state));
+      outs.push_back(forward(layer, form, x.whole(), state));
       states.push_back(state);
     } catch (const seqmem::invalid_argument&) {
       ++thrown;
@@ -583,7 +579,7 @@ TYPED_TEST(TTTDouble, CallsMayEndInsideAMiniBatch) {
     Matrix<double> ref;
     for (Index n = 0; n <= T; ++n) {
       auto s = init;
-      const auto o = layer.forward(Form::recurrent, x.slice(0, n), s);
+      const auto o = forward(layer, Form::recurrent, x.slice(0, n), s);
       if (n == T) ref = o;
       prefix.push_back(s);
     }
@@ -614,7 +610,7 @@ TYPED_TEST(TTTDouble, CallsMayEndInsideAMiniBatch) {
             break;
           }
           forms += std::string(to_string(form)) + "(" + std::to_string(n) + ") ";
-          out.middleRows(begin, n) = layer.forward(form, x.slice(begin, n), state);
+          out.middleRows(begin, n) = forward(layer, form, x.slice(begin, n), state);
           const auto& want = prefix[std::size_t(cuts[c + 1])];
           EXPECT_TRUE(same_state<Layer>(state, want, 1e-12)) << "after " << forms;
           EXPECT_TRUE(
@@ -636,7 +632,7 @@ TYPED_TEST(TTTDouble, CallsMayEndInsideAMiniBatch) {
   }
 }
 
-// The layer computes the definition of MATH.md §4, written out here token by token with
+// The layer computes the definition of docs/math.md §4, written out here token by token with
 // the engine's per-token gradient (checked against finite differences below) and c_i
 // computed here from 1/(i+1) + λ_i: mini-batches, token scaling with its clamp at 0, zero
 // rates, T not a multiple of b, and the weights carried from one mini-batch to the next.
@@ -663,11 +659,11 @@ TYPED_TEST(TTTDouble, EveryFormComputesTheDefinition) {
           ref = current;
           sum = token_gradient<double>(model, ref, x.k.row(t), x.v.row(t));
           for (auto& W : sum.W)
-            W *= (*x.eta)(t);
+            W *= x.eta(t);
           for (auto& B : sum.b)
-            B *= (*x.eta)(t);
+            B *= x.eta(t);
         } else {
-          add_to(sum, (*x.eta)(t), token_gradient<double>(model, ref, x.k.row(t), x.v.row(t)));
+          add_to(sum, x.eta(t), token_gradient<double>(model, ref, x.k.row(t), x.v.row(t)));
         }
         current = ref;
         add_to(current, -token_scale_of(variant, i), sum);
@@ -677,7 +673,7 @@ TYPED_TEST(TTTDouble, EveryFormComputesTheDefinition) {
         SCOPED_TRACE(::testing::Message() << "T " << T << ", " << to_string(form));
         auto state = layer.initial_state();
         if (!Case::defined(layer, form, state, T)) continue;
-        const auto got = layer.forward(form, x.whole(), state);
+        const auto got = forward(layer, form, x.whole(), state);
         EXPECT_TRUE(near(got, want, 1e-12)) << "outputs";
         EXPECT_TRUE(same_weights(layer.current_weights(state), current, 1e-12))
             << "current weights";
@@ -902,8 +898,8 @@ TEST(TTTGradients, InnerModelTraceMatchesFiniteDifferences) {
     m.ln_eps = 1e-6;
     m.loss_factor = c.loss_factor;
     const Index d = c.dims.front();
-    m.ln_weight = Matrix<double>::Ones(1, d) + 0.2 * uniform<double>(rng, 1, d);
-    m.ln_bias = 0.2 * uniform<double>(rng, 1, d);
+    m.parameters.ln_weight = Matrix<double>::Ones(1, d) + 0.2 * uniform<double>(rng, 1, d);
+    m.parameters.ln_bias = 0.2 * uniform<double>(rng, 1, d);
     Weights<double> P = random_weights(m.zeros(), rng, 1.5);
     const Index T = 3;
     const Matrix<double> k = uniform<double>(rng, T, d), v = uniform<double>(rng, T, d);
@@ -954,12 +950,12 @@ Matrix<double> run_pieces(const Layer& layer, Form form, const Matrix<double>& q
   Matrix<double> out(T, layer.output_dim());
   for (Index begin = 0; begin < T; begin += piece) {
     const Index n = std::min(piece, T - begin);
-    out.middleRows(begin, n) = layer.forward(form,
-                                             {.q = q.middleRows(begin, n),
-                                              .k = k.middleRows(begin, n),
-                                              .v = v.middleRows(begin, n),
-                                              .eta = GateRef<double>(eta.segment(begin, n))},
-                                             state);
+    out.middleRows(begin, n) = forward(layer, form,
+                                       {.q = q.middleRows(begin, n),
+                                        .k = k.middleRows(begin, n),
+                                        .v = v.middleRows(begin, n),
+                                        .eta = GateRef<double>(eta.segment(begin, n))},
+                                       state);
   }
   return out;
 }
@@ -982,7 +978,7 @@ TEST(TTTIdentities, TheoremOneLinearAttention) {
       const auto ttt = plain_ttt_linear(d, b, Matrix<double>::Zero(d, d));
       for (Form lform : all_forms) {
         auto ls = linear.initial_state();
-        const auto want = linear.forward(lform, {.q = q, .k = k, .v = v}, ls);
+        const auto want = forward(linear, lform, {.q = q, .k = k, .v = v}, ls);
         for (Form form : all_forms) {
           for (Index piece : {T, Index{3}}) {
             SCOPED_TRACE(::testing::Message()
@@ -1009,7 +1005,7 @@ TEST(TTTIdentities, TheoremOneWithRates) {
   const Matrix<double> scaled_k = eta.asDiagonal() * k;
   const LinearAttention<double> linear({.key_dim = d, .value_dim = d, .scale = 1.0});
   auto ls = linear.initial_state();
-  const auto want = linear.forward(Form::recurrent, {.q = q, .k = scaled_k, .v = v}, ls);
+  const auto want = forward(linear, Form::recurrent, {.q = q, .k = scaled_k, .v = v}, ls);
   const auto ttt = plain_ttt_linear(d, 32, Matrix<double>::Zero(d, d));
   for (Form form : all_forms) {
     auto ts = ttt.initial_state();
@@ -1041,7 +1037,7 @@ TEST(TTTIdentities, MiniBatchOneIsDeltaNet) {
       for (Form dform : all_forms) {
         DeltaNet<double>::State ds{W0};
         const auto want =
-            delta.forward(dform, {.q = q, .k = k, .v = v, .beta = GateRef<double>(eta)}, ds);
+            forward(delta, dform, {.q = q, .k = k, .v = v, .beta = GateRef<double>(eta)}, ds);
         for (Form form : all_forms) {
           SCOPED_TRACE(::testing::Message()
                        << (zero_start ? "W0 = 0" : "random W0") << ", scaling " << scaling

@@ -10,6 +10,7 @@
 #include <exception>
 #include <mutex>
 #include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -22,7 +23,8 @@ namespace seqmem {
 /// Multi-head, multi-sequence executor. Inputs of one sequence are packed: q, k `T×(H·dk)`,
 /// v `T×(H·dv)`, gates `T×H`; the output is `T×(H·output_dim)`. Head h is computed exactly
 /// as `layer.forward` on the head's column slices, so results do not depend on the number
-/// of threads (Eigen's own threading is not used inside).
+/// of threads (Eigen's own threading is not used inside). Each head is validated once
+/// (`check`), then run through `forward_unchecked`.
 template <MultiHeadLayer Layer>
 class MultiHead {
  public:
@@ -50,51 +52,88 @@ class MultiHead {
     return States(static_cast<std::size_t>(num_heads_), layer_.initial_state());
   }
 
-  /// One sequence, all heads.
+  /// One sequence, all heads; returns the `T×(H·output_dim)` output.
   Matrix<Scalar> forward(Form form, const Inputs& packed, States& states) const {
-    std::vector<Matrix<Scalar>> outs =
-        forward_batch(form, std::span<const Inputs>(&packed, 1), std::span<States>(&states, 1));
-    return std::move(outs.front());
+    Matrix<Scalar> out(Layer::tokens(packed), num_heads_ * layer_.output_dim());
+    forward(form, packed, states, out);
+    return out;
   }
 
-  /// A batch of sequences (any lengths), all heads; `states[s]` belongs to sequence s.
-  /// Everything is validated before any state changes (strong guarantee).
+  /// One sequence, all heads, written into `out` (`T×(H·output_dim)`, any row stride).
+  void forward(Form form, const Inputs& packed, States& states, MatrixRef<Scalar> out) const {
+    States* state_list[] = {&states};
+    forward_batch(form, std::span<const Inputs>(&packed, 1), state_list,
+                  std::span<MatrixRef<Scalar>>(&out, 1));
+  }
+
+  /// A batch of sequences (any lengths), all heads; `states[s]` belongs to sequence s and
+  /// lives wherever the model keeps it. Returns one output per sequence.
+  std::vector<Matrix<Scalar>> forward_batch(Form form, std::span<const Inputs> sequences,
+                                            std::span<States* const> states) const {
+    std::vector<Matrix<Scalar>> outs;
+    outs.reserve(sequences.size());
+    for (const Inputs& seq : sequences)
+      outs.emplace_back(Layer::tokens(seq), num_heads_ * layer_.output_dim());
+    std::vector<MatrixRef<Scalar>> views(outs.begin(), outs.end());
+    forward_batch(form, sequences, states, views);
+    return outs;
+  }
+
+  /// As above, for states kept side by side (`states[s]` for sequence s).
   std::vector<Matrix<Scalar>> forward_batch(Form form, std::span<const Inputs> sequences,
                                             std::span<States> states) const {
-    if (states.size() != sequences.size()) {
-      detail::fail(kName, "states must hold one entry per sequence (", sequences.size(), "), got ",
-                   states.size());
-    }
-    std::vector<Inputs> heads;  // views into the caller's packed inputs
-    heads.reserve(sequences.size() * static_cast<std::size_t>(num_heads_));
-    std::vector<Matrix<Scalar>> outs(sequences.size());
-    for (std::size_t s = 0; s < sequences.size(); ++s) {
-      if (static_cast<Index>(states[s].size()) != num_heads_) {
-        detail::fail(kName, "states[", s, "] must hold ", num_heads_, " head states, got ",
-                     states[s].size());
-      }
-      for (Index h = 0; h < num_heads_; ++h) {
-        heads.push_back(layer_.head(sequences[s], h, num_heads_));
-        layer_.check(form, heads.back(), states[s][static_cast<std::size_t>(h)]);
-      }
-      outs[s].resize(Layer::tokens(sequences[s]), num_heads_ * layer_.output_dim());
+    std::vector<States*> pointers;
+    for (States& state : states)
+      pointers.push_back(&state);
+    return forward_batch(form, sequences, pointers);
+  }
+
+  /// A batch of sequences, all heads, written into the caller's `outs[s]`
+  /// (`T_s×(H·output_dim)`). Everything is validated once, before any state changes (strong
+  /// guarantee); messages name the sequence and head, and packed widths the number of heads.
+  void forward_batch(Form form, std::span<const Inputs> sequences, std::span<States* const> states,
+                     std::span<MatrixRef<Scalar>> outs) const {
+    const std::size_t count = sequences.size();
+    if (states.size() != count || outs.size() != count) {
+      detail::fail(kName, "states and outs must hold one entry per sequence (", count, "), got ",
+                   states.size(), " and ", outs.size());
     }
     const Index dv = layer_.output_dim();
+    std::vector<Inputs> heads;  // views into the caller's packed inputs
+    heads.reserve(count * static_cast<std::size_t>(num_heads_));
+    Index total_tokens = 0;
+    for (std::size_t s = 0; s < count; ++s) {
+      if (states[s] == nullptr) detail::fail(kName, "states[", s, "] is null");
+      if (static_cast<Index>(states[s]->size()) != num_heads_) {
+        detail::fail(kName, "states[", s, "] must hold ", num_heads_, " head states, got ",
+                     states[s]->size());
+      }
+      const Index T = Layer::tokens(sequences[s]);
+      detail::require_shape(kName, "out (heads packed side by side)", outs[s], T, num_heads_ * dv);
+      total_tokens += T;
+      for (Index h = 0; h < num_heads_; ++h) {
+        try {
+          heads.push_back(layer_.head(sequences[s], h, num_heads_));
+          layer_.check(form, heads.back(), (*states[s])[static_cast<std::size_t>(h)]);
+        } catch (const invalid_argument& error) {
+          throw invalid_argument(std::string(error.what()) + " [sequence " + std::to_string(s) +
+                                 ", head " + std::to_string(h) + " of " +
+                                 std::to_string(num_heads_) + "]");
+        }
+      }
+    }
     // Starting threads costs tens of microseconds: a call with few tokens in all (a decode
     // step) runs on the calling thread.
-    Index total_tokens = 0;
-    for (const Inputs& seq : sequences)
-      total_tokens += Layer::tokens(seq);
     const Index threads = total_tokens * num_heads_ < kMinTokensPerThread * 2 ? 1 : num_threads_;
     run_parallel(threads, static_cast<Index>(heads.size()), [&](Index item) {
       const auto s = static_cast<std::size_t>(item / num_heads_);
       const Index h = item % num_heads_;
-      // An empty output has no storage to offset into (see detail::head_qkv).
+      // An empty output may have no storage to offset into: take column 0 then.
       const Index column = outs[s].rows() > 0 ? h * dv : 0;
-      layer_.forward(form, heads[static_cast<std::size_t>(item)],
-                     states[s][static_cast<std::size_t>(h)], outs[s].middleCols(column, dv));
+      layer_.forward_unchecked(form, heads[static_cast<std::size_t>(item)],
+                               (*states[s])[static_cast<std::size_t>(h)],
+                               outs[s].middleCols(column, dv));
     });
-    return outs;
   }
 
  private:

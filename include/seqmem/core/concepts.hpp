@@ -1,7 +1,7 @@
 #pragma once
 
 /// @file
-/// The memory-state contract every layer satisfies (DESIGN.md, "One memory-state concept").
+/// The memory-state contract every layer satisfies (the shared surface is in core/layer.hpp).
 
 #include <concepts>
 
@@ -24,12 +24,15 @@ concept SequenceMemory = std::floating_point<typename L::Scalar> &&
 };
 
 /// A layer that the multi-head executor can drive: it validates a call without running it,
-/// slices one head out of packed `T×(H·d)` inputs (`T×H` gates) and knows its output width.
+/// runs a validated call without checking again, slices one head out of packed `T×(H·d)`
+/// inputs (`T×H` gates) and knows its output width.
 template <class L>
 concept MultiHeadLayer = SequenceMemory<L> &&
     requires(const L& layer, Form form, const typename L::Inputs& in,
-             const typename L::State& state, Index index) {
+             const typename L::State& state, typename L::State& mutable_state,
+             MatrixRef<typename L::Scalar> out, Index index) {
   { layer.check(form, in, state) } -> std::same_as<void>;
+  { layer.forward_unchecked(form, in, mutable_state, out) } -> std::same_as<void>;
   { layer.head(in, index, index) } -> std::same_as<typename L::Inputs>;
   { layer.output_dim() } -> std::same_as<Index>;
   { L::tokens(in) } -> std::same_as<Index>;

@@ -6,7 +6,6 @@
 
 #include <cmath>
 #include <limits>
-#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -88,25 +87,6 @@ void require_finite(std::string_view where, std::string_view name,
   }
 }
 
-/// Checks a per-token gate: present (unless optional), `T × 1`, every value finite and
-/// accepted by `in_range`; `range_text` says the accepted range in the message.
-template <class Scalar, class InRange>
-void require_gate(std::string_view where, std::string_view name,
-                  const std::optional<GateRef<Scalar>>& gate, Index tokens, bool required,
-                  InRange in_range, std::string_view range_text) {
-  if (!gate) {
-    if (required) fail(where, name, " is required (", tokens, "x1), got none");
-    return;
-  }
-  require_shape(where, name, *gate, tokens, 1);
-  for (Index t = 0; t < tokens; ++t) {
-    const Scalar value = (*gate)(t, 0);
-    if (!std::isfinite(value) || !in_range(value)) {
-      fail(where, name, "[", t, "] must be finite and ", range_text, ", got ", value);
-    }
-  }
-}
-
 /// Checks one call's q, k (`T×dk`) and v (`T×dv`), T being q's rows, and — when `finite` —
 /// that they hold no NaN or Inf.
 template <class Inputs>
@@ -120,37 +100,6 @@ void require_qkv(std::string_view where, const Inputs& in, Index dk, Index dv, b
     require_finite(where, "k", in.k);
     require_finite(where, "v", in.v);
   }
-}
-
-/// Inputs of head h of H heads packed side by side: the q, k, v column slices (views into
-/// `packed`); the caller adds the head's gates with set_head_gate.
-template <class Inputs>
-Inputs head_qkv(std::string_view where, const Inputs& packed, Index h, Index H, Index dk,
-                Index dv) {
-  const Index T = packed.q.rows();
-  require_shape(where, "q (packed)", packed.q, T, H * dk);
-  require_shape(where, "k (packed)", packed.k, T, H * dk);
-  require_shape(where, "v (packed)", packed.v, T, H * dv);
-  // An empty matrix may have no storage (null data), and Eigen offsets data() for a slice:
-  // null + offset is UB, so an empty call takes every head's (empty) slice at column 0.
-  const Index hk = T > 0 ? h * dk : 0, hv = T > 0 ? h * dv : 0;
-  return {.q = packed.q.middleCols(hk, dk),
-          .k = packed.k.middleCols(hk, dk),
-          .v = packed.v.middleCols(hv, dv)};
-}
-
-/// Sets `gate` to column `h` of a packed `T×H` gate (one column per head), if there is one.
-/// (emplace: an Eigen::Ref is constructed, never assigned.)
-template <class Scalar>
-void set_head_gate(std::string_view where, std::string_view name,
-                   std::optional<GateRef<Scalar>>& gate,
-                   const std::optional<GateRef<Scalar>>& packed, Index h, Index heads) {
-  if (!packed) return;
-  if (packed->cols() != heads) {
-    fail(where, name, " (packed) must have ", heads, " columns (one per head), got ",
-         packed->cols());
-  }
-  gate.emplace(packed->col(packed->rows() > 0 ? h : 0));  // no offset into empty storage
 }
 
 }  // namespace detail

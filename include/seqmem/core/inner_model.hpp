@@ -1,9 +1,9 @@
 #pragma once
 
 /// @file
-/// The engine shared by TTT (MATH.md §4) and Titans (MATH.md §5): an inner model (a stack of
-/// dense layers, optional residual + LayerNorm) trained at test time, its closed-form
-/// per-token gradients, and the dual form that evaluates queries at weights
+/// The engine shared by TTT (docs/math.md §4) and Titans (docs/math.md §5): an inner model (a stack
+/// of dense layers, optional residual + LayerNorm) trained at test time, its closed-form per-token
+/// gradients, and the dual form that evaluates queries at weights
 ///
 ///     P_t = Σ_r coef_r(t) · Base_r − Σ_{i≤t} E_{t,i} u_i            (u_i = ∇ℓ(P_ref; k_i, v_i))
 ///
@@ -14,6 +14,7 @@
 #include <array>
 #include <cmath>
 #include <numbers>
+#include <optional>
 #include <span>
 #include <sstream>
 #include <string_view>
@@ -35,6 +36,15 @@ template <class Scalar>
 struct Weights {
   std::vector<Matrix<Scalar>> W;
   std::vector<Matrix<Scalar>> b;
+};
+
+/// The outer-loop parameters of a test-time-training layer (TTT, Titans), learned elsewhere:
+/// the inner model's initial weights and the LayerNorm weight and bias (`1 × d_L`). A layer
+/// built without them uses its documented defaults (LN weight 1, LN bias 0).
+template <class Scalar>
+struct InnerParameters {
+  Weights<Scalar> initial;
+  Matrix<Scalar> ln_weight, ln_bias;
 };
 
 namespace detail {
@@ -102,7 +112,7 @@ void add_to_rows(Matrix<Scalar>& z, const Matrix<Scalar>& b, const Vector<Scalar
 }
 
 /// Row-wise LayerNorm with biased variance, LN(z) = γ ⊙ x̂ + β, x̂ = (z − μ)/σ, σ = √(var + ε),
-/// in the two fused forms the engine needs (MATH.md §4): the residual output x + LN(z) and the
+/// in the two fused forms the engine needs (docs/math.md §4): the residual output x + LN(z) and the
 /// gradient of the loss (factor/2)·‖x + LN(z) − v‖² w.r.t. z. Each row is one pass whose
 /// temporaries stay in registers for the common head widths 64 and 128 (fixed-size Eigen
 /// arrays, about 30 % faster there than dynamic rows); other widths use scratch rows.
@@ -226,7 +236,25 @@ struct InnerModel {
   bool layer_norm = true;
   Scalar ln_eps = Scalar(1e-6);
   Scalar loss_factor = Scalar(1);
-  Matrix<Scalar> ln_weight, ln_bias;  ///< 1 × d_L, fixed (outer-loop) parameters
+  /// Fixed (outer-loop) parameters: the initial weights and LayerNorm's weight and bias.
+  InnerParameters<Scalar> parameters;
+
+  /// The one parameter path of TTT and Titans: checks ln_eps, takes `given` (or, when absent,
+  /// `default_initial` with LN weight 1 and bias 0), checks every shape and value and keeps
+  /// them. `dims`, `bias` and `layer_norm` must be set before.
+  void adopt(std::string_view where, std::optional<InnerParameters<Scalar>> given,
+             Weights<Scalar> default_initial) {
+    if (!(ln_eps > Scalar(0))) fail(where, "ln_eps must be > 0, got ", ln_eps);
+    const Index d = dims.back();
+    if (!given) {
+      given = InnerParameters<Scalar>{std::move(default_initial), Matrix<Scalar>::Ones(1, d),
+                                      Matrix<Scalar>::Zero(1, d)};
+    }
+    check_weights(where, "parameters.initial", given->initial);
+    require_shape(where, "parameters.ln_weight", given->ln_weight, 1, d);
+    require_shape(where, "parameters.ln_bias", given->ln_bias, 1, d);
+    parameters = std::move(*given);
+  }
 
   Index depth() const { return static_cast<Index>(dims.size()) - 1; }
   std::size_t layers() const { return dims.size() - 1; }
@@ -309,8 +337,8 @@ struct InnerModel {
       if (l + 1 < L) activate(activation, ws.Z[l], ws.inner[l], ws.X[l + 1]);
     }
     if (layer_norm) {  // f(k) = k + LN(z)
-      ws.ln.loss_gradient(ws.Z[L - 1], k, v, ln_weight, ln_bias, ln_eps, loss_factor,
-                          ws.Delta[L - 1]);
+      ws.ln.loss_gradient(ws.Z[L - 1], k, v, parameters.ln_weight, parameters.ln_bias, ln_eps,
+                          loss_factor, ws.Delta[L - 1]);
     } else {
       ws.Delta[L - 1] = loss_factor * (ws.Z[L - 1] - v);
     }
@@ -344,7 +372,7 @@ struct InnerModel {
 
   /// The dual form: out = outputs of queries q_t at
   /// P_t = Σ_r coef_r(t) Base_r − Σ_{i≤t} E_{t,i} u_i, layer by layer with the query's own
-  /// activations (MATH.md §4, §5):
+  /// activations (docs/math.md §4, §5):
   ///     Z̄_l = Σ_r diag(coef_r)(H_l W_r,l + b_r,l) − (E ⊙ (H_l X_lᵀ + 1)) Δ_l
   /// (the `+ 1` and the b terms only with biases). Needs the trace of the same segment in ws.
   void dual_outputs(MatrixCRef<Scalar> q, std::span<const WeightedBase<Scalar>> bases,
@@ -379,7 +407,7 @@ struct InnerModel {
       out = ws.z;
       return;
     }
-    ws.ln.residual_output(ws.z, x, ln_weight, ln_bias, ln_eps, out);
+    ws.ln.residual_output(ws.z, x, parameters.ln_weight, parameters.ln_bias, ln_eps, out);
   }
 };
 

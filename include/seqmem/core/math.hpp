@@ -1,9 +1,9 @@
 #pragma once
 
 /// @file
-/// Math shared by several layers: feature maps, log-space decay tables (MATH.md §0) and the
+/// Math shared by several layers: feature maps, log-space decay tables (docs/math.md §0) and the
 /// decayed linear-attention chunk that linear attention and DeltaNet both end with
-/// (MATH.md §2, §3).
+/// (docs/math.md §2, §3).
 
 #include <cmath>
 #include <optional>
@@ -12,7 +12,7 @@
 
 namespace seqmem {
 
-/// Feature map φ applied to q and k by linear attention (MATH.md §2).
+/// Feature map φ applied to q and k by linear attention (docs/math.md §2).
 enum class FeatureMap { identity, elu_plus_one, relu };
 
 namespace detail {
@@ -28,7 +28,7 @@ void apply_feature_map(FeatureMap map, Matrix<Scalar>& x) {
   }
 }
 
-/// Log-space decay table of one chunk (MATH.md §0). The cumulative sums γ are kept in double
+/// Log-space decay table of one chunk (docs/math.md §0). The cumulative sums γ are kept in double
 /// even for float: γ grows with the chunk length, and a float γ would lose the small
 /// differences γ_i − γ_j that the factors are made of.
 template <class Scalar>
@@ -94,7 +94,7 @@ struct ChunkWorkspace {
   Matrix<Scalar> values;    // C×dv (DeltaNet pseudo-values)
 };
 
-/// One chunk of decayed linear attention with start state S (MATH.md §2, also the last two
+/// One chunk of decayed linear attention with start state S (docs/math.md §2, also the last two
 /// lines of the DeltaNet chunk in §3), `ws.decay` already assigned for this chunk:
 ///
 ///     O = diag(Γ) Q S + (tril₀(Q Kᵀ) ⊙ [Γ_i/Γ_j]) V

@@ -15,7 +15,7 @@
 /// side is a mini-batch of 16 rows), where Eigen's blocked GEMM reaches about half of an
 /// AVX-512 core's peak and libxsmm close to it (docs/benchmarks.md). Shapes libxsmm declines
 /// fall back to Eigen, so results never depend on whether a kernel was available — only the
-/// rounding of the sums may differ (within MATH.md §6's tolerances).
+/// rounding of the sums may differ (within docs/math.md §6's tolerances).
 
 #include <algorithm>
 #include <array>

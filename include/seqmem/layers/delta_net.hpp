@@ -1,19 +1,21 @@
 #pragma once
 
 /// @file
-/// DeltaNet and gated DeltaNet: the delta rule in all three forms (MATH.md §3).
+/// DeltaNet and gated DeltaNet: the delta rule in all three forms (docs/math.md §3).
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 
 #include "seqmem/core/errors.hpp"
+#include "seqmem/core/layer.hpp"
 #include "seqmem/core/math.hpp"
 #include "seqmem/core/types.hpp"
 
 namespace seqmem {
 
-/// DeltaNet (MATH.md §3); with a `log_decay` gate, gated DeltaNet:
+/// DeltaNet (docs/math.md §3); with a `log_decay` gate, gated DeltaNet:
 ///
 ///     S̃_t = exp(g_t) S_{t−1}
 ///     S_t = S̃_t + β_t k_tᵀ (v_t − k_t S̃_t)        o_t = scale·q_t S_t
@@ -23,7 +25,7 @@ namespace seqmem {
 /// The parallel form is that algorithm with one chunk spanning the call, so its memory is
 /// O(T²) (the `T×T` scores and the triangular system): use chunkwise for long calls.
 template <class Scalar_>
-class DeltaNet {
+class DeltaNet : public LayerBase<DeltaNet<Scalar_>> {
  public:
   using Scalar = Scalar_;
   static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
@@ -44,10 +46,10 @@ class DeltaNet {
   /// q, k `T×key_dim`, v `T×value_dim`, `beta` `T×1` in [0, 2], optional `log_decay` `T×1`
   /// with g_t ≤ 0 (gated DeltaNet).
   struct Inputs {
-    MatrixCRef<Scalar> q;
-    MatrixCRef<Scalar> k;
-    MatrixCRef<Scalar> v;
-    std::optional<GateRef<Scalar>> beta = std::nullopt;
+    InputRef<Scalar> q;
+    InputRef<Scalar> k;
+    InputRef<Scalar> v;
+    GateRef<Scalar> beta;
     std::optional<GateRef<Scalar>> log_decay = std::nullopt;
   };
 
@@ -55,69 +57,51 @@ class DeltaNet {
     Matrix<Scalar> S;  ///< key_dim × value_dim
   };
 
+  static constexpr const char* kName = "DeltaNet";
+
   explicit DeltaNet(const Options& options) : options_(options) {
     detail::require_positive(kName, "key_dim", options_.key_dim);
     detail::require_positive(kName, "value_dim", options_.value_dim);
     detail::require_positive(kName, "chunk_size", options_.chunk_size);
-    const Scalar scale = options_.scale.value_or(Scalar(1) / std::sqrt(Scalar(options_.key_dim)));
-    if (!std::isfinite(scale)) detail::fail(kName, "scale must be finite, got ", scale);
-    options_.scale = scale;
+    options_.scale = detail::scale_or_default(kName, options_.scale, options_.key_dim);
   }
 
   const Options& options() const { return options_; }
   Scalar scale() const { return *options_.scale; }
-  Index output_dim() const { return options_.value_dim; }
-  static Index tokens(const Inputs& in) { return in.q.rows(); }
+  Index key_dim() const { return options_.key_dim; }
+  Index value_dim() const { return options_.value_dim; }
+  bool check_finite() const { return options_.check_finite; }
+
+  static constexpr auto gates() {
+    return std::tuple{detail::GateSpec{&Inputs::beta, "beta", 0.0, 2.0},
+                      detail::GateSpec{&Inputs::log_decay, "log_decay", -kInf, 0.0}};
+  }
 
   State initial_state() const {
     return {Matrix<Scalar>::Zero(options_.key_dim, options_.value_dim)};
   }
 
-  void check(Form form, const Inputs& in, const State& state) const {
-    (void)form;
-    const Index T = in.q.rows(), dk = options_.key_dim, dv = options_.value_dim;
-    detail::require_qkv(kName, in, options_.key_dim, options_.value_dim, options_.check_finite);
-    detail::require_gate<Scalar>(
-        kName, "beta", in.beta, T, true, [](Scalar b) { return b >= Scalar(0) && b <= Scalar(2); },
-        "in [0, 2]");
-    detail::require_gate<Scalar>(
-        kName, "log_decay", in.log_decay, T, false, [](Scalar g) { return g <= Scalar(0); },
-        "<= 0");
-    detail::require_shape(kName, "state.S", state.S, dk, dv);
+  void check_state(Form, Index, const State& state) const {
+    detail::require_shape(kName, "state.S", state.S, options_.key_dim, options_.value_dim);
   }
 
-  Inputs head(const Inputs& packed, Index h, Index H) const {
-    Inputs in = detail::head_qkv(kName, packed, h, H, options_.key_dim, options_.value_dim);
-    detail::set_head_gate<Scalar>(kName, "beta", in.beta, packed.beta, h, H);
-    detail::set_head_gate<Scalar>(kName, "log_decay", in.log_decay, packed.log_decay, h, H);
-    return in;
-  }
-
-  Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
-    Matrix<Scalar> out(in.q.rows(), options_.value_dim);
-    forward(form, in, state, out);
-    return out;
-  }
-
-  void forward(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
-    check(form, in, state);
-    detail::require_shape(kName, "out", out, in.q.rows(), options_.value_dim);
-    if (in.q.rows() == 0) return;
+  /// The math of one checked call with T > 0.
+  void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
     Matrix<Scalar> q = in.q;
     if (options_.qk_l2norm) {
       l2_normalize_rows(q);
       Matrix<Scalar> k = in.k;
       l2_normalize_rows(k);
       q *= scale();
-      run(form, q, k, in, state, out);
+      run_form(form, q, k, in, state, out);
     } else {
       q *= scale();
-      run(form, q, in.k, in, state, out);
+      run_form(form, q, in.k, in, state, out);
     }
   }
 
  private:
-  static constexpr const char* kName = "DeltaNet";
+  static constexpr double kInf = std::numeric_limits<double>::infinity();
 
   static void l2_normalize_rows(Matrix<Scalar>& x) {
     const Vector<Scalar> norms = (x.rowwise().squaredNorm().array() + Scalar(1e-6)).sqrt();
@@ -125,8 +109,8 @@ class DeltaNet {
   }
 
   template <class KMatrix>
-  void run(Form form, const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in, State& state,
-           MatrixRef<Scalar>& out) const {
+  void run_form(Form form, const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in,
+                State& state, MatrixRef<Scalar>& out) const {
     if (form == Form::recurrent) return recurrent(q, k, in, state, out);
     const Index chunk = form == Form::parallel ? q.rows() : options_.chunk_size;
     detail::ChunkWorkspace<Scalar> ws;
@@ -134,13 +118,13 @@ class DeltaNet {
       const Index n = std::min(chunk, q.rows() - begin);
       ws.decay.assign(in.log_decay, begin, n);
       const auto kc = k.middleRows(begin, n);
-      pseudo_values(kc, in.v.middleRows(begin, n), in.beta->middleRows(begin, n), state.S, ws);
+      pseudo_values(kc, in.v.middleRows(begin, n), in.beta.middleRows(begin, n), state.S, ws);
       detail::decayed_linear_chunk(q.middleRows(begin, n), kc, ws.values, state.S,
                                    out.middleRows(begin, n), ws);
     }
   }
 
-  /// The values the delta rule actually writes in one chunk (MATH.md §3):
+  /// The values the delta rule actually writes in one chunk (docs/math.md §3):
   ///     (I + A) V' = diag(β)(V − diag(Γ) K S),   A_ij = β_i (Γ_i/Γ_j) k_i·k_j  for i > j
   /// solved by forward substitution (A is strictly lower triangular).
   template <class KBlock, class VBlock, class BetaBlock>
@@ -161,7 +145,7 @@ class DeltaNet {
     ws.scores.template triangularView<Eigen::UnitLower>().solveInPlace(ws.values);
   }
 
-  /// The definition, token by token (MATH.md §3; q already scaled).
+  /// The definition, token by token (docs/math.md §3; q already scaled).
   template <class KMatrix>
   void recurrent(const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in, State& state,
                  MatrixRef<Scalar>& out) const {
@@ -170,7 +154,7 @@ class DeltaNet {
       // S_t = e^g S + kᵀu with u = β(v − k e^g S): one pass over S for the update.
       const Scalar decay = in.log_decay ? std::exp((*in.log_decay)(t, 0)) : Scalar(1);
       u.noalias() = k.row(t) * state.S;
-      u = (*in.beta)(t, 0) * (in.v.row(t) - decay * u);
+      u = in.beta(t, 0) * (in.v.row(t) - decay * u);
       state.S = decay * state.S + k.row(t).transpose().lazyProduct(u);
       out.row(t).noalias() = q.row(t) * state.S;
     }

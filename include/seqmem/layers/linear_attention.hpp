@@ -2,27 +2,29 @@
 
 /// @file
 /// Linear attention, optionally gated (simple GLA), normalized and feature-mapped
-/// (MATH.md §2).
+/// (docs/math.md §2).
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <utility>
 
 #include "seqmem/core/errors.hpp"
+#include "seqmem/core/layer.hpp"
 #include "seqmem/core/math.hpp"
 #include "seqmem/core/types.hpp"
 
 namespace seqmem {
 
-/// Linear attention (MATH.md §2):
+/// Linear attention (docs/math.md §2):
 ///
 ///     S_t = exp(g_t) S_{t−1} + φ(k_t)ᵀ v_t           o_t = scale·φ(q_t) S_t
 ///     z_t = exp(g_t) z_{t−1} + φ(k_t)                 (normalized: o_t /= scale·φ(q_t)·z_t + ε)
 ///
 /// The parallel form is the chunkwise algorithm with one chunk spanning the call.
 template <class Scalar_>
-class LinearAttention {
+class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
  public:
   using Scalar = Scalar_;
   static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
@@ -44,9 +46,9 @@ class LinearAttention {
   /// One head's inputs for one call: q, k `T×key_dim`, v `T×value_dim`, optional
   /// `log_decay` `T×1` with g_t ≤ 0.
   struct Inputs {
-    MatrixCRef<Scalar> q;
-    MatrixCRef<Scalar> k;
-    MatrixCRef<Scalar> v;
+    InputRef<Scalar> q;
+    InputRef<Scalar> k;
+    InputRef<Scalar> v;
     std::optional<GateRef<Scalar>> log_decay = std::nullopt;
   };
 
@@ -56,13 +58,13 @@ class LinearAttention {
     Matrix<Scalar> z;
   };
 
+  static constexpr const char* kName = "LinearAttention";
+
   explicit LinearAttention(const Options& options) : options_(options) {
     detail::require_positive(kName, "key_dim", options_.key_dim);
     detail::require_positive(kName, "value_dim", options_.value_dim);
     detail::require_positive(kName, "chunk_size", options_.chunk_size);
-    const Scalar scale = options_.scale.value_or(Scalar(1) / std::sqrt(Scalar(options_.key_dim)));
-    if (!std::isfinite(scale)) detail::fail(kName, "scale must be finite, got ", scale);
-    options_.scale = scale;
+    options_.scale = detail::scale_or_default(kName, options_.scale, options_.key_dim);
     if (!(options_.norm_eps >= Scalar(0))) {
       detail::fail(kName, "norm_eps must be >= 0, got ", options_.norm_eps);
     }
@@ -70,8 +72,14 @@ class LinearAttention {
 
   const Options& options() const { return options_; }
   Scalar scale() const { return *options_.scale; }
-  Index output_dim() const { return options_.value_dim; }
-  static Index tokens(const Inputs& in) { return in.q.rows(); }
+  Index key_dim() const { return options_.key_dim; }
+  Index value_dim() const { return options_.value_dim; }
+  bool check_finite() const { return options_.check_finite; }
+
+  static constexpr auto gates() {
+    return std::tuple{detail::GateSpec{&Inputs::log_decay, "log_decay",
+                                       -std::numeric_limits<double>::infinity(), 0.0}};
+  }
 
   State initial_state() const {
     State state;
@@ -80,54 +88,30 @@ class LinearAttention {
     return state;
   }
 
-  /// Throws `seqmem::invalid_argument` unless `forward(form, in, state)` is valid.
-  void check(Form form, const Inputs& in, const State& state) const {
-    (void)form;
-    const Index T = in.q.rows(), dk = options_.key_dim, dv = options_.value_dim;
-    detail::require_qkv(kName, in, options_.key_dim, options_.value_dim, options_.check_finite);
-    detail::require_gate<Scalar>(
-        kName, "log_decay", in.log_decay, T, false, [](Scalar g) { return g <= Scalar(0); },
-        "<= 0");
-    detail::require_shape(kName, "state.S", state.S, dk, dv);
+  void check_state(Form, Index, const State& state) const {
+    const Index dk = options_.key_dim;
+    detail::require_shape(kName, "state.S", state.S, dk, options_.value_dim);
     detail::require_shape(kName, "state.z", state.z, options_.normalize ? 1 : 0,
                           options_.normalize ? dk : 0);
   }
 
-  /// Head `h` of `H` heads packed side by side (`T×(H·d)` inputs, `T×H` gate).
-  Inputs head(const Inputs& packed, Index h, Index H) const {
-    Inputs in = detail::head_qkv(kName, packed, h, H, options_.key_dim, options_.value_dim);
-    detail::set_head_gate<Scalar>(kName, "log_decay", in.log_decay, packed.log_decay, h, H);
-    return in;
-  }
-
-  Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
-    Matrix<Scalar> out(in.q.rows(), options_.value_dim);
-    forward(form, in, state, out);
-    return out;
-  }
-
-  void forward(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
-    check(form, in, state);
-    detail::require_shape(kName, "out", out, in.q.rows(), options_.value_dim);
-    const Index T = in.q.rows();
-    if (T == 0) return;
+  /// The math of one checked call with T > 0.
+  void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
     Matrix<Scalar> q = in.q * scale();
     detail::apply_feature_map(options_.feature_map, q);
     if (options_.feature_map == FeatureMap::identity) {
-      run(form, q, in.k, in, state, out);
+      run_form(form, q, in.k, in, state, out);
     } else {
       Matrix<Scalar> k = in.k;
       detail::apply_feature_map(options_.feature_map, k);
-      run(form, q, k, in, state, out);
+      run_form(form, q, k, in, state, out);
     }
   }
 
  private:
-  static constexpr const char* kName = "LinearAttention";
-
   template <class KMatrix>
-  void run(Form form, const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in, State& state,
-           MatrixRef<Scalar>& out) const {
+  void run_form(Form form, const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in,
+                State& state, MatrixRef<Scalar>& out) const {
     if (form == Form::recurrent) return recurrent(q, k, in, state, out);
     const Index chunk = form == Form::parallel ? q.rows() : options_.chunk_size;
     if (!options_.normalize) return chunked(q, k, in.v, in.log_decay, chunk, state.S, out);

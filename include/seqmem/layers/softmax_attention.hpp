@@ -1,19 +1,21 @@
 #pragma once
 
 /// @file
-/// Causal softmax attention with an optional sliding window (MATH.md §1).
+/// Causal softmax attention with an optional sliding window (docs/math.md §1).
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <tuple>
 
 #include "seqmem/core/errors.hpp"
+#include "seqmem/core/layer.hpp"
 #include "seqmem/core/types.hpp"
 
 namespace seqmem {
 
-/// Causal softmax attention (MATH.md §1):
+/// Causal softmax attention (docs/math.md §1):
 ///
 ///     o_t = Σ_{s∈W(t)} softmax_s(scale · q_t·k_s) v_s,   W(t) = {s : t − w < s ≤ t}
 ///
@@ -23,7 +25,7 @@ namespace seqmem {
 /// all its keys at cache rows [max(0, p − w + 1), p] where p is its own row; at the end of
 /// the call the cache is cut back to the last w − 1 rows (windowed) or kept whole.
 template <class Scalar_>
-class SoftmaxAttention {
+class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
  public:
   using Scalar = Scalar_;
   static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
@@ -39,9 +41,9 @@ class SoftmaxAttention {
   };
 
   struct Inputs {
-    MatrixCRef<Scalar> q;
-    MatrixCRef<Scalar> k;
-    MatrixCRef<Scalar> v;
+    InputRef<Scalar> q;
+    InputRef<Scalar> k;
+    InputRef<Scalar> v;
   };
 
   /// The KV cache (the last `window − 1` keys and values, or all of them) and the number
@@ -89,20 +91,22 @@ class SoftmaxAttention {
     Index begin_ = 0, size_ = 0, tokens_ = 0;
   };
 
+  static constexpr const char* kName = "SoftmaxAttention";
+
   explicit SoftmaxAttention(const Options& options) : options_(options) {
     detail::require_positive(kName, "key_dim", options_.key_dim);
     detail::require_positive(kName, "value_dim", options_.value_dim);
     detail::require_positive(kName, "chunk_size", options_.chunk_size);
     if (options_.window < 0) detail::fail(kName, "window must be >= 0, got ", options_.window);
-    const Scalar scale = options_.scale.value_or(Scalar(1) / std::sqrt(Scalar(options_.key_dim)));
-    if (!std::isfinite(scale)) detail::fail(kName, "scale must be finite, got ", scale);
-    options_.scale = scale;
+    options_.scale = detail::scale_or_default(kName, options_.scale, options_.key_dim);
   }
 
   const Options& options() const { return options_; }
   Scalar scale() const { return *options_.scale; }
-  Index output_dim() const { return options_.value_dim; }
-  static Index tokens(const Inputs& in) { return in.q.rows(); }
+  Index key_dim() const { return options_.key_dim; }
+  Index value_dim() const { return options_.value_dim; }
+  bool check_finite() const { return options_.check_finite; }
+  static constexpr std::tuple<> gates() { return {}; }
 
   State initial_state() const {
     State state;
@@ -131,30 +135,15 @@ class SoftmaxAttention {
     return state;
   }
 
-  void check(Form form, const Inputs& in, const State& state) const {
-    (void)form;
-    detail::require_qkv(kName, in, options_.key_dim, options_.value_dim, options_.check_finite);
+  void check_state(Form, Index, const State& state) const {
     detail::require_shape(kName, "state.keys", state.keys(), state.cached(), options_.key_dim);
     detail::require_shape(kName, "state.values", state.values(), state.cached(),
                           options_.value_dim);
   }
 
-  Inputs head(const Inputs& packed, Index h, Index H) const {
-    Inputs in = detail::head_qkv(kName, packed, h, H, options_.key_dim, options_.value_dim);
-    return in;
-  }
-
-  Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
-    Matrix<Scalar> out(in.q.rows(), options_.value_dim);
-    forward(form, in, state, out);
-    return out;
-  }
-
-  void forward(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
-    check(form, in, state);
-    detail::require_shape(kName, "out", out, in.q.rows(), options_.value_dim);
+  /// The math of one checked call with T > 0.
+  void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
     const Index T = in.q.rows();
-    if (T == 0) return;
     state.append(in.k, in.v);
     const Index first = state.cached() - T;  // cache row of the call's first query
     const Matrix<Scalar> q = in.q * scale();
@@ -167,7 +156,6 @@ class SoftmaxAttention {
   }
 
  private:
-  static constexpr const char* kName = "SoftmaxAttention";
   static constexpr Scalar kNegInf = -std::numeric_limits<Scalar>::infinity();
 
   /// First cache row visible from the query at cache row p.

@@ -2,22 +2,24 @@
 
 /// @file
 /// Titans neural memory: a deep memory trained at test time with momentum and
-/// data-dependent forgetting, in all three forms (MATH.md §5).
+/// data-dependent forgetting, in all three forms (docs/math.md §5).
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <utility>
 #include <vector>
 
 #include "seqmem/core/errors.hpp"
 #include "seqmem/core/inner_model.hpp"
+#include "seqmem/core/layer.hpp"
 #include "seqmem/core/types.hpp"
 
 namespace seqmem {
 
-/// Titans neural memory (MATH.md §5). Memory M of depth L (L = 1: x W; L ≥ 2: an MLP with
+/// Titans neural memory (docs/math.md §5). Memory M of depth L (L = 1: x W; L ≥ 2: an MLP with
 /// hidden width expansion·key_dim), loss ‖M(k) − v‖², gradients u_t at the weights M_ref of
 /// the current mini-batch's start, and
 ///
@@ -29,7 +31,7 @@ namespace seqmem {
 /// engine, core/inner_model.hpp) with coefficients built by running products, so α = 1,
 /// η = 0 and long products of small factors are exact (no quotients).
 template <class Scalar_>
-class TitansMemory {
+class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
  public:
   using Scalar = Scalar_;
   static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
@@ -52,20 +54,17 @@ class TitansMemory {
   /// (`1×value_dim`). Defaults: W_0 = 0 for L = 1; for L ≥ 2 the deterministic init of
   /// InnerModel::default_weights (W(i, j) = sin(1 + i·cols + j)/√rows); biases 0; LN weight 1,
   /// LN bias 0.
-  struct Parameters {
-    Weights<Scalar> initial;
-    Matrix<Scalar> ln_weight, ln_bias;
-  };
+  using Parameters = InnerParameters<Scalar>;
 
   /// q, k `T×key_dim`, v `T×value_dim`; per-token `theta` θ ≥ 0 (learning rate), `alpha`
   /// α ∈ [0, 1] (forgetting), `momentum` η ∈ [0, 1] (momentum decay), each `T×1`.
   struct Inputs {
-    MatrixCRef<Scalar> q;
-    MatrixCRef<Scalar> k;
-    MatrixCRef<Scalar> v;
-    std::optional<GateRef<Scalar>> theta = std::nullopt;
-    std::optional<GateRef<Scalar>> alpha = std::nullopt;
-    std::optional<GateRef<Scalar>> momentum = std::nullopt;
+    InputRef<Scalar> q;
+    InputRef<Scalar> k;
+    InputRef<Scalar> v;
+    GateRef<Scalar> theta;
+    GateRef<Scalar> alpha;
+    GateRef<Scalar> momentum;
   };
 
   /// M_ref (weights at the start of the current mini-batch), the current weights M, the
@@ -76,6 +75,8 @@ class TitansMemory {
     Weights<Scalar> momentum;
     Index position = 0;
   };
+
+  static constexpr const char* kName = "TitansMemory";
 
   explicit TitansMemory(const Options& options, std::optional<Parameters> parameters = std::nullopt)
       : options_(options) {
@@ -90,9 +91,6 @@ class TitansMemory {
       detail::fail(kName, "layer_norm (with its residual) needs key_dim = value_dim, got ",
                    options_.key_dim, " and ", options_.value_dim);
     }
-    if (!(options_.ln_eps > Scalar(0))) {
-      detail::fail(kName, "ln_eps must be > 0, got ", options_.ln_eps);
-    }
     const Index hidden =
         options_.depth > 1 ? detail::checked_product(kName, "expansion·key_dim", options_.expansion,
                                                      options_.key_dim)
@@ -105,66 +103,41 @@ class TitansMemory {
     model_.layer_norm = options_.layer_norm;
     model_.ln_eps = options_.ln_eps;
     model_.loss_factor = Scalar(2);
-    if (!parameters) {
-      const Index dv = options_.value_dim;
-      parameters = Parameters{options_.depth == 1 ? model_.zeros() : model_.default_weights(),
-                              Matrix<Scalar>::Ones(1, dv), Matrix<Scalar>::Zero(1, dv)};
-    }
-    model_.check_weights(kName, "parameters.initial", parameters->initial);
-    detail::require_shape(kName, "parameters.ln_weight", parameters->ln_weight, 1,
-                          options_.value_dim);
-    detail::require_shape(kName, "parameters.ln_bias", parameters->ln_bias, 1, options_.value_dim);
-    parameters_ = std::move(*parameters);
-    model_.ln_weight = parameters_.ln_weight;
-    model_.ln_bias = parameters_.ln_bias;
+    model_.adopt(kName, std::move(parameters),
+                 options_.depth == 1 ? model_.zeros() : model_.default_weights());
   }
 
   const Options& options() const { return options_; }
-  const Parameters& parameters() const { return parameters_; }
-  Index output_dim() const { return options_.value_dim; }
-  static Index tokens(const Inputs& in) { return in.q.rows(); }
+  const Parameters& parameters() const { return model_.parameters; }
+  Index key_dim() const { return options_.key_dim; }
+  Index value_dim() const { return options_.value_dim; }
+  bool check_finite() const { return options_.check_finite; }
 
-  State initial_state() const {
-    return {parameters_.initial, parameters_.initial, model_.zeros(), 0};
+  static constexpr auto gates() {
+    return std::tuple{detail::GateSpec{&Inputs::theta, "theta", 0.0, kInf},
+                      detail::GateSpec{&Inputs::alpha, "alpha", 0.0, 1.0},
+                      detail::GateSpec{&Inputs::momentum, "momentum", 0.0, 1.0}};
   }
 
-  void check(Form form, const Inputs& in, const State& state) const {
-    const Index T = in.q.rows(), b = options_.mini_batch;
-    detail::require_qkv(kName, in, options_.key_dim, options_.value_dim, options_.check_finite);
-    detail::require_gate<Scalar>(
-        kName, "theta", in.theta, T, true, [](Scalar x) { return x >= Scalar(0); }, ">= 0");
-    detail::require_gate<Scalar>(kName, "alpha", in.alpha, T, true, in_unit, "in [0, 1]");
-    detail::require_gate<Scalar>(kName, "momentum", in.momentum, T, true, in_unit, "in [0, 1]");
+  State initial_state() const {
+    return {model_.parameters.initial, model_.parameters.initial, model_.zeros(), 0};
+  }
+
+  void check_state(Form form, Index T, const State& state) const {
     model_.check_weights(kName, "state.reference", state.reference);
     model_.check_weights(kName, "state.current", state.current);
     model_.check_weights(kName, "state.momentum", state.momentum);
-    detail::require_mini_batch_position(kName, form, state.position, T, b);
+    detail::require_mini_batch_position(kName, form, state.position, T, options_.mini_batch);
   }
 
-  Inputs head(const Inputs& packed, Index h, Index H) const {
-    Inputs in = detail::head_qkv(kName, packed, h, H, options_.key_dim, options_.value_dim);
-    detail::set_head_gate<Scalar>(kName, "theta", in.theta, packed.theta, h, H);
-    detail::set_head_gate<Scalar>(kName, "alpha", in.alpha, packed.alpha, h, H);
-    detail::set_head_gate<Scalar>(kName, "momentum", in.momentum, packed.momentum, h, H);
-    return in;
-  }
-
-  Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
-    Matrix<Scalar> out(in.q.rows(), options_.value_dim);
-    forward(form, in, state, out);
-    return out;
-  }
-
-  void forward(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
-    check(form, in, state);
-    detail::require_shape(kName, "out", out, in.q.rows(), options_.value_dim);
+  /// The math of one checked call with T > 0.
+  void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
     if (form == Form::recurrent) return recurrent(in, state, out);
     dual(form, in, state, out);
   }
 
  private:
-  static constexpr const char* kName = "TitansMemory";
-  static bool in_unit(Scalar x) { return x >= Scalar(0) && x <= Scalar(1); }
+  static constexpr double kInf = std::numeric_limits<double>::infinity();
 
   /// Ends the mini-batch when the position reached b: the next one takes gradients at M.
   void roll_over(State& state) const {
@@ -178,8 +151,8 @@ class TitansMemory {
     detail::Workspace<Scalar> ws;
     for (Index t = 0; t < in.q.rows(); ++t) {
       model_.trace(state.reference, in.k.row(t), in.v.row(t), ws);
-      const Scalar theta = (*in.theta)(t, 0), keep = Scalar(1) - (*in.alpha)(t, 0),
-                   eta = (*in.momentum)(t, 0);
+      const Scalar theta = in.theta(t, 0), keep = Scalar(1) - in.alpha(t, 0),
+                   eta = in.momentum(t, 0);
       for (std::size_t l = 0; l < model_.layers(); ++l) {
         // S ← η S − θ xᵀδ in one pass (a lazy outer product), then M ← (1 − α) M + S.
         Matrix<Scalar>& S = state.momentum.W[l];
@@ -197,7 +170,7 @@ class TitansMemory {
     }
   }
 
-  /// Closed form per mini-batch segment (MATH.md §5), from M_0 = current, S_0 = momentum:
+  /// Closed form per mini-batch segment (docs/math.md §5), from M_0 = current, S_0 = momentum:
   ///     M_t = β_t M_0 + f_t S_0 − Σ_{i≤t} G_{t,i} u_i,    S_t = m_t S_0 − Σ_{i≤t} N_{t,i} u_i
   /// with the coefficients built by the recurrences they satisfy:
   ///     m_t = η_t m_{t−1},  β_t = (1−α_t) β_{t−1},  f_t = (1−α_t) f_{t−1} + m_t,
@@ -228,9 +201,8 @@ class TitansMemory {
       Matrix<Scalar>& G = ws.E;
       G.setZero(n, n);
       for (Index t = 0; t < n; ++t) {
-        const Scalar theta = (*in.theta)(begin + t, 0),
-                     keep = Scalar(1) - (*in.alpha)(begin + t, 0),
-                     eta = (*in.momentum)(begin + t, 0);
+        const Scalar theta = in.theta(begin + t, 0), keep = Scalar(1) - in.alpha(begin + t, 0),
+                     eta = in.momentum(begin + t, 0);
         m(t) = eta * (t ? m(t - 1) : Scalar(1));
         beta(t) = keep * (t ? beta(t - 1) : Scalar(1));
         f(t) = keep * (t ? f(t - 1) : Scalar(0)) + m(t);
@@ -268,7 +240,6 @@ class TitansMemory {
   static constexpr Scalar kRescaleBelow = Scalar(0x1p-40);
 
   Options options_;
-  Parameters parameters_;
   detail::InnerModel<Scalar> model_;
 };
 

@@ -2,11 +2,12 @@
 
 /// @file
 /// TTT-Linear and TTT-MLP: test-time training with mini-batch gradient descent, primal
-/// (recurrent) and dual (chunkwise, parallel) forms (MATH.md §4).
+/// (recurrent) and dual (chunkwise, parallel) forms (docs/math.md §4).
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <span>
 #include <utility>
@@ -14,6 +15,7 @@
 
 #include "seqmem/core/errors.hpp"
 #include "seqmem/core/inner_model.hpp"
+#include "seqmem/core/layer.hpp"
 #include "seqmem/core/types.hpp"
 
 namespace seqmem {
@@ -24,7 +26,7 @@ enum class TTTModel {
   mlp,     ///< f_res(x) = gelu_tanh(x W1 + b1) W2 + b2, hidden width expansion·dim
 };
 
-/// TTT layer (MATH.md §4). Inner model f(x) = x + LN(f_res(x)) (or f_res alone with
+/// TTT layer (docs/math.md §4). Inner model f(x) = x + LN(f_res(x)) (or f_res alone with
 /// `layer_norm` off), loss ½‖f(k) − v‖², mini-batch gradient descent: token i of a
 /// mini-batch that starts at weights W_ref sees
 ///
@@ -34,7 +36,7 @@ enum class TTTModel {
 /// mini-batch starting at the weights of its last token. Calls may stop and start anywhere
 /// inside a mini-batch. Use the names TTTLinear and TTTMLP.
 template <class Scalar_, TTTModel Model>
-class TTT {
+class TTT : public LayerBase<TTT<Scalar_, Model>> {
  public:
   using Scalar = Scalar_;
   static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
@@ -57,17 +59,14 @@ class TTT {
   /// LayerNorm weight and bias (`1×dim`). Defaults: the documented deterministic init of
   /// InnerModel::default_weights (W(i, j) = sin(1 + i·cols + j)/√rows, b = 0), LN weight 1,
   /// LN bias 0.
-  struct Parameters {
-    Weights<Scalar> initial;
-    Matrix<Scalar> ln_weight, ln_bias;
-  };
+  using Parameters = InnerParameters<Scalar>;
 
   /// q, k, v `T×dim`; `eta` `T×1`: the per-token inner learning rates a_t ≥ 0.
   struct Inputs {
-    MatrixCRef<Scalar> q;
-    MatrixCRef<Scalar> k;
-    MatrixCRef<Scalar> v;
-    std::optional<GateRef<Scalar>> eta = std::nullopt;
+    InputRef<Scalar> q;
+    InputRef<Scalar> k;
+    InputRef<Scalar> v;
+    GateRef<Scalar> eta;
   };
 
   /// The reference weights of the current mini-batch, the accumulated weighted gradient
@@ -78,14 +77,13 @@ class TTT {
     Index position = 0;
   };
 
+  static constexpr const char* kName = Model == TTTModel::linear ? "TTTLinear" : "TTTMLP";
+
   explicit TTT(const Options& options, std::optional<Parameters> parameters = std::nullopt)
       : options_(options) {
     detail::require_positive(kName, "dim", options_.dim);
     detail::require_positive(kName, "mini_batch", options_.mini_batch);
     if (Model == TTTModel::mlp) detail::require_positive(kName, "expansion", options_.expansion);
-    if (!(options_.ln_eps > Scalar(0))) {
-      detail::fail(kName, "ln_eps must be > 0, got ", options_.ln_eps);
-    }
     const auto lambda_count = static_cast<Index>(options_.token_scale_offset.size());
     if (lambda_count != 0 && lambda_count != options_.mini_batch) {
       detail::fail(kName, "token_scale_offset must hold mini_batch (", options_.mini_batch,
@@ -102,16 +100,7 @@ class TTT {
     model_.layer_norm = options_.layer_norm;
     model_.ln_eps = options_.ln_eps;
     model_.loss_factor = Scalar(1);
-    if (!parameters) {
-      parameters = Parameters{model_.default_weights(), Matrix<Scalar>::Ones(1, d),
-                              Matrix<Scalar>::Zero(1, d)};
-    }
-    model_.check_weights(kName, "parameters.initial", parameters->initial);
-    detail::require_shape(kName, "parameters.ln_weight", parameters->ln_weight, 1, d);
-    detail::require_shape(kName, "parameters.ln_bias", parameters->ln_bias, 1, d);
-    parameters_ = std::move(*parameters);
-    model_.ln_weight = parameters_.ln_weight;
-    model_.ln_bias = parameters_.ln_bias;
+    model_.adopt(kName, std::move(parameters), model_.default_weights());
     for (Index i = 0; i < options_.mini_batch; ++i) {
       Scalar c = Scalar(1);
       if (options_.token_index_scaling) {
@@ -124,13 +113,19 @@ class TTT {
   }
 
   const Options& options() const { return options_; }
-  const Parameters& parameters() const { return parameters_; }
-  Index output_dim() const { return options_.dim; }
-  static Index tokens(const Inputs& in) { return in.q.rows(); }
+  const Parameters& parameters() const { return model_.parameters; }
+  Index key_dim() const { return options_.dim; }
+  Index value_dim() const { return options_.dim; }
+  bool check_finite() const { return options_.check_finite; }
+
+  static constexpr auto gates() {
+    return std::tuple{detail::GateSpec{&Inputs::eta, "eta", 0.0, kInf}};
+  }
+
   /// c_i of mini-batch position i.
   Scalar token_scale(Index i) const { return token_scale_[std::size_t(i)]; }
 
-  State initial_state() const { return {parameters_.initial, model_.zeros(), 0}; }
+  State initial_state() const { return {model_.parameters.initial, model_.zeros(), 0}; }
 
   /// The weights the last token of the state used: W_ref − c_{p−1} G (W_ref at p = 0).
   Weights<Scalar> current_weights(const State& state) const {
@@ -140,37 +135,20 @@ class TTT {
     return w;
   }
 
-  void check(Form form, const Inputs& in, const State& state) const {
-    const Index T = in.q.rows(), b = options_.mini_batch;
-    detail::require_qkv(kName, in, options_.dim, options_.dim, options_.check_finite);
-    detail::require_gate<Scalar>(
-        kName, "eta", in.eta, T, true, [](Scalar a) { return a >= Scalar(0); }, ">= 0");
+  void check_state(Form form, Index T, const State& state) const {
     model_.check_weights(kName, "state.reference", state.reference);
     model_.check_weights(kName, "state.gradient", state.gradient);
-    detail::require_mini_batch_position(kName, form, state.position, T, b);
+    detail::require_mini_batch_position(kName, form, state.position, T, options_.mini_batch);
   }
 
-  Inputs head(const Inputs& packed, Index h, Index H) const {
-    Inputs in = detail::head_qkv(kName, packed, h, H, options_.dim, options_.dim);
-    detail::set_head_gate<Scalar>(kName, "eta", in.eta, packed.eta, h, H);
-    return in;
-  }
-
-  Matrix<Scalar> forward(Form form, const Inputs& in, State& state) const {
-    Matrix<Scalar> out(in.q.rows(), options_.dim);
-    forward(form, in, state, out);
-    return out;
-  }
-
-  void forward(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
-    check(form, in, state);
-    detail::require_shape(kName, "out", out, in.q.rows(), options_.dim);
+  /// The math of one checked call with T > 0.
+  void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
     if (form == Form::recurrent) return primal(in, state, out);
     dual(form, in, state, out);
   }
 
  private:
-  static constexpr const char* kName = Model == TTTModel::linear ? "TTTLinear" : "TTTMLP";
+  static constexpr double kInf = std::numeric_limits<double>::infinity();
 
   /// w = W_ref − c·G.
   static void materialize(const State& state, Scalar c, Weights<Scalar>& w) {
@@ -192,7 +170,7 @@ class TTT {
     detail::Workspace<Scalar> ws;
     for (Index t = 0; t < in.q.rows(); ++t) {
       model_.trace(state.reference, in.k.row(t), in.v.row(t), ws);
-      const Scalar a = (*in.eta)(t, 0);
+      const Scalar a = in.eta(t, 0);
       for (std::size_t l = 0; l < model_.layers(); ++l) {
         // G += a xᵀδ in one pass (a lazy outer product).
         state.gradient.W[l] += (a * ws.X[l].row(0).transpose()).lazyProduct(ws.Delta[l].row(0));
@@ -218,13 +196,13 @@ class TTT {
       const Index p = state.position;
       const Index n = form == Form::parallel ? T : std::min(b - p, T - begin);
       model_.trace(state.reference, in.k.middleRows(begin, n), in.v.middleRows(begin, n), ws);
-      // P_t = 1·W_ref − c_t·G − Σ_{i≤t} E_{t,i} u_i with E_{t,i} = c_t a_i (MATH.md §4)
+      // P_t = 1·W_ref − c_t·G − Σ_{i≤t} E_{t,i} u_i with E_{t,i} = c_t a_i (docs/math.md §4)
       a.resize(n);
       minus_c.resize(n);
       ws.E.setZero(n, n);
       for (Index t = 0; t < n; ++t) {
         minus_c(t) = -token_scale(p + t);
-        a(t) = (*in.eta)(begin + t, 0);
+        a(t) = in.eta(begin + t, 0);
         for (Index i = 0; i <= t; ++i)
           ws.E(t, i) = -minus_c(t) * a(i);
       }
@@ -251,16 +229,15 @@ class TTT {
   }
 
   Options options_;
-  Parameters parameters_;
   detail::InnerModel<Scalar> model_;
   std::vector<Scalar> token_scale_;
 };
 
-/// TTT-Linear: f_res(x) = x W + b (MATH.md §4).
+/// TTT-Linear: f_res(x) = x W + b (docs/math.md §4).
 template <class Scalar>
 using TTTLinear = TTT<Scalar, TTTModel::linear>;
 
-/// TTT-MLP: f_res(x) = gelu_tanh(x W1 + b1) W2 + b2 (MATH.md §4).
+/// TTT-MLP: f_res(x) = gelu_tanh(x W1 + b1) W2 + b2 (docs/math.md §4).
 template <class Scalar>
 using TTTMLP = TTT<Scalar, TTTModel::mlp>;
 

@@ -1,0 +1,213 @@
+#pragma once
+
+/// @file
+/// `LayerBase`: the surface every layer shares, written once. A layer derives from
+/// `LayerBase<Layer>` and supplies only what is its own:
+///
+///     using Scalar; struct Options; struct Inputs; struct State;
+///     static constexpr const char* kName;            its name in messages
+///     Index key_dim() const, value_dim() const;      widths of q, k and of v
+///     static constexpr auto gates();                 its per-token gates (a GateSpec tuple)
+///     bool check_finite() const;                     whether q, k, v are scanned for NaN/Inf
+///     void check_state(Form, Index T, const State&) const;   state shape and position
+///     void run(Form, const Inputs&, State&, MatrixRef<Scalar>) const;   the math, T > 0
+///
+/// and gets `tokens`, `check`, `head` (slicing H packed heads), both `forward` overloads and
+/// `forward_unchecked` (what `MultiHead` calls after validating once).
+
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+
+#include "seqmem/core/errors.hpp"
+#include "seqmem/core/types.hpp"
+
+namespace seqmem {
+namespace detail {
+
+/// One per-token gate of a layer's `Inputs`: the member (`GateRef` when required,
+/// `std::optional<GateRef>` when optional), its name and its closed range [lo, hi].
+template <class Member>
+struct GateSpec {
+  Member member;
+  std::string_view name;
+  double lo = -std::numeric_limits<double>::infinity();
+  double hi = std::numeric_limits<double>::infinity();
+
+  /// "<= 0", ">= 0" or "in [0, 2]", as the messages say.
+  void describe(std::ostream& out) const {
+    if (lo == -std::numeric_limits<double>::infinity()) {
+      out << "<= " << hi;
+    } else if (hi == std::numeric_limits<double>::infinity()) {
+      out << ">= " << lo;
+    } else {
+      out << "in [" << lo << ", " << hi << "]";
+    }
+  }
+};
+
+template <class Member>
+GateSpec(Member, std::string_view, double, double) -> GateSpec<Member>;
+
+template <class T>
+inline constexpr bool is_optional_v = false;
+template <class T>
+inline constexpr bool is_optional_v<std::optional<T>> = true;
+
+/// The gate a member holds, or null when an optional gate is absent.
+template <class Scalar, class Gate>
+const GateRef<Scalar>* gate_of(const Gate& gate) {
+  if constexpr (is_optional_v<Gate>) {
+    return gate ? &*gate : nullptr;
+  } else {
+    return &gate;
+  }
+}
+
+/// Rebinds a view member of an `Inputs` to another view (views cannot be assigned: they are
+/// bound once, like references; the member is destroyed and constructed anew).
+template <class View, class Source>
+void rebind(View& view, const Source& source) {
+  if constexpr (is_optional_v<View>) {
+    view.emplace(source);
+  } else {
+    std::destroy_at(&view);
+    std::construct_at(&view, source);
+  }
+}
+
+/// `scale`, or 1/√key_dim when absent; throws unless finite.
+template <class Scalar>
+Scalar scale_or_default(std::string_view where, const std::optional<Scalar>& scale, Index key_dim) {
+  const Scalar value = scale.value_or(Scalar(1) / std::sqrt(Scalar(key_dim)));
+  if (!std::isfinite(value)) fail(where, "scale must be finite, got ", value);
+  return value;
+}
+
+}  // namespace detail
+
+/// The deduced surface of a layer (see the file comment for what `Layer` supplies). The
+/// members are templates on `L = Layer` only so that they can name `Layer`'s types, which are
+/// incomplete where the base is instantiated; `L` is never deduced, so braced inputs
+/// (`layer.forward(form, {.q = q, ...}, state)`) work.
+template <class Layer>
+class LayerBase {
+ public:
+  /// Tokens in a call (the rows of q).
+  template <class L = Layer>
+  static Index tokens(const typename L::Inputs& in) {
+    return in.q.rows();
+  }
+
+  /// Width of one head's output (value_dim).
+  Index output_dim() const { return self().value_dim(); }
+
+  /// Throws `seqmem::invalid_argument` unless `forward(form, in, state)` is valid: q, k, v
+  /// shapes (and finiteness unless `check_finite` is off), every gate's presence, shape,
+  /// finiteness and range, and the state.
+  template <class L = Layer>
+  void check(Form form, const typename L::Inputs& in, const typename L::State& state) const {
+    const Layer& layer = self();
+    const Index T = in.q.rows();
+    detail::require_qkv(Layer::kName, in, layer.key_dim(), layer.value_dim(), layer.check_finite());
+    std::apply([&](const auto&... spec) { (check_gate(spec, in, T), ...); }, Layer::gates());
+    layer.check_state(form, T, state);
+  }
+
+  /// Head `h` of `H` heads packed side by side: q, k `T×(H·key_dim)`, v `T×(H·value_dim)`,
+  /// gates `T×H`; views into `packed`. Throws when a packed width does not fit H heads.
+  template <class L = Layer>
+  typename L::Inputs head(const typename L::Inputs& packed, Index h, Index H) const {
+    const Layer& layer = self();
+    const Index T = packed.q.rows(), dk = layer.key_dim(), dv = layer.value_dim();
+    require_packed(packed.q, "q", T, H, dk, "key_dim");
+    require_packed(packed.k, "k", T, H, dk, "key_dim");
+    require_packed(packed.v, "v", T, H, dv, "value_dim");
+    // An empty matrix may have no storage (null data), and Eigen offsets data() for a slice:
+    // null + offset is UB, so an empty call takes every head's (empty) slice at column 0.
+    const Index first = T > 0 ? h : 0;
+    typename L::Inputs in = packed;
+    detail::rebind(in.q, packed.q.middleCols(first * dk, dk));
+    detail::rebind(in.k, packed.k.middleCols(first * dk, dk));
+    detail::rebind(in.v, packed.v.middleCols(first * dv, dv));
+    std::apply([&](const auto&... spec) { (head_gate(spec, in, packed, first, H), ...); },
+               Layer::gates());
+    return in;
+  }
+
+  /// Runs one call in `form`, after `check`; returns the `T×value_dim` output.
+  template <class L = Layer>
+  Matrix<typename L::Scalar> forward(Form form, const typename L::Inputs& in,
+                                     typename L::State& state) const {
+    Matrix<typename L::Scalar> out(in.q.rows(), self().value_dim());
+    forward(form, in, state, out);
+    return out;
+  }
+
+  /// Runs one call in `form`, after `check`, writing the `T×value_dim` output into `out`. A
+  /// call that throws leaves `state` as it was.
+  template <class L = Layer>
+  void forward(Form form, const typename L::Inputs& in, typename L::State& state,
+               MatrixRef<typename L::Scalar> out) const {
+    check(form, in, state);
+    forward_unchecked(form, in, state, out);
+  }
+
+  /// `forward` for inputs that `check` has already accepted (MultiHead validates once).
+  template <class L = Layer>
+  void forward_unchecked(Form form, const typename L::Inputs& in, typename L::State& state,
+                         MatrixRef<typename L::Scalar> out) const {
+    detail::require_shape(Layer::kName, "out", out, in.q.rows(), self().value_dim());
+    if (in.q.rows() == 0) return;
+    self().run(form, in, state, out);
+  }
+
+ private:
+  const Layer& self() const { return static_cast<const Layer&>(*this); }
+
+  template <class Packed>
+  static void require_packed(const Packed& x, std::string_view name, Index T, Index H, Index width,
+                             std::string_view width_name) {
+    if (x.rows() != T || x.cols() != H * width) {
+      detail::fail(Layer::kName, name, " (", H, " heads packed side by side) must be ", T, "x",
+                   H * width, " (T x heads·", width_name, " = ", H, "·", width, "), got ", x.rows(),
+                   "x", x.cols());
+    }
+  }
+
+  template <class Spec, class Inputs>
+  static void check_gate(const Spec& spec, const Inputs& in, Index T) {
+    using Scalar = typename Layer::Scalar;
+    const GateRef<Scalar>* gate = detail::gate_of<Scalar>(in.*spec.member);
+    if (gate == nullptr) return;
+    detail::require_shape(Layer::kName, spec.name, *gate, T, 1);
+    for (Index t = 0; t < T; ++t) {
+      const Scalar value = (*gate)(t, 0);
+      if (!std::isfinite(value) || !(double(value) >= spec.lo && double(value) <= spec.hi)) {
+        std::ostringstream range;
+        spec.describe(range);
+        detail::fail(Layer::kName, spec.name, "[", t, "] must be finite and ", range.str(),
+                     ", got ", value);
+      }
+    }
+  }
+
+  template <class Spec, class Inputs>
+  static void head_gate(const Spec& spec, Inputs& in, const Inputs& packed, Index h, Index H) {
+    using Scalar = typename Layer::Scalar;
+    const GateRef<Scalar>* gate = detail::gate_of<Scalar>(packed.*spec.member);
+    if (gate == nullptr) return;
+    if (gate->rows() != packed.q.rows() || gate->cols() != H) {
+      detail::fail(Layer::kName, spec.name, " (", H, " heads packed side by side) must be ",
+                   packed.q.rows(), "x", H, " (T x heads), got ", gate->rows(), "x", gate->cols());
+    }
+    detail::rebind(in.*spec.member, gate->col(h));
+  }
+};
+
+}  // namespace seqmem
