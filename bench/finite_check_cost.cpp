@@ -88,8 +88,8 @@ int main() {
       "DeltaNet", {.key_dim = d, .value_dim = d}, [&](const auto& l, auto& s) {
         l.forward(Form::chunkwise, {.q = q, .k = k, .v = v, .beta = Gate(beta)}, s, out);
       });
-  compare<seqmem::TTTLinear<float>>("TTT-Linear", {.dim = d}, [&](const auto& l, auto& s) {
-    l.forward(Form::chunkwise, {.q = q, .k = k, .v = v, .eta = Gate(eta)}, s, out);
+  compare<seqmem::TTTLinear<float>>("TTT-Linear", {.key_dim = d}, [&](const auto& l, auto& s) {
+    l.forward(Form::chunkwise, {.q = q, .k = k, .v = v, .learning_rate = Gate(eta)}, s, out);
   });
   compare<seqmem::SoftmaxAttention<float>>(
       "softmax attention", {.key_dim = d, .value_dim = d}, [&](const auto& l, auto& s) {

@@ -143,16 +143,18 @@ int main(int argc, char** argv) {
   std::printf("chunkwise vs recurrent, T = %td, d = %td, b = 16, float, %d alternating pairs\n", T,
               d, rounds);
 
-  compare("TTT-Linear", seqmem::TTTLinear<float>({.dim = d}),
-          seqmem::TTTLinear<float>::Inputs{.q = q, .k = k, .v = v, .eta = Gate(eta)}, rounds);
-  compare("TTT-MLP", seqmem::TTTMLP<float>({.dim = d}),
-          seqmem::TTTMLP<float>::Inputs{.q = q, .k = k, .v = v, .eta = Gate(eta)}, rounds);
+  compare("TTT-Linear", seqmem::TTTLinear<float>({.key_dim = d}),
+          seqmem::TTTLinear<float>::Inputs{.q = q, .k = k, .v = v, .learning_rate = Gate(eta)},
+          rounds);
+  compare("TTT-MLP", seqmem::TTTMLP<float>({.key_dim = d}),
+          seqmem::TTTMLP<float>::Inputs{.q = q, .k = k, .v = v, .learning_rate = Gate(eta)},
+          rounds);
   const seqmem::TitansMemory<float>::Inputs titans_in{.q = q,
                                                       .k = k,
                                                       .v = v,
-                                                      .theta = Gate(theta),
-                                                      .alpha = Gate(alpha),
-                                                      .momentum = Gate(momentum)};
+                                                      .learning_rate = Gate(theta),
+                                                      .forgetting = Gate(alpha),
+                                                      .momentum_decay = Gate(momentum)};
   for (const Index depth : {1, 2}) {
     const seqmem::TitansMemory<float> titans(
         {.key_dim = d, .value_dim = d, .depth = depth, .mini_batch = 16});

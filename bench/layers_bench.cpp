@@ -264,7 +264,7 @@ using DeltaNet = DeltaNetCase<Scalar, false>;
 template <class Scalar>
 using GatedDeltaNet = DeltaNetCase<Scalar, true>;
 
-/// FLOPs of the test-time-training engine (core/inner_model.hpp) on layer widths `dims`,
+/// FLOPs of the test-time-training engine (detail/inner_model.hpp) on layer widths `dims`,
 /// counting matrix products only. With P = Σ_l d_l·d_{l+1} and P' = Σ_{l≥1} d_l·d_{l+1}:
 ///   primal, per token: forward 2P, backward 2P', gradient outer products 2P, optimizer
 ///     update 2P, query forward 2P  →  8P + 2P'
@@ -294,11 +294,11 @@ double engine_flops(const std::vector<Index>& dims, Form form, Index T, Index b,
 template <class Scalar, seqmem::TTTModel Model>
 struct TTTCase {
   using Layer = seqmem::TTT<Scalar, Model>;
-  static Layer make_layer(Index d) { return Layer({.dim = d, .mini_batch = 16}); }
+  static Layer make_layer(Index d) { return Layer({.key_dim = d, .mini_batch = 16}); }
   struct Data {
     seqmem::Matrix<Scalar> q, k, v, eta;
     typename Layer::Inputs inputs() const {
-      return {.q = q, .k = k, .v = v, .eta = seqmem::GateRef<Scalar>(eta)};
+      return {.q = q, .k = k, .v = v, .learning_rate = seqmem::GateRef<Scalar>(eta)};
     }
   };
   static Data make_data(Index T, Index d, Index H, Rng& rng) {
@@ -308,7 +308,7 @@ struct TTTCase {
             .eta = random_uniform<Scalar>(rng, T, H, 0.0, 1.0 / as_double(d))};
   }
   static std::optional<double> flops(const Layer& layer, Form form, Index T) {
-    const Index d = layer.options().dim;
+    const Index d = layer.options().key_dim;
     const std::vector<Index> dims = Model == seqmem::TTTModel::linear
                                         ? std::vector<Index>{d, d}
                                         : std::vector<Index>{d, layer.options().expansion * d, d};
@@ -333,9 +333,9 @@ struct TitansCase {
       return {.q = q,
               .k = k,
               .v = v,
-              .theta = seqmem::GateRef<Scalar>(theta),
-              .alpha = seqmem::GateRef<Scalar>(alpha),
-              .momentum = seqmem::GateRef<Scalar>(eta)};
+              .learning_rate = seqmem::GateRef<Scalar>(theta),
+              .forgetting = seqmem::GateRef<Scalar>(alpha),
+              .momentum_decay = seqmem::GateRef<Scalar>(eta)};
     }
   };
   static Data make_data(Index T, Index d, Index H, Rng& rng) {

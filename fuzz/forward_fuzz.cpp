@@ -278,7 +278,7 @@ struct Fuzz<TTT<S, Model>> {
   using Layer = TTT<S, Model>;
   static Layer make(Bytes& in) {
     typename Layer::Options o;
-    o.dim = (in.u8() + 3) % 9;
+    o.key_dim = (in.u8() + 3) % 9;
     o.mini_batch = option(in, 4, -2, 17, Huge::none);
     const std::uint8_t flags = in.u8();
     o.token_index_scaling = !(flags & 1);
@@ -306,12 +306,12 @@ struct Fuzz<TTT<S, Model>> {
     QKV<S> x;
     std::optional<Matrix<S>> eta;
     typename Layer::Inputs inputs() const {
-      return {.q = x.q, .k = x.k, .v = x.v, .eta = required(eta)};
+      return {.q = x.q, .k = x.k, .v = x.v, .learning_rate = required(eta)};
     }
     bool gates_valid() const { return eta && all_in(eta, 0.0, HUGE_VAL); }
   };
   static Data data(Bytes& in, const Layer& l, Index T, Index H, std::mt19937& gen) {
-    Data d{qkv<S>(in, T, H * l.options().dim, H * l.options().dim, gen), std::nullopt};
+    Data d{qkv<S>(in, T, H * l.options().key_dim, H * l.options().key_dim, gen), std::nullopt};
     d.eta = gate<S>(in, T, H, 0.0, 0.25, gen);
     return d;
   }
@@ -367,9 +367,9 @@ struct Fuzz<TitansMemory<S>> {
       return {.q = x.q,
               .k = x.k,
               .v = x.v,
-              .theta = required(theta),
-              .alpha = required(alpha),
-              .momentum = required(eta)};
+              .learning_rate = required(theta),
+              .forgetting = required(alpha),
+              .momentum_decay = required(eta)};
     }
     bool gates_valid() const {
       return theta && alpha && eta && all_in(theta, 0.0, HUGE_VAL) && all_in(alpha, 0.0, 1.0) &&

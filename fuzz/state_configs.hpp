@@ -26,14 +26,14 @@ void with_state_config(int i, Fn&& fn) {
     case 5: fn(DeltaNet<float>({.key_dim = 3, .value_dim = 3})); break;
     case 6: {
       TTTLinear<double>::Options o;
-      o.dim = 2;
+      o.key_dim = 2;
       o.mini_batch = 4;
       fn(TTTLinear<double>(o));
       break;
     }
     case 7: {
       TTTMLP<float>::Options o;
-      o.dim = 2;
+      o.key_dim = 2;
       o.mini_batch = 3;
       o.expansion = 2;
       fn(TTTMLP<float>(o));
@@ -101,11 +101,11 @@ void valid_call(const seqmem::DeltaNet<S>& l, typename seqmem::DeltaNet<S>::Stat
 template <class S, seqmem::TTTModel M>
 void valid_call(const seqmem::TTT<S, M>& l, typename seqmem::TTT<S, M>::State& st, Index T,
                 std::mt19937& gen) {
-  const Index d = l.options().dim;
+  const Index d = l.options().key_dim;
   const auto q = uniform_matrix<S>(T, d, -1, 1, gen), k = uniform_matrix<S>(T, d, -1, 1, gen),
              v = uniform_matrix<S>(T, d, -1, 1, gen), eta = uniform_matrix<S>(T, 1, 0, 0.25, gen);
-  (void)l.forward(seqmem::Form::recurrent, {.q = q, .k = k, .v = v, .eta = seqmem::GateRef<S>(eta)},
-                  st);
+  (void)l.forward(seqmem::Form::recurrent,
+                  {.q = q, .k = k, .v = v, .learning_rate = seqmem::GateRef<S>(eta)}, st);
 }
 
 template <class S>
@@ -123,9 +123,9 @@ void valid_call(const seqmem::TitansMemory<S>& l, typename seqmem::TitansMemory<
                   {.q = q,
                    .k = k,
                    .v = v,
-                   .theta = seqmem::GateRef<S>(theta),
-                   .alpha = seqmem::GateRef<S>(alpha),
-                   .momentum = seqmem::GateRef<S>(eta)},
+                   .learning_rate = seqmem::GateRef<S>(theta),
+                   .forgetting = seqmem::GateRef<S>(alpha),
+                   .momentum_decay = seqmem::GateRef<S>(eta)},
                   st);
 }
 

@@ -22,6 +22,12 @@ constexpr bool layers_satisfy_concepts() {
   static_assert(MultiHeadLayer<TTTLinear<Scalar>>);
   static_assert(MultiHeadLayer<TTTMLP<Scalar>>);
   static_assert(MultiHeadLayer<TitansMemory<Scalar>>);
+  static_assert(PersistentLayer<LinearAttention<Scalar>>);
+  static_assert(PersistentLayer<SoftmaxAttention<Scalar>>);
+  static_assert(PersistentLayer<DeltaNet<Scalar>>);
+  static_assert(PersistentLayer<TTTLinear<Scalar>>);
+  static_assert(PersistentLayer<TTTMLP<Scalar>>);
+  static_assert(PersistentLayer<TitansMemory<Scalar>>);
   return true;
 }
 static_assert(layers_satisfy_concepts<float>());
@@ -101,7 +107,8 @@ struct IntegerScalar {
 };
 static_assert(!SequenceMemory<IntegerScalar>);
 
-static_assert(!MultiHeadLayer<Complete>);  // no check/head/output_dim/tokens
+static_assert(!MultiHeadLayer<Complete>);   // no check/head/output_dim/tokens
+static_assert(!PersistentLayer<Complete>);  // no StateLayout: save_state/load_state refuse it
 
 }  // namespace
 

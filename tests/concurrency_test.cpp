@@ -16,8 +16,10 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
+#include "layer_cases.hpp"
 #include "test_util.hpp"
 
 namespace seqmem::test {
@@ -28,199 +30,28 @@ constexpr Index kT = 200;
 constexpr int kThreads = 4;
 constexpr int kRounds = 3;
 
-template <class Scalar>
-Matrix<Scalar> unit_rows(Matrix<Scalar> x) {
-  x.rowwise().normalize();
-  return x;
-}
-
-template <class Scalar>
-void append(std::vector<Matrix<Scalar>>& out, const Weights<Scalar>& w) {
-  out.insert(out.end(), w.W.begin(), w.W.end());
-  out.insert(out.end(), w.b.begin(), w.b.end());
-}
-
-/// Gate `h` of a packed T×H gate matrix, rows [b, b + n).
-template <class Scalar>
-GateRef<Scalar> gate_rows(const Matrix<Scalar>& g, Index b, Index n) {
-  return GateRef<Scalar>(g.middleRows(b, n));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Per layer: build it, draw packed inputs for H heads (q, k: T×(H·dk), v: T×(H·dv), gates
-// T×H), slice one head's rows (H = 1), list the state's tensors, and the longest parallel call.
-// ---------------------------------------------------------------------------------------------
-
+/// The layers under test, on small shapes (inputs, state parts and parallel limits come from
+/// layer_cases.hpp).
 template <class Layer>
-struct Case;
-
-template <class Scalar>
-struct Case<LinearAttention<Scalar>> {
-  using Layer = LinearAttention<Scalar>;
-  static Layer make(Index) {
+Layer make_layer(Index mini_batch) {
+  using Scalar = typename Layer::Scalar;
+  if constexpr (std::is_same_v<Layer, LinearAttention<Scalar>>) {
     return Layer({.key_dim = kDim, .value_dim = kDim, .normalize = true, .chunk_size = 16});
-  }
-  struct Data {
-    Matrix<Scalar> q, k, v, g;
-    typename Layer::Inputs all() const {
-      return {.q = q, .k = k, .v = v, .log_decay = GateRef<Scalar>(g)};
-    }
-    typename Layer::Inputs slice(Index b, Index n) const {
-      return {.q = q.middleRows(b, n),
-              .k = k.middleRows(b, n),
-              .v = v.middleRows(b, n),
-              .log_decay = gate_rows(g, b, n)};
-    }
-  };
-  static Data data(Index T, Index H, Rng& rng) {
-    return {uniform<Scalar>(rng, T, H * kDim, 0.05, 1.0),
-            uniform<Scalar>(rng, T, H * kDim, 0.05, 1.0), uniform<Scalar>(rng, T, H * kDim),
-            uniform<Scalar>(rng, T, H, -0.5, 0.0)};
-  }
-  static std::vector<Matrix<Scalar>> tensors(const typename Layer::State& s) { return {s.S, s.z}; }
-  static Index parallel_limit(const Layer&, const typename Layer::State&) { return kT; }
-};
-
-template <class Scalar>
-struct Case<SoftmaxAttention<Scalar>> {
-  using Layer = SoftmaxAttention<Scalar>;
-  static Layer make(Index) {
+  } else if constexpr (std::is_same_v<Layer, SoftmaxAttention<Scalar>>) {
     return Layer({.key_dim = kDim, .value_dim = kDim, .window = 24, .chunk_size = 16});
-  }
-  struct Data {
-    Matrix<Scalar> q, k, v;
-    typename Layer::Inputs all() const { return {.q = q, .k = k, .v = v}; }
-    typename Layer::Inputs slice(Index b, Index n) const {
-      return {.q = q.middleRows(b, n), .k = k.middleRows(b, n), .v = v.middleRows(b, n)};
-    }
-  };
-  static Data data(Index T, Index H, Rng& rng) {
-    return {uniform<Scalar>(rng, T, H * kDim, -2, 2), uniform<Scalar>(rng, T, H * kDim, -2, 2),
-            uniform<Scalar>(rng, T, H * kDim)};
-  }
-  static std::vector<Matrix<Scalar>> tensors(const typename Layer::State& s) {
-    return {s.keys(), s.values(), Matrix<Scalar>::Constant(1, 1, Scalar(s.tokens()))};
-  }
-  static Index parallel_limit(const Layer&, const typename Layer::State&) { return kT; }
-};
-
-template <class Scalar>
-struct Case<DeltaNet<Scalar>> {
-  using Layer = DeltaNet<Scalar>;
-  static Layer make(Index) { return Layer({.key_dim = kDim, .value_dim = kDim, .chunk_size = 16}); }
-  struct Data {
-    Matrix<Scalar> q, k, v, beta, g;
-    typename Layer::Inputs all() const {
-      return {
-          .q = q, .k = k, .v = v, .beta = GateRef<Scalar>(beta), .log_decay = GateRef<Scalar>(g)};
-    }
-    typename Layer::Inputs slice(Index b, Index n) const {
-      return {.q = q.middleRows(b, n),
-              .k = k.middleRows(b, n),
-              .v = v.middleRows(b, n),
-              .beta = gate_rows(beta, b, n),
-              .log_decay = gate_rows(g, b, n)};
-    }
-  };
-  static Data data(Index T, Index H, Rng& rng) {
-    Matrix<Scalar> k(T, H * kDim);
-    for (Index h = 0; h < H; ++h)
-      k.middleCols(h * kDim, kDim) = unit_rows(uniform<Scalar>(rng, T, kDim));
-    return {uniform<Scalar>(rng, T, H * kDim), k, uniform<Scalar>(rng, T, H * kDim),
-            uniform<Scalar>(rng, T, H, 0.0, 2.0), uniform<Scalar>(rng, T, H, -0.2, 0.0)};
-  }
-  static std::vector<Matrix<Scalar>> tensors(const typename Layer::State& s) { return {s.S}; }
-  static Index parallel_limit(const Layer&, const typename Layer::State&) { return kT; }
-};
-
-template <class Scalar, TTTModel Model>
-struct Case<TTT<Scalar, Model>> {
-  using Layer = TTT<Scalar, Model>;
-  static Layer make(Index mini_batch) {
-    typename Layer::Options o;
-    o.dim = kDim;
-    o.mini_batch = mini_batch;
-    o.expansion = 2;
-    return Layer(o);
-  }
-  struct Data {
-    Matrix<Scalar> q, k, v, eta;
-    typename Layer::Inputs all() const {
-      return {.q = q, .k = k, .v = v, .eta = GateRef<Scalar>(eta)};
-    }
-    typename Layer::Inputs slice(Index b, Index n) const {
-      return {.q = q.middleRows(b, n),
-              .k = k.middleRows(b, n),
-              .v = v.middleRows(b, n),
-              .eta = gate_rows(eta, b, n)};
-    }
-  };
-  static Data data(Index T, Index H, Rng& rng) {
-    return {uniform<Scalar>(rng, T, H * kDim), uniform<Scalar>(rng, T, H * kDim),
-            uniform<Scalar>(rng, T, H * kDim), uniform<Scalar>(rng, T, H, 0.0, 1.0 / kDim)};
-  }
-  static std::vector<Matrix<Scalar>> tensors(const typename Layer::State& s) {
-    std::vector<Matrix<Scalar>> out;
-    append(out, s.reference);
-    append(out, s.gradient);
-    out.push_back(Matrix<Scalar>::Constant(1, 1, Scalar(s.position)));
-    return out;
-  }
-  static Index parallel_limit(const Layer& layer, const typename Layer::State& s) {
-    return layer.options().mini_batch - s.position;
-  }
-};
-
-template <class Scalar>
-struct Case<TitansMemory<Scalar>> {
-  using Layer = TitansMemory<Scalar>;
-  static Layer make(Index mini_batch) {
+  } else if constexpr (std::is_same_v<Layer, DeltaNet<Scalar>>) {
+    return Layer({.key_dim = kDim, .value_dim = kDim, .chunk_size = 16});
+  } else if constexpr (std::is_same_v<Layer, TitansMemory<Scalar>>) {
     return Layer({.key_dim = kDim,
                   .value_dim = kDim,
                   .depth = 2,
                   .expansion = 2,
                   .bias = true,
                   .mini_batch = mini_batch});
+  } else {  // TTT-Linear, TTT-MLP
+    return Layer({.key_dim = kDim, .mini_batch = mini_batch, .expansion = 2});
   }
-  struct Data {
-    Matrix<Scalar> q, k, v, theta, alpha, eta;
-    typename Layer::Inputs all() const {
-      return {.q = q,
-              .k = k,
-              .v = v,
-              .theta = GateRef<Scalar>(theta),
-              .alpha = GateRef<Scalar>(alpha),
-              .momentum = GateRef<Scalar>(eta)};
-    }
-    typename Layer::Inputs slice(Index b, Index n) const {
-      return {.q = q.middleRows(b, n),
-              .k = k.middleRows(b, n),
-              .v = v.middleRows(b, n),
-              .theta = gate_rows(theta, b, n),
-              .alpha = gate_rows(alpha, b, n),
-              .momentum = gate_rows(eta, b, n)};
-    }
-  };
-  static Data data(Index T, Index H, Rng& rng) {
-    Matrix<Scalar> k(T, H * kDim);
-    for (Index h = 0; h < H; ++h)
-      k.middleCols(h * kDim, kDim) = unit_rows(uniform<Scalar>(rng, T, kDim));
-    return {uniform<Scalar>(rng, T, H * kDim),    k,
-            uniform<Scalar>(rng, T, H * kDim),    uniform<Scalar>(rng, T, H, 0.005, 0.05),
-            uniform<Scalar>(rng, T, H, 0.0, 0.2), uniform<Scalar>(rng, T, H, 0.5, 0.95)};
-  }
-  static std::vector<Matrix<Scalar>> tensors(const typename Layer::State& s) {
-    std::vector<Matrix<Scalar>> out;
-    append(out, s.reference);
-    append(out, s.current);
-    append(out, s.momentum);
-    out.push_back(Matrix<Scalar>::Constant(1, 1, Scalar(s.position)));
-    return out;
-  }
-  static Index parallel_limit(const Layer& layer, const typename Layer::State& s) {
-    return layer.options().mini_batch - s.position;
-  }
-};
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -266,7 +97,7 @@ Result<Layer> replay(const Layer& layer, const typename Case<Layer>::Data& data,
   auto state = layer.initial_state();
   for (const Call& c : calls)
     r.outputs.push_back(forward(layer, c.form, data.slice(c.begin, c.n), state));
-  r.state = Case<Layer>::tensors(state);
+  r.state = Case<Layer>::parts(state);
   return r;
 }
 
@@ -302,9 +133,9 @@ TYPED_TEST_SUITE(Concurrency, Layers);
 TYPED_TEST(Concurrency, SharedLayerPerThreadStateIsBitIdentical) {
   using Layer = TypeParam;
   using C = Case<Layer>;
-  const Layer layer = C::make(16);
+  const Layer layer = make_layer<Layer>(16);
   Rng rng(42);
-  const std::vector<typename C::Data> data{C::data(kT, 1, rng), C::data(kT, 1, rng)};
+  const std::vector<typename C::Data> data{C::data(layer, kT, 1, rng), C::data(layer, kT, 1, rng)};
   std::vector<std::vector<Call>> scripts;
   std::vector<Result<Layer>> want;
   for (int t = 0; t < kThreads; ++t) {
@@ -350,7 +181,7 @@ TYPED_TEST(Concurrency, MultiHeadThreadsAreBitIdentical) {
   using C = Case<Layer>;
   using Scalar = typename Layer::Scalar;
   constexpr Index H = 4;
-  const Layer layer = C::make(64);  // parallel calls of up to 64 tokens
+  const Layer layer = make_layer<Layer>(64);  // parallel calls of up to 64 tokens
   Rng rng(7);
   const std::vector<Index> lengths{40, 1, 64};
   for (Form form : all_forms) {
@@ -361,7 +192,7 @@ TYPED_TEST(Concurrency, MultiHeadThreadsAreBitIdentical) {
     for (int call = 0; call < 2; ++call) {
       std::vector<typename C::Data> data;
       for (Index T : lengths)
-        data.push_back(C::data(form == Form::parallel ? T / 2 : T, H, rng));
+        data.push_back(C::data(layer, form == Form::parallel ? T / 2 : T, H, rng));
       std::vector<typename Layer::Inputs> seqs;
       for (const auto& d : data)
         seqs.push_back(d.all());
@@ -372,7 +203,7 @@ TYPED_TEST(Concurrency, MultiHeadThreadsAreBitIdentical) {
         EXPECT_TRUE(identical<Scalar>(out_many[s], out_one[s]))
             << "call " << call << ", sequence " << s;
         for (std::size_t h = 0; h < std::size_t(H); ++h) {
-          const auto a = C::tensors(states_many[s][h]), b = C::tensors(states_one[s][h]);
+          const auto a = C::parts(states_many[s][h]), b = C::parts(states_one[s][h]);
           for (std::size_t i = 0; i < a.size(); ++i) {
             EXPECT_TRUE(identical<Scalar>(a[i], b[i])) << "call " << call << ", sequence " << s
                                                        << ", head " << h << ", state tensor " << i;

@@ -76,11 +76,11 @@ TEST(FiniteInput, DeltaNet) {
 
 TEST(FiniteInput, TTT) {
   using L = TTTMLP<double>;
-  expect_policy(L({.dim = d, .mini_batch = 8}),
-                L({.dim = d, .mini_batch = 8, .check_finite = false}),
-                [](const auto& q, const auto& k, const auto& v) {
-                  return L::Inputs{.q = q, .k = k, .v = v, .eta = GateRef<double>(kSmall)};
-                });
+  expect_policy(
+      L({.key_dim = d, .mini_batch = 8}), L({.key_dim = d, .mini_batch = 8, .check_finite = false}),
+      [](const auto& q, const auto& k, const auto& v) {
+        return L::Inputs{.q = q, .k = k, .v = v, .learning_rate = GateRef<double>(kSmall)};
+      });
 }
 
 TEST(FiniteInput, Titans) {
@@ -92,9 +92,9 @@ TEST(FiniteInput, Titans) {
         return L::Inputs{.q = q,
                          .k = k,
                          .v = v,
-                         .theta = GateRef<double>(kSmall),
-                         .alpha = GateRef<double>(kZero),
-                         .momentum = GateRef<double>(kHalf)};
+                         .learning_rate = GateRef<double>(kSmall),
+                         .forgetting = GateRef<double>(kZero),
+                         .momentum_decay = GateRef<double>(kHalf)};
       });
 }
 

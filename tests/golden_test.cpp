@@ -273,7 +273,8 @@ void run_ttt(Run<Scalar>& run) {
   }
   parameters.ln_weight = run.input("ln_weight");
   parameters.ln_bias = run.input("ln_bias");
-  typename Layer::Options options{.dim = d, .mini_batch = b, .ln_eps = run.param_scalar("ln_eps")};
+  typename Layer::Options options{
+      .key_dim = d, .mini_batch = b, .ln_eps = run.param_scalar("ln_eps")};
   if constexpr (Model == TTTModel::mlp) {
     if (run.param_word("activation") != "gelu_tanh") run.fail("activation must be gelu_tanh");
     options.expansion = run.param_index("hidden") / d;
@@ -283,8 +284,8 @@ void run_ttt(Run<Scalar>& run) {
   const Layer layer(options, parameters);
   typename Layer::State state = layer.initial_state();
   const Vector<Scalar> eta = run.gate("eta", q.rows());
-  run.expect("o", forward(layer, run.form(), {.q = q, .k = k, .v = v, .eta = GateRef<Scalar>(eta)},
-                          state));
+  run.expect("o", forward(layer, run.form(),
+                          {.q = q, .k = k, .v = v, .learning_rate = GateRef<Scalar>(eta)}, state));
   const Weights<Scalar> final_weights = layer.current_weights(state);
   for (std::size_t i = 0; i < names.size(); i += 2) {
     const std::string suffix = Model == TTTModel::linear ? "" : std::to_string(i / 2 + 1);
@@ -346,9 +347,9 @@ void run_titans(Run<Scalar>& run, bool mlp) {
                           {.q = q,
                            .k = k,
                            .v = v,
-                           .theta = GateRef<Scalar>(theta),
-                           .alpha = GateRef<Scalar>(alpha),
-                           .momentum = GateRef<Scalar>(eta)},
+                           .learning_rate = GateRef<Scalar>(theta),
+                           .forgetting = GateRef<Scalar>(alpha),
+                           .momentum_decay = GateRef<Scalar>(eta)},
                           state));
   for (std::size_t l = 0; l < names.size(); ++l) {
     run.expect(mlp ? "final" + names[l] : "final_state", state.current.W[l]);

@@ -173,7 +173,7 @@ struct TTTCase {
                                            : "TTTMLP (mini_batch 16, hidden 4·16)";
   static Layer make() {
     typename Layer::Options o;
-    o.dim = kDim;
+    o.key_dim = kDim;
     o.mini_batch = 16;
     o.expansion = Expansion;
     return Layer(o);
@@ -182,7 +182,7 @@ struct TTTCase {
     Matrix<double> q, k, v;
     Vector<double> eta;
     typename Layer::Inputs inputs() const {
-      return {.q = q, .k = k, .v = v, .eta = GateRef<double>(eta)};
+      return {.q = q, .k = k, .v = v, .learning_rate = GateRef<double>(eta)};
     }
   };
   /// Inner rates a_t ≤ 1/d, as tests/ttt_test.cpp.
@@ -222,9 +222,9 @@ struct TitansCase {
       return {.q = q,
               .k = k,
               .v = v,
-              .theta = GateRef<double>(theta),
-              .alpha = GateRef<double>(alpha),
-              .momentum = GateRef<double>(eta)};
+              .learning_rate = GateRef<double>(theta),
+              .forgetting = GateRef<double>(alpha),
+              .momentum_decay = GateRef<double>(eta)};
     }
   };
   /// Unit keys; θ ∈ (0.005, 0.1) (halved at depth 2, see tests/property_test.cpp),

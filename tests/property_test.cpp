@@ -474,7 +474,7 @@ struct Family<TTT<Scalar, Model>> {
 
   static Layer make(const Config& c, Rng& rng) {
     typename Layer::Options o;
-    o.dim = c.dim;
+    o.key_dim = c.dim;
     o.mini_batch = c.mini_batch;
     o.token_index_scaling = c.scaling;
     if (c.offsets) {
@@ -502,7 +502,7 @@ struct Family<TTT<Scalar, Model>> {
       return {.q = q.middleRows(b, n),
               .k = k.middleRows(b, n),
               .v = v.middleRows(b, n),
-              .eta = GateRef<Scalar>(eta.segment(b, n))};
+              .learning_rate = GateRef<Scalar>(eta.segment(b, n))};
     }
   };
 
@@ -656,9 +656,9 @@ struct Family<TitansMemory<Scalar>> {
       return {.q = q.middleRows(b, n),
               .k = k.middleRows(b, n),
               .v = v.middleRows(b, n),
-              .theta = GateRef<Scalar>(theta.segment(b, n)),
-              .alpha = GateRef<Scalar>(alpha.segment(b, n)),
-              .momentum = GateRef<Scalar>(eta.segment(b, n))};
+              .learning_rate = GateRef<Scalar>(theta.segment(b, n)),
+              .forgetting = GateRef<Scalar>(alpha.segment(b, n)),
+              .momentum_decay = GateRef<Scalar>(eta.segment(b, n))};
     }
   };
 

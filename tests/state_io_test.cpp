@@ -15,153 +15,17 @@
 
 #include <seqmem/state_io.hpp>
 
+#include "layer_cases.hpp"
 #include "test_util.hpp"
 
 namespace seqmem::test {
 namespace {
 
-// ---------------------------------------------------------------------------------------------
-// Random calls per layer family (gates inside their ranges)
-// ---------------------------------------------------------------------------------------------
-
-template <class Layer>
-struct Calls;
-
-template <class Scalar>
-struct Calls<LinearAttention<Scalar>> {
-  struct Data {
-    Matrix<Scalar> q, k, v;
-    Vector<Scalar> g;
-    typename LinearAttention<Scalar>::Inputs in() const {
-      return {.q = q, .k = k, .v = v, .log_decay = GateRef<Scalar>(g)};
-    }
-  };
-  static Data make(const LinearAttention<Scalar>& layer, Index T, Rng& rng) {
-    const Index dk = layer.options().key_dim, dv = layer.options().value_dim;
-    return {uniform<Scalar>(rng, T, dk), uniform<Scalar>(rng, T, dk), uniform<Scalar>(rng, T, dv),
-            uniform<Scalar>(rng, T, 1, -0.5, 0.0)};
-  }
-};
-
-template <class Scalar>
-struct Calls<SoftmaxAttention<Scalar>> {
-  struct Data {
-    Matrix<Scalar> q, k, v;
-    typename SoftmaxAttention<Scalar>::Inputs in() const { return {.q = q, .k = k, .v = v}; }
-  };
-  static Data make(const SoftmaxAttention<Scalar>& layer, Index T, Rng& rng) {
-    const Index dk = layer.options().key_dim, dv = layer.options().value_dim;
-    return {uniform<Scalar>(rng, T, dk), uniform<Scalar>(rng, T, dk), uniform<Scalar>(rng, T, dv)};
-  }
-};
-
-template <class Scalar>
-struct Calls<DeltaNet<Scalar>> {
-  struct Data {
-    Matrix<Scalar> q, k, v;
-    Vector<Scalar> beta, g;
-    typename DeltaNet<Scalar>::Inputs in() const {
-      return {
-          .q = q, .k = k, .v = v, .beta = GateRef<Scalar>(beta), .log_decay = GateRef<Scalar>(g)};
-    }
-  };
-  static Data make(const DeltaNet<Scalar>& layer, Index T, Rng& rng) {
-    const Index dk = layer.options().key_dim, dv = layer.options().value_dim;
-    return {uniform<Scalar>(rng, T, dk), uniform<Scalar>(rng, T, dk), uniform<Scalar>(rng, T, dv),
-            uniform<Scalar>(rng, T, 1, 0.0, 1.5), uniform<Scalar>(rng, T, 1, -0.5, 0.0)};
-  }
-};
-
-template <class Scalar, TTTModel Model>
-struct Calls<TTT<Scalar, Model>> {
-  struct Data {
-    Matrix<Scalar> q, k, v;
-    Vector<Scalar> eta;
-    typename TTT<Scalar, Model>::Inputs in() const {
-      return {.q = q, .k = k, .v = v, .eta = GateRef<Scalar>(eta)};
-    }
-  };
-  static Data make(const TTT<Scalar, Model>& layer, Index T, Rng& rng) {
-    const Index d = layer.options().dim;
-    return {uniform<Scalar>(rng, T, d), uniform<Scalar>(rng, T, d), uniform<Scalar>(rng, T, d),
-            uniform<Scalar>(rng, T, 1, 0.0, 0.5)};
-  }
-};
-
-template <class Scalar>
-struct Calls<TitansMemory<Scalar>> {
-  struct Data {
-    Matrix<Scalar> q, k, v;
-    Vector<Scalar> theta, alpha, momentum;
-    typename TitansMemory<Scalar>::Inputs in() const {
-      return {.q = q,
-              .k = k,
-              .v = v,
-              .theta = GateRef<Scalar>(theta),
-              .alpha = GateRef<Scalar>(alpha),
-              .momentum = GateRef<Scalar>(momentum)};
-    }
-  };
-  static Data make(const TitansMemory<Scalar>& layer, Index T, Rng& rng) {
-    const Index dk = layer.options().key_dim, dv = layer.options().value_dim;
-    return {uniform<Scalar>(rng, T, dk),          uniform<Scalar>(rng, T, dk),
-            uniform<Scalar>(rng, T, dv),          uniform<Scalar>(rng, T, 1, 0.0, 0.3),
-            uniform<Scalar>(rng, T, 1, 0.0, 0.2), uniform<Scalar>(rng, T, 1, 0.0, 0.9)};
-  }
-};
-
-// ---------------------------------------------------------------------------------------------
-// Every part of a state, listed here independently of state_io's own description
-// ---------------------------------------------------------------------------------------------
-
-template <class Scalar>
-using Parts = std::vector<Matrix<Scalar>>;
+// Random calls and every part of a state per layer family: layer_cases.hpp (the parts are
+// listed there independently of state_io's own description).
 
 template <class Scalar>
 using ScalarBits = std::conditional_t<sizeof(Scalar) == 4, std::uint32_t, std::uint64_t>;
-
-template <class Scalar>
-void add(Parts<Scalar>& parts, const Weights<Scalar>& w) {
-  parts.insert(parts.end(), w.W.begin(), w.W.end());
-  parts.insert(parts.end(), w.b.begin(), w.b.end());
-}
-
-template <class Scalar>
-Matrix<Scalar> integer(Index value) {
-  return Matrix<Scalar>::Constant(1, 1, static_cast<Scalar>(value));
-}
-
-template <class Scalar>
-Parts<Scalar> parts(const LinearAttention<Scalar>&,
-                    const typename LinearAttention<Scalar>::State& s) {
-  return {s.S, s.z};
-}
-template <class Scalar>
-Parts<Scalar> parts(const SoftmaxAttention<Scalar>&,
-                    const typename SoftmaxAttention<Scalar>::State& s) {
-  return {s.keys(), s.values(), integer<Scalar>(s.tokens())};
-}
-template <class Scalar>
-Parts<Scalar> parts(const DeltaNet<Scalar>&, const typename DeltaNet<Scalar>::State& s) {
-  return {s.S};
-}
-template <class Scalar, TTTModel Model>
-Parts<Scalar> parts(const TTT<Scalar, Model>&, const typename TTT<Scalar, Model>::State& s) {
-  Parts<Scalar> p;
-  add(p, s.reference);
-  add(p, s.gradient);
-  p.push_back(integer<Scalar>(s.position));
-  return p;
-}
-template <class Scalar>
-Parts<Scalar> parts(const TitansMemory<Scalar>&, const typename TitansMemory<Scalar>::State& s) {
-  Parts<Scalar> p;
-  add(p, s.reference);
-  add(p, s.current);
-  add(p, s.momentum);
-  p.push_back(integer<Scalar>(s.position));
-  return p;
-}
 
 template <class Scalar>
 ::testing::AssertionResult same_bits(const Matrix<Scalar>& a, const Matrix<Scalar>& b) {
@@ -177,9 +41,9 @@ template <class Scalar>
 }
 
 template <class Layer>
-::testing::AssertionResult same_state(const Layer& layer, const typename Layer::State& a,
+::testing::AssertionResult same_state(const Layer&, const typename Layer::State& a,
                                       const typename Layer::State& b) {
-  const auto pa = parts(layer, a), pb = parts(layer, b);
+  const auto pa = Case<Layer>::parts(a), pb = Case<Layer>::parts(b);
   if (pa.size() != pb.size()) return ::testing::AssertionFailure() << "part count";
   for (std::size_t i = 0; i < pa.size(); ++i) {
     if (auto r = same_bits(pa[i], pb[i]); !r) return r << " (part " << i << ")";
@@ -275,8 +139,8 @@ void for_each_layer(F&& f) {
     SoftmaxAttention<Scalar>({.key_dim = 4, .value_dim = 3, .window = 5, .chunk_size = 4}));
   f("gated DeltaNet, qk l2norm",
     DeltaNet<Scalar>({.key_dim = 4, .value_dim = 3, .chunk_size = 4, .qk_l2norm = true}));
-  f("TTT-Linear", TTTLinear<Scalar>({.dim = 4, .mini_batch = 8}));
-  f("TTT-MLP", TTTMLP<Scalar>({.dim = 4, .mini_batch = 8, .expansion = 2}));
+  f("TTT-Linear", TTTLinear<Scalar>({.key_dim = 4, .mini_batch = 8}));
+  f("TTT-MLP", TTTMLP<Scalar>({.key_dim = 4, .mini_batch = 8, .expansion = 2}));
   f("Titans depth 1", TitansMemory<Scalar>({.key_dim = 4, .value_dim = 3, .mini_batch = 8}));
   f("Titans depth 2, bias",
     TitansMemory<Scalar>(
@@ -287,9 +151,9 @@ void for_each_layer(F&& f) {
 template <class Layer>
 typename Layer::State after_first_call(const Layer& layer) {
   Rng rng(7);
-  const auto data = Calls<Layer>::make(layer, 13, rng);
+  const auto data = Case<Layer>::data(layer, 13, 1, rng);
   auto state = layer.initial_state();
-  (void)forward(layer, Form::chunkwise, data.in(), state);
+  (void)forward(layer, Form::chunkwise, data.all(), state);
   return state;
 }
 
@@ -327,7 +191,7 @@ TYPED_TEST(StateIo, RestoredSessionContinuesExactly) {
     const std::string bytes = save(layer, state);
     Rng rng(11);
     for (Index T : {3, 11}) {
-      const auto next = Calls<Layer>::make(layer, T, rng);
+      const auto next = Case<Layer>::data(layer, T, 1, rng);
       for (Form form : all_forms) {
         if constexpr (kMiniBatched<Layer>) {
           if (form == Form::parallel && state.position + T > layer.options().mini_batch) continue;
@@ -336,8 +200,8 @@ TYPED_TEST(StateIo, RestoredSessionContinuesExactly) {
                      << name << ", next call " << to_string(form) << "(" << T << ")");
         auto uninterrupted = state;
         auto resumed = load(layer, bytes);
-        const Matrix<TypeParam> want = forward(layer, form, next.in(), uninterrupted);
-        const Matrix<TypeParam> got = forward(layer, form, next.in(), resumed);
+        const Matrix<TypeParam> want = forward(layer, form, next.all(), uninterrupted);
+        const Matrix<TypeParam> got = forward(layer, form, next.all(), resumed);
         EXPECT_TRUE(same_bits(got, want)) << "outputs";
         EXPECT_TRUE(same_state(layer, resumed, uninterrupted)) << "state";
       }
@@ -366,7 +230,8 @@ TYPED_TEST(StateIo, EveryByteFlipThrows) {
     const auto state = after_first_call(layer);
     const std::string bytes = save(layer, state);
     std::string values;  // the first tensor's values as the file stores them
-    const Matrix<TypeParam> first = parts(layer, state).front();  // row-major
+    const Matrix<TypeParam> first =
+        Case<std::remove_cvref_t<decltype(layer)>>::parts(state).front();  // row-major
     for (Index k = 0; k < first.size(); ++k) {
       append_le(values, std::bit_cast<ScalarBits<TypeParam>>(first.data()[k]),
                 int{sizeof(TypeParam)});
@@ -394,8 +259,8 @@ TYPED_TEST(StateIo, WrongLayerThrows) {
   EXPECT_CONTAINS(message, "wrong layer");
   EXPECT_CONTAINS(message, "DeltaNet");
   EXPECT_CONTAINS(message, "LinearAttention");
-  const TTTLinear<S> ttt_linear({.dim = 4});
-  const TTTMLP<S> ttt_mlp({.dim = 4});
+  const TTTLinear<S> ttt_linear({.key_dim = 4});
+  const TTTMLP<S> ttt_mlp({.key_dim = 4});
   EXPECT_CONTAINS(load_error(ttt_mlp, save(ttt_linear, ttt_linear.initial_state())), "TTTLinear");
   const SoftmaxAttention<S> softmax({.key_dim = 4, .value_dim = 3});
   const TitansMemory<S> titans({.key_dim = 4, .value_dim = 3});
@@ -420,9 +285,10 @@ TYPED_TEST(StateIo, WrongDimsThrows) {
          "window = 5");
   expect(DeltaNet<S>({.key_dim = 4, .value_dim = 3}), DeltaNet<S>({.key_dim = 4, .value_dim = 2}),
          "value_dim = 3");
-  expect(TTTLinear<S>({.dim = 4, .mini_batch = 8}), TTTLinear<S>({.dim = 4}), "mini_batch = 8");
-  expect(TTTLinear<S>({.dim = 4, .bias = false}), TTTLinear<S>({.dim = 4}), "bias = 0");
-  expect(TTTMLP<S>({.dim = 4, .expansion = 2}), TTTMLP<S>({.dim = 4}), "expansion = 2");
+  expect(TTTLinear<S>({.key_dim = 4, .mini_batch = 8}), TTTLinear<S>({.key_dim = 4}),
+         "mini_batch = 8");
+  expect(TTTLinear<S>({.key_dim = 4, .bias = false}), TTTLinear<S>({.key_dim = 4}), "bias = 0");
+  expect(TTTMLP<S>({.key_dim = 4, .expansion = 2}), TTTMLP<S>({.key_dim = 4}), "expansion = 2");
   using TM = TitansMemory<S>;
   expect(TM({.key_dim = 4, .value_dim = 3, .depth = 2}),
          TM({.key_dim = 4, .value_dim = 3, .depth = 3}), "depth = 2");
@@ -442,8 +308,8 @@ TYPED_TEST(StateIo, WrongDimsThrows) {
 
 TYPED_TEST(StateIo, WrongScalarThrows) {
   using Other = std::conditional_t<std::is_same_v<TypeParam, float>, double, float>;
-  const TTTMLP<TypeParam> saver({.dim = 4, .expansion = 2});
-  const TTTMLP<Other> loader({.dim = 4, .expansion = 2});
+  const TTTMLP<TypeParam> saver({.key_dim = 4, .expansion = 2});
+  const TTTMLP<Other> loader({.key_dim = 4, .expansion = 2});
   const std::string message = load_error(loader, save(saver, saver.initial_state()));
   EXPECT_CONTAINS(message, "wrong scalar type");
   EXPECT_CONTAINS(message, sizeof(TypeParam) == 4 ? "float32 values" : "float64 values");
@@ -501,7 +367,7 @@ TEST(StateIoSave, StateThatDoesNotFitThrowsAndWritesNothing) {
   s = delta.initial_state();
   s.S(1, 2) = std::numeric_limits<float>::quiet_NaN();
   expect(delta, s, "'S' (1, 2) is not finite");
-  const TTTLinear<double> ttt({.dim = 4, .mini_batch = 8});
+  const TTTLinear<double> ttt({.key_dim = 4, .mini_batch = 8});
   auto t = ttt.initial_state();
   t.position = 8;
   expect(ttt, t, "'position' = 8 is out of range [0, 7]");
@@ -573,7 +439,7 @@ TEST(StateIoFormat, HandBuiltFilesOfTheDocumentedLayout) {
 // Files with a valid checksum but an impossible state: position outside the mini-batch, a
 // softmax cache longer than the window allows, fewer tokens than cached rows.
 TEST(StateIoFormat, ImpossibleStatesAreRefused) {
-  const TTTMLP<float> ttt({.dim = 4, .mini_batch = 8, .expansion = 2});
+  const TTTMLP<float> ttt({.key_dim = 4, .mini_batch = 8, .expansion = 2});
   std::string bytes = save(ttt, after_first_call(ttt));
   for (const std::int64_t position : {std::int64_t{8}, std::int64_t{-1}}) {
     std::string edited = bytes, value;

@@ -77,12 +77,17 @@ struct TitansData {
     return {.q = q.middleRows(b, n),
             .k = k.middleRows(b, n),
             .v = v.middleRows(b, n),
-            .theta = theta.segment(b, n),
-            .alpha = alpha.segment(b, n),
-            .momentum = momentum.segment(b, n)};
+            .learning_rate = theta.segment(b, n),
+            .forgetting = alpha.segment(b, n),
+            .momentum_decay = momentum.segment(b, n)};
   }
   Inputs whole() const {
-    return {.q = q, .k = k, .v = v, .theta = theta, .alpha = alpha, .momentum = momentum};
+    return {.q = q,
+            .k = k,
+            .v = v,
+            .learning_rate = theta,
+            .forgetting = alpha,
+            .momentum_decay = momentum};
   }
   Index tokens() const { return q.rows(); }
 };
@@ -345,30 +350,31 @@ struct LayerCase<TitansMemory<Scalar>> {
     const Scalar inf = std::numeric_limits<Scalar>::infinity();
     return {
         {"alpha above 1", [](Data& d) { d.alpha(2) = Scalar(1.5); },
-         "alpha[2] must be finite and in [0, 1], got 1.5"},
+         "forgetting[2] must be finite and in [0, 1], got 1.5"},
         {"negative alpha", [](Data& d) { d.alpha(0) = Scalar(-0.25); },
-         "alpha[0] must be finite and in [0, 1], got -0.25"},
+         "forgetting[0] must be finite and in [0, 1], got -0.25"},
         {"momentum above 1", [](Data& d) { d.momentum(5) = Scalar(1.25); },
-         "momentum[5] must be finite and in [0, 1], got 1.25"},
+         "momentum_decay[5] must be finite and in [0, 1], got 1.25"},
         {"negative momentum", [](Data& d) { d.momentum(3) = Scalar(-0.5); },
-         "momentum[3] must be finite and in [0, 1], got -0.5"},
+         "momentum_decay[3] must be finite and in [0, 1], got -0.5"},
         {"negative theta", [](Data& d) { d.theta(4) = Scalar(-0.125); },
-         "theta[4] must be finite and >= 0, got -0.125"},
-        {"NaN theta", [nan](Data& d) { d.theta(1) = nan; }, "theta[1] must be finite"},
-        {"infinite theta", [inf](Data& d) { d.theta(2) = inf; }, "theta[2] must be finite"},
-        {"NaN alpha", [nan](Data& d) { d.alpha(3) = nan; }, "alpha[3] must be finite"},
-        {"NaN momentum", [nan](Data& d) { d.momentum(0) = nan; }, "momentum[0] must be finite"},
+         "learning_rate[4] must be finite and >= 0, got -0.125"},
+        {"NaN theta", [nan](Data& d) { d.theta(1) = nan; }, "learning_rate[1] must be finite"},
+        {"infinite theta", [inf](Data& d) { d.theta(2) = inf; }, "learning_rate[2] must be finite"},
+        {"NaN alpha", [nan](Data& d) { d.alpha(3) = nan; }, "forgetting[3] must be finite"},
+        {"NaN momentum", [nan](Data& d) { d.momentum(0) = nan; },
+         "momentum_decay[0] must be finite"},
         {"k with fewer rows",
          [](Data& d) { d.k.conservativeResize(d.k.rows() - 1, Eigen::NoChange); },
          "k must be 6x5, got 5x5"},
         {"v with more rows", [](Data& d) { d.v = Matrix<Scalar>::Ones(7, 4); },
          "v must be 6x4, got 7x4"},
         {"theta too short", [](Data& d) { d.theta = Vector<Scalar>::Ones(5); },
-         "theta must be 6x1, got 5x1"},
+         "learning_rate must be 6x1, got 5x1"},
         {"alpha too long", [](Data& d) { d.alpha = Vector<Scalar>::Zero(7); },
-         "alpha must be 6x1, got 7x1"},
+         "forgetting must be 6x1, got 7x1"},
         {"momentum too short", [](Data& d) { d.momentum = Vector<Scalar>::Zero(2); },
-         "momentum must be 6x1, got 2x1"},
+         "momentum_decay must be 6x1, got 2x1"},
         {"v with a wrong dim", [](Data& d) { d.v = Matrix<Scalar>::Ones(d.v.rows(), 2); },
          "v must be 6x4, got 6x2"},
         {"q with a wrong dim", [](Data& d) { d.q = Matrix<Scalar>::Ones(d.q.rows(), 4); },
@@ -933,7 +939,7 @@ TEST(Titans, NoMomentumNoForgettingEqualsTTTLinear) {
     const Matrix<double> W0 = uniform<double>(rng, d, d);
     const Titans titans({.key_dim = d, .value_dim = d, .mini_batch = b}, linear_parameters(W0));
     const TTTLinear<double> ttt(
-        {.dim = d,
+        {.key_dim = d,
          .mini_batch = b,
          .token_index_scaling = false,
          .layer_norm = false,
@@ -948,7 +954,7 @@ TEST(Titans, NoMomentumNoForgettingEqualsTTTLinear) {
       return TTTLinear<double>::Inputs{.q = data.q.middleRows(begin, n),
                                        .k = data.k.middleRows(begin, n),
                                        .v = data.v.middleRows(begin, n),
-                                       .eta = GateRef<double>(a.segment(begin, n))};
+                                       .learning_rate = GateRef<double>(a.segment(begin, n))};
     };
     for (Form ttt_form : all_forms) {
       auto tts = ttt.initial_state();

@@ -28,7 +28,7 @@ struct TTTVariant {
   bool token_index_scaling = true;
   bool offset = false;     // λ_i ≠ 0 (see offsets()): c_i clamps at 0 for some positions
   bool zero_eta = false;   // eta = 0 on about a third of the tokens
-  Index expansion = 2;     // TTT-MLP hidden width = expansion·dim
+  Index expansion = 2;     // TTT-MLP hidden width = expansion·key_dim
   std::uint64_t seed = 1;  // of the random Parameters
 };
 
@@ -64,7 +64,7 @@ Weights<Scalar> random_weights(const Weights<Scalar>& like, Rng& rng, double s) 
 template <class Layer>
 typename Layer::Options options_of(const TTTVariant& v) {
   typename Layer::Options o;
-  o.dim = v.dim;
+  o.key_dim = v.dim;
   o.mini_batch = v.mini_batch;
   o.token_index_scaling = v.token_index_scaling;
   if (v.offset) o.token_scale_offset = offsets<typename Layer::Scalar>(v.mini_batch);
@@ -88,8 +88,9 @@ typename Layer::Parameters random_parameters(const typename Layer::Options& o, R
   const Layer proto(o);
   typename Layer::Parameters p;
   p.initial = random_weights(proto.initial_state().reference, rng, kWeightScale);
-  p.ln_weight = Matrix<Scalar>::Ones(1, o.dim) + Scalar(0.1) * uniform<Scalar>(rng, 1, o.dim);
-  p.ln_bias = Scalar(0.1) * uniform<Scalar>(rng, 1, o.dim);
+  p.ln_weight =
+      Matrix<Scalar>::Ones(1, o.key_dim) + Scalar(0.1) * uniform<Scalar>(rng, 1, o.key_dim);
+  p.ln_bias = Scalar(0.1) * uniform<Scalar>(rng, 1, o.key_dim);
   return p;
 }
 
@@ -129,8 +130,9 @@ template <class Scalar, TTTModel Model>
 detail::InnerModel<Scalar> model_of(const TTT<Scalar, Model>& layer) {
   const auto& o = layer.options();
   detail::InnerModel<Scalar> m;
-  m.dims = Model == TTTModel::linear ? std::vector<Index>{o.dim, o.dim}
-                                     : std::vector<Index>{o.dim, o.expansion * o.dim, o.dim};
+  m.dims = Model == TTTModel::linear
+               ? std::vector<Index>{o.key_dim, o.key_dim}
+               : std::vector<Index>{o.key_dim, o.expansion * o.key_dim, o.key_dim};
   m.activation = Activation::gelu_tanh;
   m.bias = o.bias;
   m.layer_norm = o.layer_norm;
@@ -202,14 +204,14 @@ struct LayerCase<TTT<Scalar, Model>> {
       return {.q = q.middleRows(b, n),
               .k = k.middleRows(b, n),
               .v = v.middleRows(b, n),
-              .eta = eta.segment(b, n)};
+              .learning_rate = eta.segment(b, n)};
     }
-    Inputs whole() const { return {.q = q, .k = k, .v = v, .eta = eta}; }
+    Inputs whole() const { return {.q = q, .k = k, .v = v, .learning_rate = eta}; }
   };
 
   /// q, k, v uniform(−1, 1); eta uniform(0, 1/d) (with some zeros for `zero_eta`).
   static Data data(const Variant& var, const Layer& layer, Index T, Rng& rng) {
-    const Index d = layer.options().dim;
+    const Index d = layer.options().key_dim;
     Data x{uniform<Scalar>(rng, T, d), uniform<Scalar>(rng, T, d), uniform<Scalar>(rng, T, d),
            Vector<Scalar>(uniform<Scalar>(rng, T, 1, 0.0, 1.0 / static_cast<double>(d)).col(0))};
     if (var.zero_eta) {
@@ -260,11 +262,11 @@ struct LayerCase<TTT<Scalar, Model>> {
         {"v with a wrong dim", [](Data& x) { x.v = Matrix<Scalar>::Ones(x.v.rows(), 2); },
          "v must be 6x" + d + ", got 6x2"},
         {"eta too short", [](Data& x) { x.eta = Vector<Scalar>::Ones(5); },
-         "eta must be 6x1, got 5x1"},
+         "learning_rate must be 6x1, got 5x1"},
         {"negative eta", [](Data& x) { x.eta(2) = Scalar(-0.5); },
-         "eta[2] must be finite and >= 0, got -0.5"},
-        {"NaN eta", [nan](Data& x) { x.eta(1) = nan; }, "eta[1] must be finite"},
-        {"infinite eta", [inf](Data& x) { x.eta(4) = inf; }, "eta[4] must be finite"},
+         "learning_rate[2] must be finite and >= 0, got -0.5"},
+        {"NaN eta", [nan](Data& x) { x.eta(1) = nan; }, "learning_rate[1] must be finite"},
+        {"infinite eta", [inf](Data& x) { x.eta(4) = inf; }, "learning_rate[4] must be finite"},
         {"NaN in q", [nan](Data& x) { x.q(1, 2) = nan; }, "q(1, 2) must be finite"},
         {"Inf in v", [inf](Data& x) { x.v(5, 0) = -inf; }, "v(5, 0) must be finite"},
     };
@@ -275,7 +277,7 @@ struct LayerCase<TTT<Scalar, Model>> {
     constexpr Index d = kDim, h = kHidden;
     auto options = [] {
       Options o;
-      o.dim = kDim;
+      o.key_dim = kDim;
       o.mini_batch = 4;
       o.expansion = 2;
       return o;
@@ -290,13 +292,20 @@ struct LayerCase<TTT<Scalar, Model>> {
     };
     const std::string L = std::to_string(Model == TTTModel::linear ? 1 : 2);
     std::vector<BadOption<Layer>> bad = {
-        {"dim 0",
+        {"key_dim 0",
          [options] {
            auto o = options();
-           o.dim = 0;
+           o.key_dim = 0;
            return Layer(o);
          },
-         "dim must be > 0, got 0"},
+         "key_dim must be > 0, got 0"},
+        {"value_dim other than key_dim",
+         [options] {
+           auto o = options();
+           o.value_dim = o.key_dim + 1;
+           return Layer(o);
+         },
+         "value_dim must equal key_dim (" + std::to_string(d) + "), got " + std::to_string(d + 1)},
         {"mini_batch 0",
          [options] {
            auto o = options();
@@ -371,7 +380,7 @@ struct LayerCase<TTT<Scalar, Model>> {
                        o.expansion = Index{1} << 62;
                        return Layer(o);
                      },
-                     "expansion·dim (the hidden width) overflows Index"});
+                     "expansion·key_dim (the hidden width) overflows Index"});
     }
     return bad;
   }
@@ -686,7 +695,7 @@ TYPED_TEST(TTTDouble, EveryFormComputesTheDefinition) {
 // Defaults: the documented deterministic initial weights, LN weight 1, bias 0.
 TYPED_TEST(TTTDouble, DefaultParameters) {
   using Layer = TypeParam;
-  const Layer layer({.dim = 3, .expansion = 2});
+  const Layer layer({.key_dim = 3, .expansion = 2});
   const auto& p = layer.parameters();
   EXPECT_EQ(p.ln_weight, Matrix<double>::Ones(1, 3));
   EXPECT_EQ(p.ln_bias, Matrix<double>::Zero(1, 3));
@@ -810,7 +819,7 @@ TEST(TTTGradients, ActivationDerivativesMatchFiniteDifferences) {
   }
 }
 
-// The engine's products (core/matmul.hpp) against plain Eigen products, in float and double
+// The engine's products (detail/matmul.hpp) against plain Eigen products, in float and double
 // alternately (the libxsmm backend caches kernels per thread; a kernel of one type must
 // never serve the other), on shapes with and without kernels, with strided operands and
 // with accumulation.
@@ -936,7 +945,11 @@ namespace {
 
 TTTLinear<double> plain_ttt_linear(Index d, Index b, const Matrix<double>& W0) {
   return TTTLinear<double>(
-      {.dim = d, .mini_batch = b, .token_index_scaling = false, .layer_norm = false, .bias = false},
+      {.key_dim = d,
+       .mini_batch = b,
+       .token_index_scaling = false,
+       .layer_norm = false,
+       .bias = false},
       TTTLinear<double>::Parameters{Weights<double>{{W0}, {}}, Matrix<double>::Ones(1, d),
                                     Matrix<double>::Zero(1, d)});
 }
@@ -954,7 +967,7 @@ Matrix<double> run_pieces(const Layer& layer, Form form, const Matrix<double>& q
                                        {.q = q.middleRows(begin, n),
                                         .k = k.middleRows(begin, n),
                                         .v = v.middleRows(begin, n),
-                                        .eta = GateRef<double>(eta.segment(begin, n))},
+                                        .learning_rate = GateRef<double>(eta.segment(begin, n))},
                                        state);
   }
   return out;
@@ -1027,7 +1040,7 @@ TEST(TTTIdentities, MiniBatchOneIsDeltaNet) {
     const DeltaNet<double> delta({.key_dim = d, .value_dim = d, .scale = 1.0, .chunk_size = 4});
     for (bool scaling : {false, true}) {
       auto ttt = TTTLinear<double>(
-          {.dim = d,
+          {.key_dim = d,
            .mini_batch = 1,
            .token_index_scaling = scaling,
            .layer_norm = false,

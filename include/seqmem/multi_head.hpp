@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "seqmem/core/concepts.hpp"
-#include "seqmem/core/errors.hpp"
 #include "seqmem/core/types.hpp"
+#include "seqmem/detail/checks.hpp"
 
 namespace seqmem {
 

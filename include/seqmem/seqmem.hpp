@@ -1,12 +1,17 @@
 #pragma once
 
 /// @file
-/// Umbrella header: every seqmem layer and the multi-head executor.
+/// Umbrella header: every seqmem layer, the multi-head executor and state files. Public
+/// headers are core/ (types, concepts, errors, the shared layer surface), layers/,
+/// multi_head.hpp and state_io.hpp; detail/ holds the implementation (shared math, the
+/// TTT/Titans engine, products, checks).
 
 #include "seqmem/core/concepts.hpp"
 #include "seqmem/core/errors.hpp"
-#include "seqmem/core/math.hpp"
+#include "seqmem/core/layer.hpp"
+#include "seqmem/core/state_layout.hpp"
 #include "seqmem/core/types.hpp"
+#include "seqmem/core/weights.hpp"
 #include "seqmem/layers/delta_net.hpp"
 #include "seqmem/layers/linear_attention.hpp"
 #include "seqmem/layers/softmax_attention.hpp"

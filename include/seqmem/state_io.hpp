@@ -11,9 +11,10 @@
 ///     std::ifstream in("session.state", std::ios::binary);
 ///     auto restored = seqmem::load_state(layer, in);  // continues exactly where `state` was
 ///
-/// Each layer family has one description, `detail::StateLayout<Layer>`: its kind name, the
-/// options that shape its state and a `visit` that lists the state's tensors and integers in
-/// file order. Saving, loading and the expected shapes all come from that one description.
+/// Each layer describes its state once, in its nested `StateLayout` (core/state_layout.hpp):
+/// its kind name, the options that shape its state and a `visit` that lists the state's
+/// tensors and integers in file order. Saving, loading and the expected shapes all come from
+/// that one description; `save_state` and `load_state` take any `PersistentLayer`.
 
 #include <algorithm>
 #include <bit>
@@ -33,14 +34,9 @@
 #include <utility>
 #include <vector>
 
-#include "seqmem/core/errors.hpp"
-#include "seqmem/core/inner_model.hpp"
+#include "seqmem/core/state_layout.hpp"
 #include "seqmem/core/types.hpp"
-#include "seqmem/layers/delta_net.hpp"
-#include "seqmem/layers/linear_attention.hpp"
-#include "seqmem/layers/softmax_attention.hpp"
-#include "seqmem/layers/titans.hpp"
-#include "seqmem/layers/ttt.hpp"
+#include "seqmem/detail/checks.hpp"
 
 namespace seqmem {
 
@@ -56,139 +52,6 @@ class state_error : public std::runtime_error {
 inline constexpr std::uint32_t state_format_version = 1;
 
 namespace detail {
-
-// ---------------------------------------------------------------------------------------------
-// Per-layer descriptions
-// ---------------------------------------------------------------------------------------------
-
-/// One option that shapes a state, recorded in the file header (bools as 0/1).
-struct StateParam {
-  std::string_view name;
-  std::int64_t value;
-};
-
-/// Rows a tensor may have when they are not fixed by the layer (the softmax KV cache).
-struct RowRange {
-  Index min, max;
-};
-
-/// Specialized per layer family with:
-///   static constexpr std::string_view kind;                     the layer kind in the file
-///   static std::vector<StateParam> params(const Layer&);        options that shape the state
-///   template <class S, class V> static void visit(const Layer&, S& state, V& v);
-///       calls v.tensor(name, matrix[, RowRange]) and v.integer(name, value, lo, hi) for every
-///       part of the state, in file order (S is `State` or `const State`)
-/// and, when the State has private parts, `template <class V> static State restore(layer, v)`
-/// (otherwise a load visits a fresh `initial_state()` in place).
-template <class Layer>
-struct StateLayout;
-
-template <class W, class V>
-void visit_weights(const std::string& name, W& w, V& v) {
-  for (std::size_t l = 0; l < w.W.size(); ++l)
-    v.tensor(name + ".W[" + std::to_string(l) + "]", w.W[l]);
-  for (std::size_t l = 0; l < w.b.size(); ++l)
-    v.tensor(name + ".b[" + std::to_string(l) + "]", w.b[l]);
-}
-
-template <class Scalar>
-struct StateLayout<LinearAttention<Scalar>> {
-  static constexpr std::string_view kind = "LinearAttention";
-  static std::vector<StateParam> params(const LinearAttention<Scalar>& layer) {
-    const auto& o = layer.options();
-    return {{"key_dim", o.key_dim}, {"value_dim", o.value_dim}, {"normalize", o.normalize}};
-  }
-  template <class S, class V>
-  static void visit(const LinearAttention<Scalar>&, S& state, V& v) {
-    v.tensor("S", state.S);
-    v.tensor("z", state.z);
-  }
-};
-
-template <class Scalar>
-struct StateLayout<DeltaNet<Scalar>> {
-  static constexpr std::string_view kind = "DeltaNet";
-  static std::vector<StateParam> params(const DeltaNet<Scalar>& layer) {
-    return {{"key_dim", layer.options().key_dim}, {"value_dim", layer.options().value_dim}};
-  }
-  template <class S, class V>
-  static void visit(const DeltaNet<Scalar>&, S& state, V& v) {
-    v.tensor("S", state.S);
-  }
-};
-
-/// The KV cache is private: saved from keys()/values()/tokens(), rebuilt by make_state.
-template <class Scalar>
-struct StateLayout<SoftmaxAttention<Scalar>> {
-  using Layer = SoftmaxAttention<Scalar>;
-  using State = typename Layer::State;
-  static constexpr std::string_view kind = "SoftmaxAttention";
-  static std::vector<StateParam> params(const Layer& layer) {
-    const auto& o = layer.options();
-    return {{"key_dim", o.key_dim}, {"value_dim", o.value_dim}, {"window", o.window}};
-  }
-  template <class V>
-  static void visit(const Layer& layer, const State& state, V& v) {
-    const MatrixCRef<Scalar> keys = state.keys(), values = state.values();
-    const Index tokens = state.tokens();
-    visit_cache(layer, keys, values, tokens, v);
-  }
-  template <class V>
-  static State restore(const Layer& layer, V& v) {
-    Matrix<Scalar> keys, values;
-    Index tokens = 0;
-    visit_cache(layer, keys, values, tokens, v);
-    return layer.make_state(keys, values, tokens);
-  }
-
- private:
-  template <class M, class I, class V>
-  static void visit_cache(const Layer& layer, M& keys, M& values, I& tokens, V& v) {
-    constexpr Index kMax = std::numeric_limits<Index>::max();
-    const Index window = layer.options().window;
-    v.tensor("keys", keys, RowRange{0, window > 0 ? window - 1 : kMax});
-    v.tensor("values", values, RowRange{keys.rows(), keys.rows()});
-    v.integer("tokens", tokens, keys.rows(), kMax);
-  }
-};
-
-template <class Scalar, TTTModel Model>
-struct StateLayout<TTT<Scalar, Model>> {
-  static constexpr std::string_view kind = Model == TTTModel::linear ? "TTTLinear" : "TTTMLP";
-  static std::vector<StateParam> params(const TTT<Scalar, Model>& layer) {
-    const auto& o = layer.options();
-    std::vector<StateParam> p{{"dim", o.dim}, {"mini_batch", o.mini_batch}, {"bias", o.bias}};
-    if (Model == TTTModel::mlp) p.push_back({"expansion", o.expansion});
-    return p;
-  }
-  template <class S, class V>
-  static void visit(const TTT<Scalar, Model>& layer, S& state, V& v) {
-    visit_weights("reference", state.reference, v);
-    visit_weights("gradient", state.gradient, v);
-    v.integer("position", state.position, 0, layer.options().mini_batch - 1);
-  }
-};
-
-template <class Scalar>
-struct StateLayout<TitansMemory<Scalar>> {
-  static constexpr std::string_view kind = "TitansMemory";
-  static std::vector<StateParam> params(const TitansMemory<Scalar>& layer) {
-    const auto& o = layer.options();
-    std::vector<StateParam> p{
-        {"key_dim", o.key_dim}, {"value_dim", o.value_dim}, {"depth", o.depth}};
-    if (o.depth > 1) p.push_back({"expansion", o.expansion});
-    p.push_back({"bias", o.bias});
-    p.push_back({"mini_batch", o.mini_batch});
-    return p;
-  }
-  template <class S, class V>
-  static void visit(const TitansMemory<Scalar>& layer, S& state, V& v) {
-    visit_weights("reference", state.reference, v);
-    visit_weights("current", state.current, v);
-    visit_weights("momentum", state.momentum, v);
-    v.integer("position", state.position, 0, layer.options().mini_batch - 1);
-  }
-};
 
 // ---------------------------------------------------------------------------------------------
 // Bytes: little-endian integers, FNV-1a 64, errors
@@ -269,7 +132,7 @@ template <class Layer>
 std::vector<StateSlot> state_slots(const Layer& layer) {
   SlotCollector collector;
   const typename Layer::State initial = layer.initial_state();
-  StateLayout<Layer>::visit(layer, initial, collector);
+  Layer::StateLayout::visit(layer, initial, collector);
   return std::move(collector.slots);
 }
 
@@ -608,7 +471,7 @@ template <class Layer>
 void check_state_header(const Layer& layer, const StateRecord& r) {
   using Scalar = typename Layer::Scalar;
   constexpr std::string_view where = "load_state";
-  const std::string_view kind = StateLayout<Layer>::kind;
+  const std::string_view kind = Layer::StateLayout::kind;
   if (r.kind != kind) {
     state_fail(where, "wrong layer: the file holds a ", r.kind, " state, the layer is ", kind);
   }
@@ -616,7 +479,7 @@ void check_state_header(const Layer& layer, const StateRecord& r) {
     state_fail(where, "wrong scalar type: the file holds ", r.scalar_name, " values (",
                r.scalar_size, " bytes), the layer uses ", scalar_name<Scalar>());
   }
-  const auto params = StateLayout<Layer>::params(layer);
+  const auto params = Layer::StateLayout::params(layer);
   const auto list = [](const auto& ps) {
     std::string s;
     for (const auto& [name, value] : ps) {
@@ -645,9 +508,9 @@ void check_state_header(const Layer& layer, const StateRecord& r) {
 
 /// Writes `state` of `layer` to `out` (open it in binary mode). Throws `state_error`,
 /// writing nothing, unless the state fits the layer (shapes, position range, finite values).
-template <class Layer>
+template <PersistentLayer Layer>
 void save_state(const Layer& layer, const typename Layer::State& state, std::ostream& out) {
-  using Layout = detail::StateLayout<Layer>;
+  using Layout = typename Layer::StateLayout;
   using Scalar = typename Layer::Scalar;
   const auto slots = detail::state_slots(layer);
   detail::StateWriter<Scalar> check(slots, nullptr);  // check everything before writing
@@ -664,9 +527,9 @@ void save_state(const Layer& layer, const typename Layer::State& state, std::ost
 /// after the file's checksum, so files can follow each other in one stream. Throws
 /// `state_error` for an empty, truncated or corrupted stream, another format version, or a
 /// file of another layer kind, scalar type or dims/options; no state is returned then.
-template <class Layer>
+template <PersistentLayer Layer>
 typename Layer::State load_state(const Layer& layer, std::istream& in) {
-  using Layout = detail::StateLayout<Layer>;
+  using Layout = typename Layer::StateLayout;
   using Scalar = typename Layer::Scalar;
   const detail::StateRecord record = detail::read_state_record(in);
   detail::check_state_header(layer, record);

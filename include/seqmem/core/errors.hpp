@@ -1,17 +1,10 @@
 #pragma once
 
 /// @file
-/// `seqmem::invalid_argument` and the checks every public entry runs before it touches a
-/// state (strong guarantee: a call that throws leaves the state as it was).
+/// `seqmem::invalid_argument`, what every public entry throws for bad input (the checks
+/// themselves are in detail/checks.hpp).
 
-#include <cmath>
-#include <limits>
-#include <sstream>
 #include <stdexcept>
-#include <string>
-#include <string_view>
-
-#include "seqmem/core/types.hpp"
 
 namespace seqmem {
 
@@ -22,85 +15,4 @@ class invalid_argument : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-namespace detail {
-
-template <class... Parts>
-[[noreturn]] void fail(std::string_view where, const Parts&... parts) {
-  std::ostringstream message;
-  message << "seqmem::" << where << ": ";
-  (message << ... << parts);
-  throw invalid_argument(message.str());
-}
-
-/// Throws unless `value > 0` (option values such as dims and chunk sizes).
-inline void require_positive(std::string_view where, std::string_view name, Index value) {
-  if (value <= 0) fail(where, name, " must be > 0, got ", value);
-}
-
-/// a·b for option values a, b > 0 (a hidden width), or an error when it overflows Index.
-inline Index checked_product(std::string_view where, std::string_view name, Index a, Index b) {
-  if (a > std::numeric_limits<Index>::max() / b) {
-    fail(where, name, " (the hidden width) overflows Index: ", a, "·", b);
-  }
-  return a * b;
-}
-
-/// Throws unless `x` is `rows × cols`.
-template <class Derived>
-void require_shape(std::string_view where, std::string_view name,
-                   const Eigen::DenseBase<Derived>& x, Index rows, Index cols) {
-  if (x.rows() != rows || x.cols() != cols) {
-    fail(where, name, " must be ", rows, "x", cols, ", got ", x.rows(), "x", x.cols());
-  }
-}
-
-/// True when every value of `x` is finite. x − x is 0 for a finite x and NaN for ±Inf or NaN,
-/// and a NaN survives the sum; Eigen's vectorized row sums make this about 10× faster than
-/// `allFinite()` (a scalar loop), which matters when every call checks its inputs.
-template <class Derived>
-bool all_finite(const Eigen::DenseBase<Derived>& x) {
-  using Scalar = typename Derived::Scalar;
-  Scalar sum(0);
-  if constexpr (Derived::IsRowMajor) {
-    for (Index i = 0; i < x.rows(); ++i)
-      sum += (x.row(i).array() - x.row(i).array()).sum();
-  } else {
-    for (Index j = 0; j < x.cols(); ++j)
-      sum += (x.col(j).array() - x.col(j).array()).sum();
-  }
-  return sum == Scalar(0);
-}
-
-/// Throws unless every value of `x` is finite, naming the first bad (row, column). The
-/// inputs q, k, v are checked this way unless a layer's `check_finite` option is off.
-template <class Derived>
-void require_finite(std::string_view where, std::string_view name,
-                    const Eigen::DenseBase<Derived>& x) {
-  if (all_finite(x)) return;
-  for (Index i = 0; i < x.rows(); ++i) {
-    for (Index j = 0; j < x.cols(); ++j) {
-      if (!std::isfinite(x(i, j))) {
-        fail(where, name, "(", i, ", ", j, ") must be finite, got ", x(i, j),
-             " (the check_finite option turns this check off)");
-      }
-    }
-  }
-}
-
-/// Checks one call's q, k (`T×dk`) and v (`T×dv`), T being q's rows, and — when `finite` —
-/// that they hold no NaN or Inf.
-template <class Inputs>
-void require_qkv(std::string_view where, const Inputs& in, Index dk, Index dv, bool finite) {
-  const Index T = in.q.rows();
-  require_shape(where, "q", in.q, T, dk);
-  require_shape(where, "k", in.k, T, dk);
-  require_shape(where, "v", in.v, T, dv);
-  if (finite) {
-    require_finite(where, "q", in.q);
-    require_finite(where, "k", in.k);
-    require_finite(where, "v", in.v);
-  }
-}
-
-}  // namespace detail
 }  // namespace seqmem

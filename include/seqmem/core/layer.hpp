@@ -6,9 +6,8 @@
 ///
 ///     using Scalar; struct Options; struct Inputs; struct State;
 ///     static constexpr const char* kName;            its name in messages
-///     Index key_dim() const, value_dim() const;      widths of q, k and of v
+///     const Options& options() const;                with key_dim, value_dim, check_finite
 ///     static constexpr auto gates();                 its per-token gates (a GateSpec tuple)
-///     bool check_finite() const;                     whether q, k, v are scanned for NaN/Inf
 ///     void check_state(Form, Index T, const State&) const;   state shape and position
 ///     void run(Form, const Inputs&, State&, MatrixRef<Scalar>) const;   the math, T > 0
 ///
@@ -24,8 +23,8 @@
 #include <tuple>
 #include <type_traits>
 
-#include "seqmem/core/errors.hpp"
 #include "seqmem/core/types.hpp"
+#include "seqmem/detail/checks.hpp"
 
 namespace seqmem {
 namespace detail {
@@ -104,8 +103,12 @@ class LayerBase {
     return in.q.rows();
   }
 
+  /// Width of q and k.
+  Index key_dim() const { return self().options().key_dim; }
+  /// Width of v and of one head's output.
+  Index value_dim() const { return self().options().value_dim; }
   /// Width of one head's output (value_dim).
-  Index output_dim() const { return self().value_dim(); }
+  Index output_dim() const { return value_dim(); }
 
   /// Throws `seqmem::invalid_argument` unless `forward(form, in, state)` is valid: q, k, v
   /// shapes (and finiteness unless `check_finite` is off), every gate's presence, shape,
@@ -114,7 +117,7 @@ class LayerBase {
   void check(Form form, const typename L::Inputs& in, const typename L::State& state) const {
     const Layer& layer = self();
     const Index T = in.q.rows();
-    detail::require_qkv(Layer::kName, in, layer.key_dim(), layer.value_dim(), layer.check_finite());
+    detail::require_qkv(Layer::kName, in, key_dim(), value_dim(), layer.options().check_finite);
     std::apply([&](const auto&... spec) { (check_gate(spec, in, T), ...); }, Layer::gates());
     layer.check_state(form, T, state);
   }
@@ -123,8 +126,7 @@ class LayerBase {
   /// gates `T×H`; views into `packed`. Throws when a packed width does not fit H heads.
   template <class L = Layer>
   typename L::Inputs head(const typename L::Inputs& packed, Index h, Index H) const {
-    const Layer& layer = self();
-    const Index T = packed.q.rows(), dk = layer.key_dim(), dv = layer.value_dim();
+    const Index T = packed.q.rows(), dk = key_dim(), dv = value_dim();
     require_packed(packed.q, "q", T, H, dk, "key_dim");
     require_packed(packed.k, "k", T, H, dk, "key_dim");
     require_packed(packed.v, "v", T, H, dv, "value_dim");
@@ -144,7 +146,7 @@ class LayerBase {
   template <class L = Layer>
   Matrix<typename L::Scalar> forward(Form form, const typename L::Inputs& in,
                                      typename L::State& state) const {
-    Matrix<typename L::Scalar> out(in.q.rows(), self().value_dim());
+    Matrix<typename L::Scalar> out(in.q.rows(), value_dim());
     forward(form, in, state, out);
     return out;
   }
@@ -162,7 +164,7 @@ class LayerBase {
   template <class L = Layer>
   void forward_unchecked(Form form, const typename L::Inputs& in, typename L::State& state,
                          MatrixRef<typename L::Scalar> out) const {
-    detail::require_shape(Layer::kName, "out", out, in.q.rows(), self().value_dim());
+    detail::require_shape(Layer::kName, "out", out, in.q.rows(), value_dim());
     if (in.q.rows() == 0) return;
     self().run(form, in, state, out);
   }

@@ -129,6 +129,12 @@ using InputRef = detail::SharedView<Scalar, Eigen::OuterStride<>>;
 template <class Scalar>
 using GateRef = detail::SharedView<Scalar, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
 
+/// Feature map φ applied to q and k by linear attention (docs/math.md §2).
+enum class FeatureMap { identity, elu_plus_one, relu };
+
+/// Activation between the inner model's layers.
+enum class Activation { gelu_tanh, silu };
+
 /// The three ways to run a layer over one call; all give the same numbers (docs/math.md §6).
 enum class Form {
   recurrent,  ///< token by token: the definition

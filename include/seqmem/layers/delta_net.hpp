@@ -7,11 +7,14 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <string_view>
+#include <vector>
 
-#include "seqmem/core/errors.hpp"
 #include "seqmem/core/layer.hpp"
-#include "seqmem/core/math.hpp"
+#include "seqmem/core/state_layout.hpp"
 #include "seqmem/core/types.hpp"
+#include "seqmem/detail/checks.hpp"
+#include "seqmem/detail/math.hpp"
 
 namespace seqmem {
 
@@ -57,6 +60,18 @@ class DeltaNet : public LayerBase<DeltaNet<Scalar_>> {
     Matrix<Scalar> S;  ///< key_dim × value_dim
   };
 
+  /// The state in state files (core/state_layout.hpp).
+  struct StateLayout {
+    static constexpr std::string_view kind = "DeltaNet";
+    static std::vector<StateParam> params(const DeltaNet& layer) {
+      return {{"key_dim", layer.options().key_dim}, {"value_dim", layer.options().value_dim}};
+    }
+    template <class S, class V>
+    static void visit(const DeltaNet&, S& state, V& v) {
+      v.tensor("S", state.S);
+    }
+  };
+
   static constexpr const char* kName = "DeltaNet";
 
   explicit DeltaNet(const Options& options) : options_(options) {
@@ -68,9 +83,6 @@ class DeltaNet : public LayerBase<DeltaNet<Scalar_>> {
 
   const Options& options() const { return options_; }
   Scalar scale() const { return *options_.scale; }
-  Index key_dim() const { return options_.key_dim; }
-  Index value_dim() const { return options_.value_dim; }
-  bool check_finite() const { return options_.check_finite; }
 
   static constexpr auto gates() {
     return std::tuple{detail::GateSpec{&Inputs::beta, "beta", 0.0, 2.0},

@@ -8,12 +8,15 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <string_view>
 #include <utility>
+#include <vector>
 
-#include "seqmem/core/errors.hpp"
 #include "seqmem/core/layer.hpp"
-#include "seqmem/core/math.hpp"
+#include "seqmem/core/state_layout.hpp"
 #include "seqmem/core/types.hpp"
+#include "seqmem/detail/checks.hpp"
+#include "seqmem/detail/math.hpp"
 
 namespace seqmem {
 
@@ -58,6 +61,20 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
     Matrix<Scalar> z;
   };
 
+  /// The state in state files (core/state_layout.hpp).
+  struct StateLayout {
+    static constexpr std::string_view kind = "LinearAttention";
+    static std::vector<StateParam> params(const LinearAttention& layer) {
+      const auto& o = layer.options();
+      return {{"key_dim", o.key_dim}, {"value_dim", o.value_dim}, {"normalize", o.normalize}};
+    }
+    template <class S, class V>
+    static void visit(const LinearAttention&, S& state, V& v) {
+      v.tensor("S", state.S);
+      v.tensor("z", state.z);
+    }
+  };
+
   static constexpr const char* kName = "LinearAttention";
 
   explicit LinearAttention(const Options& options) : options_(options) {
@@ -72,9 +89,6 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
 
   const Options& options() const { return options_; }
   Scalar scale() const { return *options_.scale; }
-  Index key_dim() const { return options_.key_dim; }
-  Index value_dim() const { return options_.value_dim; }
-  bool check_finite() const { return options_.check_finite; }
 
   static constexpr auto gates() {
     return std::tuple{detail::GateSpec{&Inputs::log_decay, "log_decay",

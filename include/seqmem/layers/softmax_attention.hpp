@@ -7,11 +7,14 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <string_view>
 #include <tuple>
+#include <vector>
 
-#include "seqmem/core/errors.hpp"
 #include "seqmem/core/layer.hpp"
+#include "seqmem/core/state_layout.hpp"
 #include "seqmem/core/types.hpp"
+#include "seqmem/detail/checks.hpp"
 
 namespace seqmem {
 
@@ -91,6 +94,39 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
     Index begin_ = 0, size_ = 0, tokens_ = 0;
   };
 
+  /// The state in state files (core/state_layout.hpp). The KV cache is private: saved from
+  /// keys()/values()/tokens(), rebuilt by make_state.
+  struct StateLayout {
+    static constexpr std::string_view kind = "SoftmaxAttention";
+    static std::vector<StateParam> params(const SoftmaxAttention& layer) {
+      const auto& o = layer.options();
+      return {{"key_dim", o.key_dim}, {"value_dim", o.value_dim}, {"window", o.window}};
+    }
+    template <class V>
+    static void visit(const SoftmaxAttention& layer, const State& state, V& v) {
+      const MatrixCRef<Scalar> keys = state.keys(), values = state.values();
+      const Index tokens = state.tokens();
+      visit_cache(layer, keys, values, tokens, v);
+    }
+    template <class V>
+    static State restore(const SoftmaxAttention& layer, V& v) {
+      Matrix<Scalar> keys, values;
+      Index tokens = 0;
+      visit_cache(layer, keys, values, tokens, v);
+      return layer.make_state(keys, values, tokens);
+    }
+
+   private:
+    template <class M, class I, class V>
+    static void visit_cache(const SoftmaxAttention& layer, M& keys, M& values, I& tokens, V& v) {
+      constexpr Index kMax = std::numeric_limits<Index>::max();
+      const Index window = layer.options().window;
+      v.tensor("keys", keys, RowRange{0, window > 0 ? window - 1 : kMax});
+      v.tensor("values", values, RowRange{keys.rows(), keys.rows()});
+      v.integer("tokens", tokens, keys.rows(), kMax);
+    }
+  };
+
   static constexpr const char* kName = "SoftmaxAttention";
 
   explicit SoftmaxAttention(const Options& options) : options_(options) {
@@ -103,9 +139,6 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
 
   const Options& options() const { return options_; }
   Scalar scale() const { return *options_.scale; }
-  Index key_dim() const { return options_.key_dim; }
-  Index value_dim() const { return options_.value_dim; }
-  bool check_finite() const { return options_.check_finite; }
   static constexpr std::tuple<> gates() { return {}; }
 
   State initial_state() const {

@@ -9,13 +9,15 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <string_view>
 #include <utility>
 #include <vector>
 
-#include "seqmem/core/errors.hpp"
-#include "seqmem/core/inner_model.hpp"
 #include "seqmem/core/layer.hpp"
+#include "seqmem/core/state_layout.hpp"
 #include "seqmem/core/types.hpp"
+#include "seqmem/detail/checks.hpp"
+#include "seqmem/detail/inner_model.hpp"
 
 namespace seqmem {
 
@@ -28,7 +30,7 @@ namespace seqmem {
 ///     o_t = M_t(q_t)                       (read after write)
 ///
 /// The chunkwise form evaluates each mini-batch in closed form (the dual form of the shared
-/// engine, core/inner_model.hpp) with coefficients built by running products, so α = 1,
+/// engine, detail/inner_model.hpp) with coefficients built by running products, so α = 1,
 /// η = 0 and long products of small factors are exact (no quotients).
 template <class Scalar_>
 class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
@@ -56,15 +58,16 @@ class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
   /// LN bias 0.
   using Parameters = InnerParameters<Scalar>;
 
-  /// q, k `T×key_dim`, v `T×value_dim`; per-token `theta` θ ≥ 0 (learning rate), `alpha`
-  /// α ∈ [0, 1] (forgetting), `momentum` η ∈ [0, 1] (momentum decay), each `T×1`.
+  /// q, k `T×key_dim`, v `T×value_dim`, and three per-token gates, each `T×1`:
+  /// `learning_rate` θ_t ≥ 0, `forgetting` α_t ∈ [0, 1] and `momentum_decay` η_t ∈ [0, 1]
+  /// (docs/math.md §5).
   struct Inputs {
     InputRef<Scalar> q;
     InputRef<Scalar> k;
     InputRef<Scalar> v;
-    GateRef<Scalar> theta;
-    GateRef<Scalar> alpha;
-    GateRef<Scalar> momentum;
+    GateRef<Scalar> learning_rate;
+    GateRef<Scalar> forgetting;
+    GateRef<Scalar> momentum_decay;
   };
 
   /// M_ref (weights at the start of the current mini-batch), the current weights M, the
@@ -74,6 +77,27 @@ class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
     Weights<Scalar> current;
     Weights<Scalar> momentum;
     Index position = 0;
+  };
+
+  /// The state in state files (core/state_layout.hpp).
+  struct StateLayout {
+    static constexpr std::string_view kind = "TitansMemory";
+    static std::vector<StateParam> params(const TitansMemory& layer) {
+      const auto& o = layer.options();
+      std::vector<StateParam> p{
+          {"key_dim", o.key_dim}, {"value_dim", o.value_dim}, {"depth", o.depth}};
+      if (o.depth > 1) p.push_back({"expansion", o.expansion});
+      p.push_back({"bias", o.bias});
+      p.push_back({"mini_batch", o.mini_batch});
+      return p;
+    }
+    template <class S, class V>
+    static void visit(const TitansMemory& layer, S& state, V& v) {
+      detail::visit_weights("reference", state.reference, v);
+      detail::visit_weights("current", state.current, v);
+      detail::visit_weights("momentum", state.momentum, v);
+      v.integer("position", state.position, 0, layer.options().mini_batch - 1);
+    }
   };
 
   static constexpr const char* kName = "TitansMemory";
@@ -109,14 +133,11 @@ class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
 
   const Options& options() const { return options_; }
   const Parameters& parameters() const { return model_.parameters; }
-  Index key_dim() const { return options_.key_dim; }
-  Index value_dim() const { return options_.value_dim; }
-  bool check_finite() const { return options_.check_finite; }
 
   static constexpr auto gates() {
-    return std::tuple{detail::GateSpec{&Inputs::theta, "theta", 0.0, kInf},
-                      detail::GateSpec{&Inputs::alpha, "alpha", 0.0, 1.0},
-                      detail::GateSpec{&Inputs::momentum, "momentum", 0.0, 1.0}};
+    return std::tuple{detail::GateSpec{&Inputs::learning_rate, "learning_rate", 0.0, kInf},
+                      detail::GateSpec{&Inputs::forgetting, "forgetting", 0.0, 1.0},
+                      detail::GateSpec{&Inputs::momentum_decay, "momentum_decay", 0.0, 1.0}};
   }
 
   State initial_state() const {
@@ -151,8 +172,8 @@ class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
     detail::Workspace<Scalar> ws;
     for (Index t = 0; t < in.q.rows(); ++t) {
       model_.trace(state.reference, in.k.row(t), in.v.row(t), ws);
-      const Scalar theta = in.theta(t, 0), keep = Scalar(1) - in.alpha(t, 0),
-                   eta = in.momentum(t, 0);
+      const Scalar theta = in.learning_rate(t, 0), keep = Scalar(1) - in.forgetting(t, 0),
+                   eta = in.momentum_decay(t, 0);
       for (std::size_t l = 0; l < model_.layers(); ++l) {
         // S ← η S − θ xᵀδ in one pass (a lazy outer product), then M ← (1 − α) M + S.
         Matrix<Scalar>& S = state.momentum.W[l];
@@ -201,8 +222,9 @@ class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
       Matrix<Scalar>& G = ws.E;
       G.setZero(n, n);
       for (Index t = 0; t < n; ++t) {
-        const Scalar theta = in.theta(begin + t, 0), keep = Scalar(1) - in.alpha(begin + t, 0),
-                     eta = in.momentum(begin + t, 0);
+        const Scalar theta = in.learning_rate(begin + t, 0),
+                     keep = Scalar(1) - in.forgetting(begin + t, 0),
+                     eta = in.momentum_decay(begin + t, 0);
         m(t) = eta * (t ? m(t - 1) : Scalar(1));
         beta(t) = keep * (t ? beta(t - 1) : Scalar(1));
         f(t) = keep * (t ? f(t - 1) : Scalar(0)) + m(t);

@@ -10,20 +10,22 @@
 #include <limits>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <utility>
 #include <vector>
 
-#include "seqmem/core/errors.hpp"
-#include "seqmem/core/inner_model.hpp"
 #include "seqmem/core/layer.hpp"
+#include "seqmem/core/state_layout.hpp"
 #include "seqmem/core/types.hpp"
+#include "seqmem/detail/checks.hpp"
+#include "seqmem/detail/inner_model.hpp"
 
 namespace seqmem {
 
 /// The inner model of a TTT layer.
 enum class TTTModel {
   linear,  ///< f_res(x) = x W + b
-  mlp,     ///< f_res(x) = gelu_tanh(x W1 + b1) W2 + b2, hidden width expansion·dim
+  mlp,     ///< f_res(x) = gelu_tanh(x W1 + b1) W2 + b2, hidden width expansion·key_dim
 };
 
 /// TTT layer (docs/math.md §4). Inner model f(x) = x + LN(f_res(x)) (or f_res alone with
@@ -42,7 +44,10 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
   static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
 
   struct Options {
-    Index dim = 0;          ///< width d of q, k, v (= key and value dim)
+    Index key_dim = 0;  ///< width d of q and k
+    /// Width of v and of the output: the inner model's residual needs value_dim = key_dim
+    /// (0: key_dim).
+    Index value_dim = 0;
     Index mini_batch = 16;  ///< b: a model hyperparameter, not a tuning knob
     bool token_index_scaling = true;
     /// λ_i, one per mini-batch position (empty: all 0); used with token_index_scaling.
@@ -50,23 +55,24 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
     bool layer_norm = true;  ///< residual + LayerNorm around the inner model
     bool bias = true;
     Scalar ln_eps = Scalar(1e-6);
-    Index expansion = 4;  ///< TTT-MLP hidden width = expansion·dim
+    Index expansion = 4;  ///< TTT-MLP hidden width = expansion·key_dim
     /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
     bool check_finite = true;
   };
 
   /// Outer-loop parameters, learned elsewhere: the initial inner weights and the fixed
-  /// LayerNorm weight and bias (`1×dim`). Defaults: the documented deterministic init of
+  /// LayerNorm weight and bias (`1×key_dim`). Defaults: the documented deterministic init of
   /// InnerModel::default_weights (W(i, j) = sin(1 + i·cols + j)/√rows, b = 0), LN weight 1,
   /// LN bias 0.
   using Parameters = InnerParameters<Scalar>;
 
-  /// q, k, v `T×dim`; `eta` `T×1`: the per-token inner learning rates a_t ≥ 0.
+  /// q, k, v `T×key_dim`; `learning_rate` `T×1`: the per-token inner learning rates
+  /// a_t ≥ 0 (η_t in docs/math.md §4).
   struct Inputs {
     InputRef<Scalar> q;
     InputRef<Scalar> k;
     InputRef<Scalar> v;
-    GateRef<Scalar> eta;
+    GateRef<Scalar> learning_rate;
   };
 
   /// The reference weights of the current mini-batch, the accumulated weighted gradient
@@ -77,11 +83,34 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
     Index position = 0;
   };
 
+  /// The state in state files (core/state_layout.hpp). The width is recorded as "dim" (the
+  /// file format's name for it since version 1).
+  struct StateLayout {
+    static constexpr std::string_view kind = Model == TTTModel::linear ? "TTTLinear" : "TTTMLP";
+    static std::vector<StateParam> params(const TTT& layer) {
+      const auto& o = layer.options();
+      std::vector<StateParam> p{{"dim", o.key_dim}, {"mini_batch", o.mini_batch}, {"bias", o.bias}};
+      if (Model == TTTModel::mlp) p.push_back({"expansion", o.expansion});
+      return p;
+    }
+    template <class S, class V>
+    static void visit(const TTT& layer, S& state, V& v) {
+      detail::visit_weights("reference", state.reference, v);
+      detail::visit_weights("gradient", state.gradient, v);
+      v.integer("position", state.position, 0, layer.options().mini_batch - 1);
+    }
+  };
+
   static constexpr const char* kName = Model == TTTModel::linear ? "TTTLinear" : "TTTMLP";
 
   explicit TTT(const Options& options, std::optional<Parameters> parameters = std::nullopt)
       : options_(options) {
-    detail::require_positive(kName, "dim", options_.dim);
+    detail::require_positive(kName, "key_dim", options_.key_dim);
+    if (options_.value_dim == 0) options_.value_dim = options_.key_dim;
+    if (options_.value_dim != options_.key_dim) {
+      detail::fail(kName, "value_dim must equal key_dim (", options_.key_dim, "), got ",
+                   options_.value_dim);
+    }
     detail::require_positive(kName, "mini_batch", options_.mini_batch);
     if (Model == TTTModel::mlp) detail::require_positive(kName, "expansion", options_.expansion);
     const auto lambda_count = static_cast<Index>(options_.token_scale_offset.size());
@@ -89,10 +118,11 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
       detail::fail(kName, "token_scale_offset must hold mini_batch (", options_.mini_batch,
                    ") values or none, got ", lambda_count);
     }
-    const Index d = options_.dim;
-    const Index hidden = Model == TTTModel::linear ? d
-                                                   : detail::checked_product(kName, "expansion·dim",
-                                                                             options_.expansion, d);
+    const Index d = options_.key_dim;
+    const Index hidden =
+        Model == TTTModel::linear
+            ? d
+            : detail::checked_product(kName, "expansion·key_dim", options_.expansion, d);
     model_.dims =
         Model == TTTModel::linear ? std::vector<Index>{d, d} : std::vector<Index>{d, hidden, d};
     model_.activation = Activation::gelu_tanh;
@@ -114,12 +144,9 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
 
   const Options& options() const { return options_; }
   const Parameters& parameters() const { return model_.parameters; }
-  Index key_dim() const { return options_.dim; }
-  Index value_dim() const { return options_.dim; }
-  bool check_finite() const { return options_.check_finite; }
 
   static constexpr auto gates() {
-    return std::tuple{detail::GateSpec{&Inputs::eta, "eta", 0.0, kInf}};
+    return std::tuple{detail::GateSpec{&Inputs::learning_rate, "learning_rate", 0.0, kInf}};
   }
 
   /// c_i of mini-batch position i.
@@ -170,7 +197,7 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
     detail::Workspace<Scalar> ws;
     for (Index t = 0; t < in.q.rows(); ++t) {
       model_.trace(state.reference, in.k.row(t), in.v.row(t), ws);
-      const Scalar a = in.eta(t, 0);
+      const Scalar a = in.learning_rate(t, 0);
       for (std::size_t l = 0; l < model_.layers(); ++l) {
         // G += a xᵀδ in one pass (a lazy outer product).
         state.gradient.W[l] += (a * ws.X[l].row(0).transpose()).lazyProduct(ws.Delta[l].row(0));
@@ -202,7 +229,7 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
       ws.E.setZero(n, n);
       for (Index t = 0; t < n; ++t) {
         minus_c(t) = -token_scale(p + t);
-        a(t) = in.eta(begin + t, 0);
+        a(t) = in.learning_rate(begin + t, 0);
         for (Index i = 0; i <= t; ++i)
           ws.E(t, i) = -minus_c(t) * a(i);
       }

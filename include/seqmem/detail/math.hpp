@@ -12,9 +12,6 @@
 
 namespace seqmem {
 
-/// Feature map φ applied to q and k by linear attention (docs/math.md §2).
-enum class FeatureMap { identity, elu_plus_one, relu };
-
 namespace detail {
 
 template <class Scalar>

@@ -1,7 +1,7 @@
 #pragma once
 
 /// @file
-/// The matrix products of the TTT/Titans engine (core/inner_model.hpp), all on row-major
+/// The matrix products of the TTT/Titans engine (detail/inner_model.hpp), all on row-major
 /// operands:
 ///
 ///     multiply(C, A, B)             C = A·B        (accumulate: C += A·B)

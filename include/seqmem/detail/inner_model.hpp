@@ -21,31 +21,12 @@
 #include <utility>
 #include <vector>
 
-#include "seqmem/core/errors.hpp"
-#include "seqmem/core/matmul.hpp"
 #include "seqmem/core/types.hpp"
+#include "seqmem/core/weights.hpp"
+#include "seqmem/detail/checks.hpp"
+#include "seqmem/detail/matmul.hpp"
 
 namespace seqmem {
-
-/// Activation between the inner model's layers.
-enum class Activation { gelu_tanh, silu };
-
-/// The inner model's trainable weights: `W[l]` is `d_l × d_{l+1}`, `b[l]` is `1 × d_{l+1}`
-/// (no entries when the model has no bias).
-template <class Scalar>
-struct Weights {
-  std::vector<Matrix<Scalar>> W;
-  std::vector<Matrix<Scalar>> b;
-};
-
-/// The outer-loop parameters of a test-time-training layer (TTT, Titans), learned elsewhere:
-/// the inner model's initial weights and the LayerNorm weight and bias (`1 × d_L`). A layer
-/// built without them uses its documented defaults (LN weight 1, LN bias 0).
-template <class Scalar>
-struct InnerParameters {
-  Weights<Scalar> initial;
-  Matrix<Scalar> ln_weight, ln_bias;
-};
 
 namespace detail {
 

@@ -1,0 +1,30 @@
+#pragma once
+
+/// @file
+/// The weights of a test-time-training layer's inner model (TTT, Titans) and the outer-loop
+/// parameters such a layer is built from.
+
+#include <vector>
+
+#include "seqmem/core/types.hpp"
+
+namespace seqmem {
+
+/// The inner model's trainable weights: `W[l]` is `d_l × d_{l+1}`, `b[l]` is `1 × d_{l+1}`
+/// (no entries when the model has no bias).
+template <class Scalar>
+struct Weights {
+  std::vector<Matrix<Scalar>> W;
+  std::vector<Matrix<Scalar>> b;
+};
+
+/// The outer-loop parameters of a test-time-training layer (TTT, Titans), learned elsewhere:
+/// the inner model's initial weights and the LayerNorm weight and bias (`1 × d_L`). A layer
+/// built without them uses its documented defaults (LN weight 1, LN bias 0).
+template <class Scalar>
+struct InnerParameters {
+  Weights<Scalar> initial;
+  Matrix<Scalar> ln_weight, ln_bias;
+};
+
+}  // namespace seqmem
