@@ -34,8 +34,8 @@ seqmem_install_packages() {
 # What building, testing and benchmarking need (libxsmm-dev + pkg-config: the optional
 # SEQMEM_USE_LIBXSMM backend of the TTT/Titans engine, on in our own builds when found).
 seqmem_install_deps() {
-  seqmem_install_packages libeigen3-dev libgtest-dev libbenchmark-dev cmake g++ make \
-    libxsmm-dev pkg-config
+  seqmem_install_packages libeigen3-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev cmake \
+    g++ make libxsmm-dev pkg-config
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

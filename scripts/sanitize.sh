@@ -10,8 +10,8 @@
 #   tsan   g++ -fsanitize=thread: concurrency_test (one layer shared by threads; MultiHead).
 #   fuzz   clang++-14 -fsanitize=fuzzer,address,undefined -Werror: fuzz/forward_fuzz (input
 #          validation) and fuzz/state_io_fuzz (load_state), SEQMEM_FUZZ_SECONDS each (default
-#          60), from the seed corpus in fuzz/corpus/. Any crash fails; libFuzzer's stats are
-#          printed.
+#          60), from the seed corpus in fuzz/corpus/, then fuzz/safetensors_fuzz (the checkpoint
+#          reader) likewise. Any crash fails; libFuzzer's stats are printed.
 #   clang  clang++-14 -Werror -fsyntax-only of every source of our own targets (tests,
 #          benchmarks, examples): all of clang's warnings, without code generation.
 #
@@ -134,6 +134,7 @@ stage_fuzz() {
   state=$!
   wait "$forward" || rc=1
   wait "$state" || rc=1
+  run_fuzzer safetensors_fuzz "$ROOT/fuzz/corpus/safetensors" || rc=1
   return "$rc"
 }
 

@@ -1,11 +1,12 @@
 #pragma once
 
 /// @file
-/// Umbrella header: every seqmem layer, the multi-head executor and state files. Public
+/// Umbrella header: every seqmem layer, the multi-head executor, state files and checkpoints. Public
 /// headers are core/ (types, concepts, errors, the shared layer surface), layers/,
 /// multi_head.hpp and state_io.hpp; detail/ holds the implementation (shared math, the
 /// TTT/Titans engine, products, checks).
 
+#include "seqmem/checkpoint.hpp"
 #include "seqmem/core/concepts.hpp"
 #include "seqmem/core/errors.hpp"
 #include "seqmem/core/layer.hpp"
