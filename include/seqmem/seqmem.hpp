@@ -1,8 +1,8 @@
 #pragma once
 
 /// @file
-/// Umbrella header: every seqmem layer, the multi-head executor, state files and checkpoints. Public
-/// headers are core/ (types, concepts, errors, the shared layer surface), layers/,
+/// Umbrella header: every seqmem layer, the multi-head executor, state files and checkpoints.
+/// Public headers are core/ (types, concepts, errors, the shared layer surface), layers/,
 /// multi_head.hpp and state_io.hpp; detail/ holds the implementation (shared math, the
 /// TTT/Titans engine, products, checks).
 
