@@ -18,6 +18,7 @@
 #include "seqmem/layers/softmax_attention.hpp"
 #include "seqmem/layers/titans.hpp"
 #include "seqmem/layers/ttt.hpp"
+#include "seqmem/models/gated_deltanet.hpp"
 #include "seqmem/multi_head.hpp"
 #include "seqmem/state_io.hpp"
 #include "seqmem/version.hpp"

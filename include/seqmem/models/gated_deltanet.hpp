@@ -1,0 +1,223 @@
+#pragma once
+
+/// @file
+/// flash-linear-attention's `GatedDeltaNet` layer from x (docs/layers.md; the step-by-step
+/// definition is tests/data/golden-layers/README.md, "fla.GatedDeltaNet"): projections,
+/// short convolutions with SiLU, l2-normalized q and k, the gates β and g computed from x,
+/// gated DeltaNet (docs/math.md §3) per value head, the output RMSNorm (gated by
+/// silu(x g_projᵀ) when `use_gate`) and the output projection. The memory is
+/// `seqmem::DeltaNet`; every piece is from include/seqmem/pieces/.
+
+#include <cmath>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "seqmem/checkpoint.hpp"
+#include "seqmem/core/types.hpp"
+#include "seqmem/detail/checks.hpp"
+#include "seqmem/layers/delta_net.hpp"
+#include "seqmem/pieces/activation.hpp"
+#include "seqmem/pieces/linear.hpp"
+#include "seqmem/pieces/norm.hpp"
+#include "seqmem/pieces/short_conv.hpp"
+
+namespace seqmem::models {
+
+/// Configuration under the peer's constructor argument names and defaults.
+struct GatedDeltaNetConfig {
+  Index hidden_size = 2048;
+  double expand_v = 2;
+  Index head_dim = 256;
+  Index num_heads = 6;
+  Index num_v_heads = 0;  ///< 0: num_heads
+  bool use_gate = true;
+  bool use_short_conv = true;
+  bool allow_neg_eigval = false;
+  Index conv_size = 4;
+  bool conv_bias = false;
+  double norm_eps = 1e-5;
+  Index chunk_size = 16;  ///< of the memory's chunkwise form (not a peer argument)
+};
+
+template <class Scalar>
+class GatedDeltaNet {
+ public:
+  using Memory = DeltaNet<Scalar>;
+  static constexpr const char* kName = "GatedDeltaNet";
+
+  /// Every head's memory state and the three convolution caches (empty without short conv).
+  struct State {
+    std::vector<typename Memory::State> heads;  ///< one per value head
+    Matrix<Scalar> q_cache, k_cache, v_cache;
+  };
+
+  /// The layer `config` describes, with the weights under `prefix` in `file`.
+  GatedDeltaNet(const GatedDeltaNetConfig& config, const SafetensorsFile& file,
+                const std::string& prefix)
+      : config_(checked(config)),
+        memory_({.key_dim = config_.head_dim,
+                 .value_dim = value_dim(),
+                 .chunk_size = config_.chunk_size,
+                 .qk_l2norm = true}) {
+    const Index D = config_.hidden_size, H = config_.num_heads, HV = config_.num_v_heads;
+    const Index dk = config_.head_dim, dv = value_dim(), K = config_.conv_size;
+    std::vector<TensorSpec> specs = {{"q_proj.weight", {H * dk, D}},
+                                     {"k_proj.weight", {H * dk, D}},
+                                     {"v_proj.weight", {HV * dv, D}},
+                                     {"a_proj.weight", {HV, D}},
+                                     {"b_proj.weight", {HV, D}},
+                                     {"A_log", {HV}},
+                                     {"dt_bias", {HV}},
+                                     {"o_norm.weight", {dv}},
+                                     {"o_proj.weight", {D, HV * dv}}};
+    if (config_.use_short_conv) {
+      const std::vector<std::pair<std::string, Index>> streams = {
+          {"q", H * dk}, {"k", H * dk}, {"v", HV * dv}};
+      for (const auto& [name, channels] : streams) {
+        specs.push_back({name + "_conv1d.weight", {channels, 1, K}});
+        if (config_.conv_bias) specs.push_back({name + "_conv1d.bias", {channels}});
+      }
+    }
+    if (config_.use_gate) specs.push_back({"g_proj.weight", {HV * dv, D}});
+    auto w = load_tensors<Scalar>(file, prefix, specs);
+    const auto take = [&w](const std::string& name) { return std::move(w.at(name)); };
+    const auto conv = [&](const std::string& name) {
+      return pieces::ShortConv<Scalar>(
+          take(name + "_conv1d.weight"),
+          config_.conv_bias ? take(name + "_conv1d.bias") : Matrix<Scalar>(), kName);
+    };
+    q_proj_.emplace(take("q_proj.weight"), std::nullopt, kName);
+    k_proj_.emplace(take("k_proj.weight"), std::nullopt, kName);
+    v_proj_.emplace(take("v_proj.weight"), std::nullopt, kName);
+    a_proj_.emplace(take("a_proj.weight"), std::nullopt, kName);
+    b_proj_.emplace(take("b_proj.weight"), std::nullopt, kName);
+    o_proj_.emplace(take("o_proj.weight"), std::nullopt, kName);
+    if (config_.use_gate) g_proj_.emplace(take("g_proj.weight"), std::nullopt, kName);
+    if (config_.use_short_conv) {
+      q_conv_.emplace(conv("q"));
+      k_conv_.emplace(conv("k"));
+      v_conv_.emplace(conv("v"));
+    }
+    decay_scale_ = -take("A_log").array().exp().matrix();  // −exp(A_log)
+    dt_bias_ = take("dt_bias");
+    o_norm_ = take("o_norm.weight");
+  }
+
+  const GatedDeltaNetConfig& config() const { return config_; }
+  Index value_dim() const {
+    return static_cast<Index>(std::llround(config_.expand_v * double(config_.head_dim)));
+  }
+
+  State initial_state() const {
+    State s;
+    s.heads.assign(static_cast<std::size_t>(config_.num_v_heads), memory_.initial_state());
+    if (config_.use_short_conv) {
+      s.q_cache = q_conv_->initial_cache();
+      s.k_cache = k_conv_->initial_cache();
+      s.v_cache = v_conv_->initial_cache();
+    }
+    return s;
+  }
+
+  /// y (`T×hidden_size`) for x (`T×hidden_size`), continuing from `state`.
+  Matrix<Scalar> forward(Form form, const MatrixCRef<Scalar>& x, State& state) const {
+    Matrix<Scalar> y(x.rows(), config_.hidden_size);
+    forward(form, x, state, y);
+    return y;
+  }
+
+  /// As above, writing y into `out`. A call that throws leaves `state` as it was.
+  void forward(Form form, const MatrixCRef<Scalar>& x, State& state, MatrixRef<Scalar> out) const {
+    const Index T = x.rows(), H = config_.num_heads, HV = config_.num_v_heads;
+    const Index dk = config_.head_dim, dv = value_dim();
+    detail::require_shape(kName, "x", x, T, config_.hidden_size);
+    detail::require_shape(kName, "out", out, T, config_.hidden_size);
+    if (!detail::all_finite(x)) detail::fail(kName, "x must be finite");
+    if (static_cast<Index>(state.heads.size()) != HV) {
+      detail::fail(kName, "state must hold ", HV, " head states, got ", state.heads.size());
+    }
+    if (T == 0) return;
+    State next = state;  // strong guarantee: the caller's state changes only at the end
+    // 1. Projections, short convolutions, SiLU.
+    Matrix<Scalar> q = (*q_proj_)(x), k = (*k_proj_)(x), v = (*v_proj_)(x);
+    if (config_.use_short_conv) {
+      q = convolved(*q_conv_, q, next.q_cache);
+      k = convolved(*k_conv_, k, next.k_cache);
+      v = convolved(*v_conv_, v, next.v_cache);
+    }
+    q = pieces::silu(q.array()).matrix();
+    k = pieces::silu(k.array()).matrix();
+    v = pieces::silu(v.array()).matrix();
+    // 4. Gates per token and value head: β = sigmoid(x b_projᵀ) (×2 with allow_neg_eigval),
+    //    g = −exp(A_log) · softplus(x a_projᵀ + dt_bias).
+    Matrix<Scalar> beta = pieces::sigmoid((*b_proj_)(x).array()).matrix();
+    if (config_.allow_neg_eigval) beta *= Scalar(2);
+    Matrix<Scalar> a = (*a_proj_)(x);
+    a.rowwise() += dt_bias_.row(0);
+    Matrix<Scalar> g = pieces::softplus(a.array()).matrix();
+    g.array().rowwise() *= decay_scale_.row(0).array();
+    // 5. Gated DeltaNet per value head j on q/k head j / (HV/H) (views: no copies; the memory
+    //    l2-normalizes q and k and scales q by dk^−½).
+    Matrix<Scalar> o(T, HV * dv);
+    const Index group = HV / H;
+    for (Index j = 0; j < HV; ++j) {
+      const Index h = j / group;
+      memory_.forward(form,
+                      {.q = q.middleCols(h * dk, dk),
+                       .k = k.middleCols(h * dk, dk),
+                       .v = v.middleCols(j * dv, dv),
+                       .beta = beta.col(j),
+                       .log_decay = GateRef<Scalar>(g.col(j))},
+                      next.heads[static_cast<std::size_t>(j)], o.middleCols(j * dv, dv));
+    }
+    // 6. Output RMSNorm per value head, gated by silu(x g_projᵀ) when use_gate.
+    const auto eps = static_cast<Scalar>(config_.norm_eps);
+    if (g_proj_) {
+      pieces::gated_rms_norm<Scalar>(o, (*g_proj_)(x), o_norm_, eps, dv);
+    } else {
+      pieces::rms_norm<Scalar>(o, o_norm_, eps, dv);
+    }
+    // 7. Output projection.
+    o_proj_->apply(o, out);
+    state = std::move(next);
+  }
+
+ private:
+  static GatedDeltaNetConfig checked(GatedDeltaNetConfig c) {
+    if (c.num_v_heads == 0) c.num_v_heads = c.num_heads;
+    detail::require_positive(kName, "hidden_size", c.hidden_size);
+    detail::require_positive(kName, "head_dim", c.head_dim);
+    detail::require_positive(kName, "num_heads", c.num_heads);
+    detail::require_positive(kName, "num_v_heads", c.num_v_heads);
+    detail::require_positive(kName, "conv_size", c.conv_size);
+    if (c.num_v_heads % c.num_heads != 0) {
+      detail::fail(kName, "num_v_heads (", c.num_v_heads, ") must be a multiple of num_heads (",
+                   c.num_heads, ")");
+    }
+    const double dv = c.expand_v * double(c.head_dim);
+    if (!(dv >= 1) || dv != std::round(dv)) {
+      detail::fail(kName, "head_dim·expand_v must be a positive integer, got ", dv);
+    }
+    if (!(c.norm_eps > 0)) detail::fail(kName, "norm_eps must be > 0, got ", c.norm_eps);
+    return c;
+  }
+
+  static Matrix<Scalar> convolved(const pieces::ShortConv<Scalar>& conv, const Matrix<Scalar>& z,
+                                  Matrix<Scalar>& cache) {
+    Matrix<Scalar> out(z.rows(), z.cols());
+    conv.apply(z, cache, out);
+    return out;
+  }
+
+  GatedDeltaNetConfig config_;
+  Memory memory_;
+  std::optional<pieces::Linear<Scalar>> q_proj_, k_proj_, v_proj_, a_proj_, b_proj_, g_proj_,
+      o_proj_;
+  std::optional<pieces::ShortConv<Scalar>> q_conv_, k_conv_, v_conv_;
+  Matrix<Scalar> decay_scale_, dt_bias_, o_norm_;
+};
+
+}  // namespace seqmem::models
