@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -66,7 +68,7 @@ std::string check_layer(const SafetensorsFile& file, const Config& config) {
            1e-9);
   }
   // A random split into calls of mixed forms, ending with single-token decode steps.
-  Rng rng(x.rows());
+  Rng rng(static_cast<std::uint64_t>(x.rows()));
   auto state = layer.initial_state();
   Matrix<double> split(x.rows(), x.cols());
   const Index decode = std::min<Index>(3, x.rows());
