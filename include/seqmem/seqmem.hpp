@@ -1,12 +1,13 @@
 #pragma once
 
 /// @file
-/// Umbrella header: every seqmem layer, the multi-head executor, state files and checkpoints.
+/// Umbrella header: every seqmem layer, the multi-head executor and state files.
 /// Public headers are core/ (types, concepts, errors, the shared layer surface), layers/,
 /// multi_head.hpp and state_io.hpp; detail/ holds the implementation (shared math, the
-/// TTT/Titans engine, products, checks).
+/// TTT/Titans engine, products, checks). Checkpoints (checkpoint.hpp, which parses with
+/// nlohmann-json), the pieces of layers from x (pieces/) and the layers from x (models/) are
+/// included on their own.
 
-#include "seqmem/checkpoint.hpp"
 #include "seqmem/core/concepts.hpp"
 #include "seqmem/core/errors.hpp"
 #include "seqmem/core/layer.hpp"
@@ -18,7 +19,6 @@
 #include "seqmem/layers/softmax_attention.hpp"
 #include "seqmem/layers/titans.hpp"
 #include "seqmem/layers/ttt.hpp"
-#include "seqmem/models/gated_deltanet.hpp"
 #include "seqmem/multi_head.hpp"
 #include "seqmem/state_io.hpp"
 #include "seqmem/version.hpp"
