@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <seqmem/checkpoint.hpp>
+#include <seqmem/models/deltanet.hpp>
 #include <seqmem/models/gated_deltanet.hpp>
 
 #include "test_util.hpp"
@@ -107,15 +108,33 @@ const std::map<std::string, Runner>& registry() {
          if (!config.empty()) return "config keys not supported: " + config.dump();
          return check_layer<models::GatedDeltaNet>(file, c);
        }},
+      {"fla.DeltaNet",
+       [](const SafetensorsFile& file, nlohmann::json config) {
+         models::DeltaNetConfig c;
+         take(config, "hidden_size", c.hidden_size);
+         take(config, "expand_k", c.expand_k);
+         take(config, "expand_v", c.expand_v);
+         take(config, "num_heads", c.num_heads);
+         take(config, "use_beta", c.use_beta);
+         take(config, "use_gate", c.use_gate);
+         take(config, "use_short_conv", c.use_short_conv);
+         take(config, "conv_size", c.conv_size);
+         take(config, "conv_bias", c.conv_bias);
+         take(config, "allow_neg_eigval", c.allow_neg_eigval);
+         take(config, "qk_activation", c.qk_activation);
+         take(config, "qk_norm", c.qk_norm);
+         take(config, "norm_eps", c.norm_eps);
+         if (!config.empty()) return "config keys not supported: " + config.dump();
+         return check_layer<models::DeltaNetLayer>(file, c);
+       }},
   };
   return *kRegistry;
 }
 
 /// Layers with golden files but no implementation yet (issue #15): reported as skipped.
 const std::set<std::string>& pending_layers() {
-  static const auto* const kPending =
-      new std::set<std::string>{"fla.DeltaNet",  "fla.Mamba2", "fla.Attention",
-                                "ttt.TTTLinear", "ttt.TTTMLP", "seqmem.Titans"};
+  static const auto* const kPending = new std::set<std::string>{
+      "fla.Mamba2", "fla.Attention", "ttt.TTTLinear", "ttt.TTTMLP", "seqmem.Titans"};
   return *kPending;
 }
 

@@ -19,6 +19,7 @@
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/layers/delta_net.hpp"
+#include "seqmem/models/parts.hpp"
 #include "seqmem/pieces/activation.hpp"
 #include "seqmem/pieces/linear.hpp"
 #include "seqmem/pieces/norm.hpp"
@@ -84,26 +85,28 @@ class GatedDeltaNet {
     if (config_.use_gate) specs.push_back({"g_proj.weight", {HV * dv, D}});
     auto w = load_tensors<Scalar>(file, prefix, specs);
     const auto take = [&w](const std::string& name) { return std::move(w.at(name)); };
-    const auto conv = [&](const std::string& name) {
-      return pieces::ShortConv<Scalar>(
-          take(name + "_conv1d.weight"),
-          config_.conv_bias ? take(name + "_conv1d.bias") : Matrix<Scalar>(), kName);
+    const auto stream = [&](const std::string& name) {
+      ConvProjection<Scalar> s{
+          pieces::Linear<Scalar>(take(name + "_proj.weight"), std::nullopt, kName), std::nullopt};
+      if (config_.use_short_conv) {
+        s.conv.emplace(take(name + "_conv1d.weight"),
+                       config_.conv_bias ? take(name + "_conv1d.bias") : Matrix<Scalar>(), kName);
+      }
+      return s;
     };
-    q_proj_.emplace(take("q_proj.weight"), std::nullopt, kName);
-    k_proj_.emplace(take("k_proj.weight"), std::nullopt, kName);
-    v_proj_.emplace(take("v_proj.weight"), std::nullopt, kName);
+    q_.emplace(stream("q"));
+    k_.emplace(stream("k"));
+    v_.emplace(stream("v"));
     a_proj_.emplace(take("a_proj.weight"), std::nullopt, kName);
     b_proj_.emplace(take("b_proj.weight"), std::nullopt, kName);
-    o_proj_.emplace(take("o_proj.weight"), std::nullopt, kName);
-    if (config_.use_gate) g_proj_.emplace(take("g_proj.weight"), std::nullopt, kName);
-    if (config_.use_short_conv) {
-      q_conv_.emplace(conv("q"));
-      k_conv_.emplace(conv("k"));
-      v_conv_.emplace(conv("v"));
-    }
+    std::optional<pieces::Linear<Scalar>> gate;
+    if (config_.use_gate) gate.emplace(take("g_proj.weight"), std::nullopt, kName);
+    output_.emplace(
+        GatedOutput<Scalar>{take("o_norm.weight"), std::move(gate),
+                            pieces::Linear<Scalar>(take("o_proj.weight"), std::nullopt, kName),
+                            static_cast<Scalar>(config_.norm_eps), dv});
     decay_scale_ = -take("A_log").array().exp().matrix();  // −exp(A_log)
     dt_bias_ = take("dt_bias");
-    o_norm_ = take("o_norm.weight");
   }
 
   const GatedDeltaNetConfig& config() const { return config_; }
@@ -114,11 +117,9 @@ class GatedDeltaNet {
   State initial_state() const {
     State s;
     s.heads.assign(static_cast<std::size_t>(config_.num_v_heads), memory_.initial_state());
-    if (config_.use_short_conv) {
-      s.q_cache = q_conv_->initial_cache();
-      s.k_cache = k_conv_->initial_cache();
-      s.v_cache = v_conv_->initial_cache();
-    }
+    s.q_cache = q_->initial_cache();
+    s.k_cache = k_->initial_cache();
+    s.v_cache = v_->initial_cache();
     return s;
   }
 
@@ -142,12 +143,8 @@ class GatedDeltaNet {
     if (T == 0) return;
     State next = state;  // strong guarantee: the caller's state changes only at the end
     // 1. Projections, short convolutions, SiLU.
-    Matrix<Scalar> q = (*q_proj_)(x), k = (*k_proj_)(x), v = (*v_proj_)(x);
-    if (config_.use_short_conv) {
-      q = convolved(*q_conv_, q, next.q_cache);
-      k = convolved(*k_conv_, k, next.k_cache);
-      v = convolved(*v_conv_, v, next.v_cache);
-    }
+    Matrix<Scalar> q = (*q_)(x, next.q_cache), k = (*k_)(x, next.k_cache),
+                   v = (*v_)(x, next.v_cache);
     q = pieces::silu(q.array()).matrix();
     k = pieces::silu(k.array()).matrix();
     v = pieces::silu(v.array()).matrix();
@@ -173,15 +170,8 @@ class GatedDeltaNet {
                        .log_decay = GateRef<Scalar>(g.col(j))},
                       next.heads[static_cast<std::size_t>(j)], o.middleCols(j * dv, dv));
     }
-    // 6. Output RMSNorm per value head, gated by silu(x g_projᵀ) when use_gate.
-    const auto eps = static_cast<Scalar>(config_.norm_eps);
-    if (g_proj_) {
-      pieces::gated_rms_norm<Scalar>(o, (*g_proj_)(x), o_norm_, eps, dv);
-    } else {
-      pieces::rms_norm<Scalar>(o, o_norm_, eps, dv);
-    }
-    // 7. Output projection.
-    o_proj_->apply(o, out);
+    // 6–7. Output RMSNorm per value head (gated by silu(x g_projᵀ) when use_gate), o_proj.
+    (*output_)(o, x, out);
     state = std::move(next);
   }
 
@@ -205,19 +195,12 @@ class GatedDeltaNet {
     return c;
   }
 
-  static Matrix<Scalar> convolved(const pieces::ShortConv<Scalar>& conv, const Matrix<Scalar>& z,
-                                  Matrix<Scalar>& cache) {
-    Matrix<Scalar> out(z.rows(), z.cols());
-    conv.apply(z, cache, out);
-    return out;
-  }
-
   GatedDeltaNetConfig config_;
   Memory memory_;
-  std::optional<pieces::Linear<Scalar>> q_proj_, k_proj_, v_proj_, a_proj_, b_proj_, g_proj_,
-      o_proj_;
-  std::optional<pieces::ShortConv<Scalar>> q_conv_, k_conv_, v_conv_;
-  Matrix<Scalar> decay_scale_, dt_bias_, o_norm_;
+  std::optional<ConvProjection<Scalar>> q_, k_, v_;
+  std::optional<pieces::Linear<Scalar>> a_proj_, b_proj_;
+  std::optional<GatedOutput<Scalar>> output_;
+  Matrix<Scalar> decay_scale_, dt_bias_;
 };
 
 }  // namespace seqmem::models

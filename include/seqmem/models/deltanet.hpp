@@ -1,0 +1,208 @@
+#pragma once
+
+/// @file
+/// flash-linear-attention's `DeltaNet` layer from x (docs/layers.md; the step-by-step
+/// definition is tests/data/golden-layers/README.md, "fla.DeltaNet"): projections, short
+/// convolutions, the q/k activation and normalization, β from x, DeltaNet (docs/math.md §3,
+/// no decay) over the heads through `MultiHead`, and the output stage it shares with
+/// GatedDeltaNet (models/parts.hpp).
+
+#include <cmath>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "seqmem/checkpoint.hpp"
+#include "seqmem/core/types.hpp"
+#include "seqmem/detail/checks.hpp"
+#include "seqmem/layers/delta_net.hpp"
+#include "seqmem/models/parts.hpp"
+#include "seqmem/multi_head.hpp"
+#include "seqmem/pieces/activation.hpp"
+#include "seqmem/pieces/norm.hpp"
+
+namespace seqmem::models {
+
+/// Configuration under the peer's constructor argument names and defaults.
+struct DeltaNetConfig {
+  Index hidden_size = 1024;
+  double expand_k = 1;
+  double expand_v = 1;
+  Index num_heads = 4;
+  bool use_beta = true;
+  bool use_gate = false;
+  bool use_short_conv = true;
+  Index conv_size = 4;
+  bool conv_bias = false;
+  bool allow_neg_eigval = false;
+  std::string qk_activation = "silu";  ///< silu, relu, elu (elu + 1) or identity
+  std::string qk_norm = "l2";          ///< l2 or sum
+  double norm_eps = 1e-5;
+  Index chunk_size = 16;  ///< of the memory's chunkwise form (not a peer argument)
+  Index num_threads = 1;  ///< threads over the heads (not a peer argument; 0: all cores)
+};
+
+template <class Scalar>
+class DeltaNetLayer {
+ public:
+  using Memory = DeltaNet<Scalar>;
+  static constexpr const char* kName = "DeltaNet";
+
+  /// Every head's memory state and the three convolution caches (empty without short conv).
+  struct State {
+    typename MultiHead<Memory>::States heads;
+    Matrix<Scalar> q_cache, k_cache, v_cache;
+  };
+
+  /// The layer `config` describes, with the weights under `prefix` in `file`.
+  DeltaNetLayer(const DeltaNetConfig& config, const SafetensorsFile& file,
+                const std::string& prefix)
+      : config_(checked(config)),
+        heads_(
+            Memory(
+                {.key_dim = key_dim(), .value_dim = value_dim(), .chunk_size = config_.chunk_size}),
+            config_.num_heads, config_.num_threads) {
+    const Index D = config_.hidden_size, H = config_.num_heads, dk = key_dim(), dv = value_dim();
+    const Index K = config_.conv_size;
+    std::vector<TensorSpec> specs = {{"q_proj.weight", {H * dk, D}},
+                                     {"k_proj.weight", {H * dk, D}},
+                                     {"v_proj.weight", {H * dv, D}},
+                                     {"o_norm.weight", {dv}},
+                                     {"o_proj.weight", {D, H * dv}}};
+    if (config_.use_beta) specs.push_back({"b_proj.weight", {H, D}});
+    if (config_.use_short_conv) {
+      const std::vector<std::pair<std::string, Index>> streams = {
+          {"q", H * dk}, {"k", H * dk}, {"v", H * dv}};
+      for (const auto& [name, channels] : streams) {
+        specs.push_back({name + "_conv1d.weight", {channels, 1, K}});
+        if (config_.conv_bias) specs.push_back({name + "_conv1d.bias", {channels}});
+      }
+    }
+    if (config_.use_gate) specs.push_back({"g_proj.weight", {H * dv, D}});
+    auto w = load_tensors<Scalar>(file, prefix, specs);
+    const auto take = [&w](const std::string& name) { return std::move(w.at(name)); };
+    const auto stream = [&](const std::string& name) {
+      ConvProjection<Scalar> s{
+          pieces::Linear<Scalar>(take(name + "_proj.weight"), std::nullopt, kName), std::nullopt};
+      if (config_.use_short_conv) {
+        s.conv.emplace(take(name + "_conv1d.weight"),
+                       config_.conv_bias ? take(name + "_conv1d.bias") : Matrix<Scalar>(), kName);
+      }
+      return s;
+    };
+    q_.emplace(stream("q"));
+    k_.emplace(stream("k"));
+    v_.emplace(stream("v"));
+    if (config_.use_beta) b_proj_.emplace(take("b_proj.weight"), std::nullopt, kName);
+    std::optional<pieces::Linear<Scalar>> gate;
+    if (config_.use_gate) gate.emplace(take("g_proj.weight"), std::nullopt, kName);
+    output_.emplace(
+        GatedOutput<Scalar>{take("o_norm.weight"), std::move(gate),
+                            pieces::Linear<Scalar>(take("o_proj.weight"), std::nullopt, kName),
+                            static_cast<Scalar>(config_.norm_eps), dv});
+  }
+
+  const DeltaNetConfig& config() const { return config_; }
+  Index key_dim() const { return width(config_.expand_k); }
+  Index value_dim() const { return width(config_.expand_v); }
+
+  State initial_state() const {
+    return {heads_.initial_state(), q_->initial_cache(), k_->initial_cache(), v_->initial_cache()};
+  }
+
+  /// y (`T×hidden_size`) for x (`T×hidden_size`), continuing from `state`.
+  Matrix<Scalar> forward(Form form, const MatrixCRef<Scalar>& x, State& state) const {
+    Matrix<Scalar> y(x.rows(), config_.hidden_size);
+    forward(form, x, state, y);
+    return y;
+  }
+
+  /// As above, writing y into `out`. A call that throws leaves `state` as it was.
+  void forward(Form form, const MatrixCRef<Scalar>& x, State& state, MatrixRef<Scalar> out) const {
+    const Index T = x.rows(), H = config_.num_heads, dk = key_dim();
+    detail::require_shape(kName, "x", x, T, config_.hidden_size);
+    detail::require_shape(kName, "out", out, T, config_.hidden_size);
+    if (!detail::all_finite(x)) detail::fail(kName, "x must be finite");
+    if (T == 0) return;
+    State next = state;  // strong guarantee: the caller's state changes only at the end
+    // 1–2. Projections, short convolutions, activations (v: always SiLU).
+    Matrix<Scalar> q = (*q_)(x, next.q_cache), k = (*k_)(x, next.k_cache),
+                   v = (*v_)(x, next.v_cache);
+    activate(q);
+    activate(k);
+    v = pieces::silu(v.array()).matrix();
+    // 3. q/k normalization per head.
+    if (config_.qk_norm == "sum") {
+      for (Index h = 0; h < H; ++h) {
+        q.middleCols(h * dk, dk).array().colwise() /=
+            q.middleCols(h * dk, dk).rowwise().sum().array();
+        k.middleCols(h * dk, dk).array().colwise() /=
+            k.middleCols(h * dk, dk).rowwise().sum().array();
+      }
+    } else {
+      pieces::l2_normalize<Scalar>(q, Scalar(1e-6), dk);
+      pieces::l2_normalize<Scalar>(k, Scalar(1e-6), dk);
+    }
+    // 4. β per token and head.
+    Matrix<Scalar> beta = b_proj_ ? Matrix<Scalar>(pieces::sigmoid((*b_proj_)(x).array()).matrix())
+                                  : Matrix<Scalar>::Ones(T, H);
+    if (config_.allow_neg_eigval) beta *= Scalar(2);
+    // 5. DeltaNet over the heads (q scaled by dk^−½ inside the memory).
+    Matrix<Scalar> o(T, H * value_dim());
+    heads_.forward(form, {.q = q, .k = k, .v = v, .beta = beta}, next.heads, o);
+    // 6–7. Output RMSNorm per head (gated by silu(x g_projᵀ) when use_gate), o_proj.
+    (*output_)(o, x, out);
+    state = std::move(next);
+  }
+
+ private:
+  static DeltaNetConfig checked(DeltaNetConfig c) {
+    detail::require_positive(kName, "hidden_size", c.hidden_size);
+    detail::require_positive(kName, "num_heads", c.num_heads);
+    detail::require_positive(kName, "conv_size", c.conv_size);
+    for (const auto& [name, expand] : {std::pair<const char*, double>{"expand_k", c.expand_k},
+                                       std::pair<const char*, double>{"expand_v", c.expand_v}}) {
+      const double width = std::floor(expand * double(c.hidden_size));
+      if (!(width >= double(c.num_heads)) || std::fmod(width, double(c.num_heads)) != 0) {
+        detail::fail(kName, "int(hidden_size·", name,
+                     ") must be a positive multiple of num_heads, got ", width);
+      }
+    }
+    if (c.qk_activation != "silu" && c.qk_activation != "relu" && c.qk_activation != "elu" &&
+        c.qk_activation != "identity") {
+      detail::fail(kName, "qk_activation must be silu, relu, elu or identity, got ",
+                   c.qk_activation);
+    }
+    if (c.qk_norm != "l2" && c.qk_norm != "sum") {
+      detail::fail(kName, "qk_norm must be l2 or sum, got ", c.qk_norm);
+    }
+    if (!(c.norm_eps > 0)) detail::fail(kName, "norm_eps must be > 0, got ", c.norm_eps);
+    return c;
+  }
+
+  /// int(hidden_size·expand) / num_heads.
+  Index width(double expand) const {
+    return static_cast<Index>(std::floor(expand * double(config_.hidden_size))) / config_.num_heads;
+  }
+
+  /// The q/k activation: SiLU, ReLU, elu + 1 or none.
+  void activate(Matrix<Scalar>& z) const {
+    const std::string& a = config_.qk_activation;
+    if (a == "silu") {
+      z = pieces::silu(z.array()).matrix();
+    } else if (a == "relu") {
+      z = z.cwiseMax(Scalar(0));
+    } else if (a == "elu") {
+      z = (z.array() > Scalar(0)).select(z.array() + Scalar(1), z.array().exp()).matrix();
+    }
+  }
+
+  DeltaNetConfig config_;
+  MultiHead<Memory> heads_;
+  std::optional<ConvProjection<Scalar>> q_, k_, v_;
+  std::optional<pieces::Linear<Scalar>> b_proj_;
+  std::optional<GatedOutput<Scalar>> output_;
+};
+
+}  // namespace seqmem::models
