@@ -64,43 +64,19 @@ class DeltaNetLayer {
                 {.key_dim = key_dim(), .value_dim = value_dim(), .chunk_size = config_.chunk_size}),
             config_.num_heads, config_.num_threads) {
     const Index D = config_.hidden_size, H = config_.num_heads, dk = key_dim(), dv = value_dim();
-    const Index K = config_.conv_size;
-    std::vector<TensorSpec> specs = {{"q_proj.weight", {H * dk, D}},
-                                     {"k_proj.weight", {H * dk, D}},
-                                     {"v_proj.weight", {H * dv, D}},
-                                     {"o_norm.weight", {dv}},
-                                     {"o_proj.weight", {D, H * dv}}};
+    const StreamShape shape{D, config_.use_short_conv, config_.conv_size, config_.conv_bias};
+    std::vector<TensorSpec> specs;
+    add_stream_specs(specs, "q", H * dk, shape);
+    add_stream_specs(specs, "k", H * dk, shape);
+    add_stream_specs(specs, "v", H * dv, shape);
+    add_output_specs(specs, H, dv, D, config_.use_gate);
     if (config_.use_beta) specs.push_back({"b_proj.weight", {H, D}});
-    if (config_.use_short_conv) {
-      const std::vector<std::pair<std::string, Index>> streams = {
-          {"q", H * dk}, {"k", H * dk}, {"v", H * dv}};
-      for (const auto& [name, channels] : streams) {
-        specs.push_back({name + "_conv1d.weight", {channels, 1, K}});
-        if (config_.conv_bias) specs.push_back({name + "_conv1d.bias", {channels}});
-      }
-    }
-    if (config_.use_gate) specs.push_back({"g_proj.weight", {H * dv, D}});
     auto w = load_tensors<Scalar>(file, prefix, specs);
-    const auto take = [&w](const std::string& name) { return std::move(w.at(name)); };
-    const auto stream = [&](const std::string& name) {
-      ConvProjection<Scalar> s{
-          pieces::Linear<Scalar>(take(name + "_proj.weight"), std::nullopt, kName), std::nullopt};
-      if (config_.use_short_conv) {
-        s.conv.emplace(take(name + "_conv1d.weight"),
-                       config_.conv_bias ? take(name + "_conv1d.bias") : Matrix<Scalar>(), kName);
-      }
-      return s;
-    };
-    q_.emplace(stream("q"));
-    k_.emplace(stream("k"));
-    v_.emplace(stream("v"));
-    if (config_.use_beta) b_proj_.emplace(take("b_proj.weight"), std::nullopt, kName);
-    std::optional<pieces::Linear<Scalar>> gate;
-    if (config_.use_gate) gate.emplace(take("g_proj.weight"), std::nullopt, kName);
-    output_.emplace(
-        GatedOutput<Scalar>{take("o_norm.weight"), std::move(gate),
-                            pieces::Linear<Scalar>(take("o_proj.weight"), std::nullopt, kName),
-                            static_cast<Scalar>(config_.norm_eps), dv});
+    q_.emplace(take_stream(w, "q", shape, kName));
+    k_.emplace(take_stream(w, "k", shape, kName));
+    v_.emplace(take_stream(w, "v", shape, kName));
+    output_.emplace(take_output(w, dv, config_.use_gate, config_.norm_eps, kName));
+    if (config_.use_beta) b_proj_.emplace(std::move(w.at("b_proj.weight")), std::nullopt, kName);
   }
 
   const DeltaNetConfig& config() const { return config_; }

@@ -65,48 +65,22 @@ class GatedDeltaNet {
                  .qk_l2norm = true}) {
     const Index D = config_.hidden_size, H = config_.num_heads, HV = config_.num_v_heads;
     const Index dk = config_.head_dim, dv = value_dim(), K = config_.conv_size;
-    std::vector<TensorSpec> specs = {{"q_proj.weight", {H * dk, D}},
-                                     {"k_proj.weight", {H * dk, D}},
-                                     {"v_proj.weight", {HV * dv, D}},
-                                     {"a_proj.weight", {HV, D}},
-                                     {"b_proj.weight", {HV, D}},
-                                     {"A_log", {HV}},
-                                     {"dt_bias", {HV}},
-                                     {"o_norm.weight", {dv}},
-                                     {"o_proj.weight", {D, HV * dv}}};
-    if (config_.use_short_conv) {
-      const std::vector<std::pair<std::string, Index>> streams = {
-          {"q", H * dk}, {"k", H * dk}, {"v", HV * dv}};
-      for (const auto& [name, channels] : streams) {
-        specs.push_back({name + "_conv1d.weight", {channels, 1, K}});
-        if (config_.conv_bias) specs.push_back({name + "_conv1d.bias", {channels}});
-      }
-    }
-    if (config_.use_gate) specs.push_back({"g_proj.weight", {HV * dv, D}});
+    const StreamShape shape{D, config_.use_short_conv, K, config_.conv_bias};
+    std::vector<TensorSpec> specs = {
+        {"a_proj.weight", {HV, D}}, {"b_proj.weight", {HV, D}}, {"A_log", {HV}}, {"dt_bias", {HV}}};
+    add_stream_specs(specs, "q", H * dk, shape);
+    add_stream_specs(specs, "k", H * dk, shape);
+    add_stream_specs(specs, "v", HV * dv, shape);
+    add_output_specs(specs, HV, dv, D, config_.use_gate);
     auto w = load_tensors<Scalar>(file, prefix, specs);
-    const auto take = [&w](const std::string& name) { return std::move(w.at(name)); };
-    const auto stream = [&](const std::string& name) {
-      ConvProjection<Scalar> s{
-          pieces::Linear<Scalar>(take(name + "_proj.weight"), std::nullopt, kName), std::nullopt};
-      if (config_.use_short_conv) {
-        s.conv.emplace(take(name + "_conv1d.weight"),
-                       config_.conv_bias ? take(name + "_conv1d.bias") : Matrix<Scalar>(), kName);
-      }
-      return s;
-    };
-    q_.emplace(stream("q"));
-    k_.emplace(stream("k"));
-    v_.emplace(stream("v"));
-    a_proj_.emplace(take("a_proj.weight"), std::nullopt, kName);
-    b_proj_.emplace(take("b_proj.weight"), std::nullopt, kName);
-    std::optional<pieces::Linear<Scalar>> gate;
-    if (config_.use_gate) gate.emplace(take("g_proj.weight"), std::nullopt, kName);
-    output_.emplace(
-        GatedOutput<Scalar>{take("o_norm.weight"), std::move(gate),
-                            pieces::Linear<Scalar>(take("o_proj.weight"), std::nullopt, kName),
-                            static_cast<Scalar>(config_.norm_eps), dv});
-    decay_scale_ = -take("A_log").array().exp().matrix();  // −exp(A_log)
-    dt_bias_ = take("dt_bias");
+    q_.emplace(take_stream(w, "q", shape, kName));
+    k_.emplace(take_stream(w, "k", shape, kName));
+    v_.emplace(take_stream(w, "v", shape, kName));
+    output_.emplace(take_output(w, dv, config_.use_gate, config_.norm_eps, kName));
+    a_proj_.emplace(std::move(w.at("a_proj.weight")), std::nullopt, kName);
+    b_proj_.emplace(std::move(w.at("b_proj.weight")), std::nullopt, kName);
+    decay_scale_ = -w.at("A_log").array().exp().matrix();  // −exp(A_log)
+    dt_bias_ = std::move(w.at("dt_bias"));
   }
 
   const GatedDeltaNetConfig& config() const { return config_; }

@@ -5,10 +5,14 @@
 /// x, then optionally the causal short convolution with its cache) and the output stage of
 /// the delta-rule layers (per-head RMSNorm, optionally gated by silu(x g_projᵀ), then o_proj).
 
+#include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
+#include "seqmem/checkpoint.hpp"
 #include "seqmem/core/types.hpp"
 #include "seqmem/pieces/linear.hpp"
 #include "seqmem/pieces/norm.hpp"
@@ -53,5 +57,58 @@ struct GatedOutput {
     proj.apply(o, y);
   }
 };
+
+/// How a layer's input streams are stored: `<s>_proj.weight` [channels, hidden] and, with a
+/// short convolution, `<s>_conv1d.weight` [channels, 1, conv_size] (+ `.bias` [channels]).
+struct StreamShape {
+  Index hidden = 0;
+  bool short_conv = true;
+  Index conv_size = 4;
+  bool conv_bias = false;
+};
+
+/// Adds the tensors of stream `name` (`channels` wide) to `specs`.
+inline void add_stream_specs(std::vector<TensorSpec>& specs, const std::string& name,
+                             Index channels, const StreamShape& shape) {
+  specs.push_back({name + "_proj.weight", {channels, shape.hidden}});
+  if (!shape.short_conv) return;
+  specs.push_back({name + "_conv1d.weight", {channels, 1, shape.conv_size}});
+  if (shape.conv_bias) specs.push_back({name + "_conv1d.bias", {channels}});
+}
+
+/// Stream `name`, built from (and taking its tensors out of) the loaded `w`.
+template <class Scalar>
+ConvProjection<Scalar> take_stream(std::map<std::string, Matrix<Scalar>>& w,
+                                   const std::string& name, const StreamShape& shape,
+                                   std::string_view where) {
+  const auto take = [&w](const std::string& key) { return std::move(w.at(key)); };
+  ConvProjection<Scalar> s{pieces::Linear<Scalar>(take(name + "_proj.weight"), std::nullopt, where),
+                           std::nullopt};
+  if (shape.short_conv) {
+    s.conv.emplace(take(name + "_conv1d.weight"),
+                   shape.conv_bias ? take(name + "_conv1d.bias") : Matrix<Scalar>(), where);
+  }
+  return s;
+}
+
+/// Adds the output stage's tensors to `specs`: `o_norm.weight` [head_dim], `o_proj.weight`
+/// [hidden, heads·head_dim] and, when gated, `g_proj.weight` [heads·head_dim, hidden].
+inline void add_output_specs(std::vector<TensorSpec>& specs, Index heads, Index head_dim,
+                             Index hidden, bool gated) {
+  specs.push_back({"o_norm.weight", {head_dim}});
+  specs.push_back({"o_proj.weight", {hidden, heads * head_dim}});
+  if (gated) specs.push_back({"g_proj.weight", {heads * head_dim, hidden}});
+}
+
+/// The output stage, built from (and taking its tensors out of) the loaded `w`.
+template <class Scalar>
+GatedOutput<Scalar> take_output(std::map<std::string, Matrix<Scalar>>& w, Index head_dim,
+                                bool gated, double eps, std::string_view where) {
+  std::optional<pieces::Linear<Scalar>> gate;
+  if (gated) gate.emplace(std::move(w.at("g_proj.weight")), std::nullopt, where);
+  return {std::move(w.at("o_norm.weight")), std::move(gate),
+          pieces::Linear<Scalar>(std::move(w.at("o_proj.weight")), std::nullopt, where),
+          static_cast<Scalar>(eps), head_dim};
+}
 
 }  // namespace seqmem::models
