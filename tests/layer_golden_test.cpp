@@ -24,6 +24,7 @@
 #include <seqmem/checkpoint.hpp>
 #include <seqmem/models/deltanet.hpp>
 #include <seqmem/models/gated_deltanet.hpp>
+#include <seqmem/models/titans.hpp>
 
 #include "test_util.hpp"
 
@@ -51,8 +52,12 @@ void take(nlohmann::json& config, const char* key, T& field) {
 }
 
 /// The double and float checks of the file comment for a layer type `Layer<Scalar>`.
+/// `parallel_block` > 0: the memory's parallel form is defined only inside one block of that
+/// many tokens (TTT and Titans mini-batches), so parallel calls of the split end at a block
+/// boundary.
 template <template <class> class Layer, class Config>
-std::string check_layer(const SafetensorsFile& file, const Config& config) {
+std::string check_layer(const SafetensorsFile& file, const Config& config,
+                        Index parallel_block = 0) {
   const Matrix<double> x = file.tensor<double>("input.x"), y = file.tensor<double>("output.y");
   const double scale = 1.0 + y.cwiseAbs().maxCoeff();
   std::string failures;
@@ -75,8 +80,11 @@ std::string check_layer(const SafetensorsFile& file, const Config& config) {
   const Index decode = std::min<Index>(3, x.rows());
   for (Index begin = 0, call = 0; begin < x.rows(); ++call) {
     const bool tail = begin >= x.rows() - decode;
-    const Index n = tail ? 1 : std::min(uniform_index(rng, 1, 9), x.rows() - decode - begin);
     const Form form = tail ? Form::recurrent : all_forms[call % 3];
+    Index n = tail ? 1 : std::min(uniform_index(rng, 1, 9), x.rows() - decode - begin);
+    if (form == Form::parallel && parallel_block > 0) {
+      n = std::min(n, parallel_block - begin % parallel_block);
+    }
     split.middleRows(begin, n) = layer.forward(form, x.middleRows(begin, n), state);
     begin += n;
   }
@@ -127,14 +135,30 @@ const std::map<std::string, Runner>& registry() {
          if (!config.empty()) return "config keys not supported: " + config.dump();
          return check_layer<models::DeltaNetLayer>(file, c);
        }},
+      {"seqmem.Titans",
+       [](const SafetensorsFile& file, nlohmann::json config) {
+         models::TitansConfig c;
+         take(config, "hidden_size", c.hidden_size);
+         take(config, "num_heads", c.num_heads);
+         take(config, "head_dim", c.head_dim);
+         take(config, "depth", c.depth);
+         take(config, "expansion", c.expansion);
+         take(config, "mini_batch", c.mini_batch);
+         take(config, "conv_size", c.conv_size);
+         take(config, "theta_max", c.theta_max);
+         take(config, "norm_eps", c.norm_eps);
+         take(config, "use_gate", c.use_gate);
+         if (!config.empty()) return "config keys not supported: " + config.dump();
+         return check_layer<models::Titans>(file, c, c.mini_batch);
+       }},
   };
   return *kRegistry;
 }
 
 /// Layers with golden files but no implementation yet (issue #15): reported as skipped.
 const std::set<std::string>& pending_layers() {
-  static const auto* const kPending = new std::set<std::string>{
-      "fla.Mamba2", "fla.Attention", "ttt.TTTLinear", "ttt.TTTMLP", "seqmem.Titans"};
+  static const auto* const kPending =
+      new std::set<std::string>{"fla.Mamba2", "fla.Attention", "ttt.TTTLinear", "ttt.TTTMLP"};
   return *kPending;
 }
 

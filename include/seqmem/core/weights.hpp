@@ -20,7 +20,8 @@ struct Weights {
 
 /// The outer-loop parameters of a test-time-training layer (TTT, Titans), learned elsewhere:
 /// the inner model's initial weights and the LayerNorm weight and bias (`1 × d_L`). A layer
-/// built without them uses its documented defaults (LN weight 1, LN bias 0).
+/// built without them uses its documented defaults; empty `ln_weight` / `ln_bias` mean LN weight 1
+/// and LN bias 0.
 template <class Scalar>
 struct InnerParameters {
   Weights<Scalar> initial;

@@ -221,8 +221,8 @@ struct InnerModel {
   InnerParameters<Scalar> parameters;
 
   /// The one parameter path of TTT and Titans: checks ln_eps, takes `given` (or, when absent,
-  /// `default_initial` with LN weight 1 and bias 0), checks every shape and value and keeps
-  /// them. `dims`, `bias` and `layer_norm` must be set before.
+  /// `default_initial`; LN weight 1 and bias 0 when absent or empty), checks every shape and value
+  /// and keeps them. `dims`, `bias` and `layer_norm` must be set before.
   void adopt(std::string_view where, std::optional<InnerParameters<Scalar>> given,
              Weights<Scalar> default_initial) {
     if (!(ln_eps > Scalar(0))) fail(where, "ln_eps must be > 0, got ", ln_eps);
@@ -231,6 +231,9 @@ struct InnerModel {
       given = InnerParameters<Scalar>{std::move(default_initial), Matrix<Scalar>::Ones(1, d),
                                       Matrix<Scalar>::Zero(1, d)};
     }
+    // Empty LayerNorm parameters mean the defaults (weight 1, bias 0).
+    if (given->ln_weight.size() == 0) given->ln_weight = Matrix<Scalar>::Ones(1, d);
+    if (given->ln_bias.size() == 0) given->ln_bias = Matrix<Scalar>::Zero(1, d);
     check_weights(where, "parameters.initial", given->initial);
     require_shape(where, "parameters.ln_weight", given->ln_weight, 1, d);
     require_shape(where, "parameters.ln_bias", given->ln_bias, 1, d);

@@ -1,0 +1,178 @@
+#pragma once
+
+/// @file
+/// The Titans layer from x (docs/layers.md §3, which defines it: Titans has no runnable
+/// reference): projections, short convolutions with SiLU, l2-normalized q and k, the gates
+/// θ (learning rate), α (forgetting) and η (momentum decay) computed from x, the Titans
+/// memory (docs/math.md §5) over the heads through `MultiHead` with one set of initial memory
+/// weights shared by the heads, and the output stage of the delta-rule layers (per-head
+/// RMSNorm, gated by silu(x g_projᵀ) when `use_gate`, then o_proj; models/parts.hpp).
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "seqmem/checkpoint.hpp"
+#include "seqmem/core/types.hpp"
+#include "seqmem/detail/checks.hpp"
+#include "seqmem/layers/titans.hpp"
+#include "seqmem/models/parts.hpp"
+#include "seqmem/multi_head.hpp"
+#include "seqmem/pieces/activation.hpp"
+#include "seqmem/pieces/linear.hpp"
+#include "seqmem/pieces/norm.hpp"
+
+namespace seqmem::models {
+
+/// Configuration of the Titans layer (docs/layers.md §3 names; seqmem's own defaults).
+struct TitansConfig {
+  Index hidden_size = 1024;
+  Index num_heads = 8;
+  Index head_dim = 128;
+  Index depth = 2;         ///< L: memory depth, 1 (linear) or 2 (MLP)
+  Index expansion = 4;     ///< hidden width of the memory MLP = expansion·head_dim (L = 2)
+  Index mini_batch = 16;   ///< b: tokens whose gradients are taken at the same weights
+  Index conv_size = 4;     ///< K of the short convolutions
+  double theta_max = 0.1;  ///< θ = theta_max·sigmoid(·)
+  double norm_eps = 1e-5;
+  bool use_gate = true;
+  Index num_threads = 1;  ///< threads over the heads (0: all cores)
+};
+
+template <class Scalar>
+class Titans {
+ public:
+  using Memory = TitansMemory<Scalar>;
+  static constexpr const char* kName = "Titans";
+
+  /// Every head's memory state and the three convolution caches (docs/layers.md §3, State).
+  struct State {
+    typename MultiHead<Memory>::States heads;
+    Matrix<Scalar> q_cache, k_cache, v_cache;
+  };
+
+  /// The checkpoint tensors `config` reads (names under the layer's prefix, PyTorch shapes).
+  static std::vector<TensorSpec> tensor_specs(const TitansConfig& config) {
+    const TitansConfig c = checked(config);
+    const Index D = c.hidden_size, H = c.num_heads, d = c.head_dim;
+    const StreamShape shape{D, true, c.conv_size, false};
+    std::vector<TensorSpec> specs;
+    for (const char* s : {"q", "k", "v"})
+      add_stream_specs(specs, s, H * d, shape);
+    for (const char* g : {"theta", "alpha", "eta"}) {
+      specs.push_back({std::string(g) + "_proj.weight", {H, D}});
+      specs.push_back({std::string(g) + "_proj.bias", {H}});
+    }
+    if (c.depth == 1) {
+      specs.push_back({"memory.w1", {d, d}});
+    } else {
+      specs.push_back({"memory.w1", {d, c.expansion * d}});
+      specs.push_back({"memory.w2", {c.expansion * d, d}});
+    }
+    add_output_specs(specs, H, d, D, c.use_gate);
+    return specs;
+  }
+
+  /// The layer `config` describes, with the weights under `prefix` in `file`.
+  Titans(const TitansConfig& config, const SafetensorsFile& file, const std::string& prefix)
+      : config_(checked(config)) {
+    auto w = load_tensors<Scalar>(file, prefix, tensor_specs(config_));
+    const StreamShape shape{config_.hidden_size, true, config_.conv_size, false};
+    q_.emplace(take_stream(w, "q", shape, kName));
+    k_.emplace(take_stream(w, "k", shape, kName));
+    v_.emplace(take_stream(w, "v", shape, kName));
+    const auto gate = [&](const std::string& g) {
+      return pieces::Linear<Scalar>(std::move(w.at(g + "_proj.weight")),
+                                    std::move(w.at(g + "_proj.bias")), kName);
+    };
+    theta_proj_.emplace(gate("theta"));
+    alpha_proj_.emplace(gate("alpha"));
+    eta_proj_.emplace(gate("eta"));
+    // docs/layers.md §3 step 5: GELU-tanh, no bias, no LayerNorm, initial weights memory.w*.
+    typename Memory::Parameters memory_parameters;
+    memory_parameters.initial.W.push_back(std::move(w.at("memory.w1")));
+    if (config_.depth == 2) memory_parameters.initial.W.push_back(std::move(w.at("memory.w2")));
+    heads_.emplace(Memory({.key_dim = config_.head_dim,
+                           .value_dim = config_.head_dim,
+                           .depth = config_.depth,
+                           .expansion = config_.expansion,
+                           .activation = Activation::gelu_tanh,
+                           .bias = false,
+                           .layer_norm = false,
+                           .mini_batch = config_.mini_batch},
+                          std::move(memory_parameters)),
+                   config_.num_heads, config_.num_threads);
+    output_.emplace(take_output(w, config_.head_dim, config_.use_gate, config_.norm_eps, kName));
+  }
+
+  const TitansConfig& config() const { return config_; }
+
+  State initial_state() const {
+    return {heads_->initial_state(), q_->initial_cache(), k_->initial_cache(), v_->initial_cache()};
+  }
+
+  /// y (`T×hidden_size`) for x (`T×hidden_size`), continuing from `state`.
+  Matrix<Scalar> forward(Form form, const MatrixCRef<Scalar>& x, State& state) const {
+    Matrix<Scalar> y(x.rows(), config_.hidden_size);
+    forward(form, x, state, y);
+    return y;
+  }
+
+  /// As above, writing y into `out`. A call that throws leaves `state` as it was.
+  void forward(Form form, const MatrixCRef<Scalar>& x, State& state, MatrixRef<Scalar> out) const {
+    const Index T = x.rows(), d = config_.head_dim;
+    detail::require_shape(kName, "x", x, T, config_.hidden_size);
+    detail::require_shape(kName, "out", out, T, config_.hidden_size);
+    if (!detail::all_finite(x)) detail::fail(kName, "x must be finite");
+    if (T == 0) return;
+    State next = state;  // strong guarantee: the caller's state changes only at the end
+    // 1–3. Projections, short convolutions, SiLU; l2-normalized q and k rows per head.
+    Matrix<Scalar> q = (*q_)(x, next.q_cache), k = (*k_)(x, next.k_cache),
+                   v = (*v_)(x, next.v_cache);
+    q = pieces::silu(q.array()).matrix();
+    k = pieces::silu(k.array()).matrix();
+    v = pieces::silu(v.array()).matrix();
+    pieces::l2_normalize<Scalar>(q, Scalar(1e-6), d);
+    pieces::l2_normalize<Scalar>(k, Scalar(1e-6), d);
+    // 4. Gates per token and head: θ = theta_max·σ(·), α = σ(·), η = σ(·).
+    Matrix<Scalar> theta = pieces::sigmoid((*theta_proj_)(x).array()).matrix();
+    theta *= static_cast<Scalar>(config_.theta_max);
+    const Matrix<Scalar> alpha = pieces::sigmoid((*alpha_proj_)(x).array()).matrix();
+    const Matrix<Scalar> eta = pieces::sigmoid((*eta_proj_)(x).array()).matrix();
+    // 5. The Titans memory per head (read after the token's own write).
+    Matrix<Scalar> o(T, config_.num_heads * d);
+    heads_->forward(form,
+                    {.q = q,
+                     .k = k,
+                     .v = v,
+                     .learning_rate = theta,
+                     .forgetting = alpha,
+                     .momentum_decay = eta},
+                    next.heads, o);
+    // 6–7. Output RMSNorm per head (gated by silu(x g_projᵀ) when use_gate), o_proj.
+    (*output_)(o, x, out);
+    state = std::move(next);
+  }
+
+ private:
+  static TitansConfig checked(TitansConfig c) {
+    detail::require_positive(kName, "hidden_size", c.hidden_size);
+    detail::require_positive(kName, "num_heads", c.num_heads);
+    detail::require_positive(kName, "head_dim", c.head_dim);
+    detail::require_positive(kName, "mini_batch", c.mini_batch);
+    detail::require_positive(kName, "conv_size", c.conv_size);
+    if (c.depth != 1 && c.depth != 2) detail::fail(kName, "depth must be 1 or 2, got ", c.depth);
+    if (c.depth == 2) detail::require_positive(kName, "expansion", c.expansion);
+    if (!(c.theta_max > 0)) detail::fail(kName, "theta_max must be > 0, got ", c.theta_max);
+    if (!(c.norm_eps > 0)) detail::fail(kName, "norm_eps must be > 0, got ", c.norm_eps);
+    return c;
+  }
+
+  TitansConfig config_;
+  std::optional<MultiHead<Memory>> heads_;
+  std::optional<ConvProjection<Scalar>> q_, k_, v_;
+  std::optional<pieces::Linear<Scalar>> theta_proj_, alpha_proj_, eta_proj_;
+  std::optional<GatedOutput<Scalar>> output_;
+};
+
+}  // namespace seqmem::models
