@@ -13,19 +13,15 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
-#include <functional>
 #include <iostream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
 
 #include <seqmem/checkpoint.hpp>
-#include <seqmem/models/deltanet.hpp>
-#include <seqmem/models/gated_deltanet.hpp>
-#include <seqmem/models/titans.hpp>
 
+#include "layer_models.hpp"
 #include "test_util.hpp"
 
 namespace seqmem::test {
@@ -38,17 +34,6 @@ fs::path layer_golden_dir() {
     return env;
   }
   return fs::path(SEQMEM_SOURCE_DIR) / "tests" / "data" / "golden-layers";
-}
-
-/// Runs one layer's checks on a file; returns "" when all pass, else what failed.
-using Runner = std::function<std::string(const SafetensorsFile&, const nlohmann::json& config)>;
-
-/// Field `key` of `config` into `field` if present; every key must be consumed.
-template <class T>
-void take(nlohmann::json& config, const char* key, T& field) {
-  if (!config.contains(key)) return;
-  field = config.at(key).get<T>();
-  config.erase(key);
 }
 
 /// The double and float checks of the file comment for a layer type `Layer<Scalar>`.
@@ -97,64 +82,6 @@ std::string check_layer(const SafetensorsFile& file, const Config& config,
   return failures;
 }
 
-const std::map<std::string, Runner>& registry() {
-  static const auto* const kRegistry = new std::map<std::string, Runner>{
-      {"fla.GatedDeltaNet",
-       [](const SafetensorsFile& file, nlohmann::json config) {
-         models::GatedDeltaNetConfig c;
-         take(config, "hidden_size", c.hidden_size);
-         take(config, "expand_v", c.expand_v);
-         take(config, "head_dim", c.head_dim);
-         take(config, "num_heads", c.num_heads);
-         take(config, "num_v_heads", c.num_v_heads);
-         take(config, "use_gate", c.use_gate);
-         take(config, "use_short_conv", c.use_short_conv);
-         take(config, "allow_neg_eigval", c.allow_neg_eigval);
-         take(config, "conv_size", c.conv_size);
-         take(config, "conv_bias", c.conv_bias);
-         take(config, "norm_eps", c.norm_eps);
-         if (!config.empty()) return "config keys not supported: " + config.dump();
-         return check_layer<models::GatedDeltaNet>(file, c);
-       }},
-      {"fla.DeltaNet",
-       [](const SafetensorsFile& file, nlohmann::json config) {
-         models::DeltaNetConfig c;
-         take(config, "hidden_size", c.hidden_size);
-         take(config, "expand_k", c.expand_k);
-         take(config, "expand_v", c.expand_v);
-         take(config, "num_heads", c.num_heads);
-         take(config, "use_beta", c.use_beta);
-         take(config, "use_gate", c.use_gate);
-         take(config, "use_short_conv", c.use_short_conv);
-         take(config, "conv_size", c.conv_size);
-         take(config, "conv_bias", c.conv_bias);
-         take(config, "allow_neg_eigval", c.allow_neg_eigval);
-         take(config, "qk_activation", c.qk_activation);
-         take(config, "qk_norm", c.qk_norm);
-         take(config, "norm_eps", c.norm_eps);
-         if (!config.empty()) return "config keys not supported: " + config.dump();
-         return check_layer<models::DeltaNetLayer>(file, c);
-       }},
-      {"seqmem.Titans",
-       [](const SafetensorsFile& file, nlohmann::json config) {
-         models::TitansConfig c;
-         take(config, "hidden_size", c.hidden_size);
-         take(config, "num_heads", c.num_heads);
-         take(config, "head_dim", c.head_dim);
-         take(config, "depth", c.depth);
-         take(config, "expansion", c.expansion);
-         take(config, "mini_batch", c.mini_batch);
-         take(config, "conv_size", c.conv_size);
-         take(config, "theta_max", c.theta_max);
-         take(config, "norm_eps", c.norm_eps);
-         take(config, "use_gate", c.use_gate);
-         if (!config.empty()) return "config keys not supported: " + config.dump();
-         return check_layer<models::Titans>(file, c, c.mini_batch);
-       }},
-  };
-  return *kRegistry;
-}
-
 /// Layers with golden files but no implementation yet (issue #15): reported as skipped.
 const std::set<std::string>& pending_layers() {
   static const auto* const kPending =
@@ -179,18 +106,18 @@ TEST(LayerGolden, AllCases) {
     try {
       const SafetensorsFile file(path);
       layer = file.metadata().at("layer");
-      if (pending_layers().count(layer) != 0 && registry().count(layer) == 0) {
+      if (pending_layers().count(layer) != 0 && known_layers().count(layer) == 0) {
         std::cout << "layer-golden " << name << " skip (" << layer << " not implemented yet)\n";
         ++skipped;
         continue;
       }
-      const auto runner = registry().find(layer);
-      if (runner == registry().end()) {
-        failure = "unknown layer '" + layer + "'";
-      } else {
-        failure = runner->second(file, nlohmann::json::parse(file.metadata().at("config")));
-        run_layers.insert(layer);
-      }
+      const auto result = with_layer(
+          layer, nlohmann::json::parse(file.metadata().at("config")),
+          [&file]<template <class> class Layer>(const auto& config, Index parallel_block) {
+            return check_layer<Layer>(file, config, parallel_block);
+          });
+      failure = result ? *result : "unknown layer '" + layer + "'";
+      if (result) run_layers.insert(layer);
     } catch (const std::exception& e) {
       failure = e.what();
     }
@@ -205,7 +132,7 @@ TEST(LayerGolden, AllCases) {
   }
   std::cout << "layer-golden: " << ok << " ok, " << failed << " failed, " << skipped
             << " skipped\n";
-  for (const auto& [layer, runner] : registry())
+  for (const auto& layer : known_layers())
     EXPECT_EQ(run_layers.count(layer), 1u) << "no golden case for " << layer;
 }
 

@@ -6,8 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <bit>
+#include <cmath>
 #include <cstring>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -414,7 +417,7 @@ TEST(StateIoFormat, HandBuiltFilesOfTheDocumentedLayout) {
   };
   const DeltaNet<double> layer({.key_dim = 2, .value_dim = 3});
   const std::vector<double> values{1.5, -2.0, 0.25, -0.0, 3e-300, 7.0};
-  const std::string good = build(1, "S", 2, 3, values, false);
+  const std::string good = build(state_format_version, "S", 2, 3, values, false);
   const auto state = load(layer, good);
   ASSERT_EQ(state.S.rows(), 2);
   for (Index i = 0; i < 6; ++i) {
@@ -423,7 +426,11 @@ TEST(StateIoFormat, HandBuiltFilesOfTheDocumentedLayout) {
   }
   EXPECT_EQ(save(layer, state), good);
 
-  EXPECT_CONTAINS(load_error(layer, build(2, "S", 2, 3, values, false)), "format version 2");
+  // Version 1 wrote a memory's state with the same bytes: it still loads.
+  EXPECT_EQ(load(layer, build(1, "S", 2, 3, values, false)).S, state.S);
+  EXPECT_CONTAINS(load_error(layer, build(0, "S", 2, 3, values, false)), "format version 0");
+  EXPECT_CONTAINS(load_error(layer, build(3, "S", 2, 3, values, false)),
+                  "format version 3 is not supported (this library reads versions 1 to 2)");
   EXPECT_CONTAINS(load_error(layer, build(1, "S", 3, 2, values, false)),
                   "'S' is 3x2, the layer expects 2x3");
   EXPECT_CONTAINS(load_error(layer, build(1, "T", 2, 3, values, false)), "'T'");
@@ -434,6 +441,47 @@ TEST(StateIoFormat, HandBuiltFilesOfTheDocumentedLayout) {
   std::string corrupt = good;
   corrupt[corrupt.size() - 20] ^= 0x10;
   EXPECT_CONTAINS(load_error(layer, corrupt), "checksum mismatch");
+}
+
+// Files written by the previous release (format version 1, commit 394399f; the program that
+// wrote them is tests/data/state_v1/README.md): they load, and hold the state the current
+// library computes from the same inputs.
+TEST(StateIoFormat, ReadsVersion1FilesOfThePreviousRelease) {
+  const auto read = [](const char* name) {
+    std::ifstream in(std::string(SEQMEM_SOURCE_DIR) + "/tests/data/state_v1/" + name,
+                     std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string dn_file = read("deltanet_f64_v1.state");
+  ASSERT_EQ(dn_file.substr(8, 4), std::string("\x01\0\0\0", 4)) << "not a version 1 file";
+  Matrix<double> q(5, 3), k(5, 3), v(5, 2), beta(5, 1);
+  for (int i = 0; i < 15; ++i) {
+    q.data()[i] = std::sin(i + 1.0);
+    k.data()[i] = std::cos(i * 0.7);
+  }
+  for (int i = 0; i < 10; ++i)
+    v.data()[i] = std::sin(0.3 * i);
+  for (int i = 0; i < 5; ++i)
+    beta(i, 0) = 0.1 * (i + 1);
+  const DeltaNet<double> dn({.key_dim = 3, .value_dim = 2});
+  auto dn_state = dn.initial_state();
+  (void)test::forward(dn, Form::recurrent, {.q = q, .k = k, .v = v, .beta = beta}, dn_state);
+  EXPECT_LT((load(dn, dn_file).S - dn_state.S).cwiseAbs().maxCoeff(), 1e-14);
+
+  const TTTLinear<float> ttt({.key_dim = 3, .mini_batch = 4});
+  auto ttt_state = ttt.initial_state();
+  Matrix<float> vf(5, 3), lr = Matrix<float>::Constant(5, 1, 0.5f);
+  for (int i = 0; i < 15; ++i)
+    vf.data()[i] = std::sin(0.2f * float(i));
+  const Matrix<float> qf = q.cast<float>(), kf = k.cast<float>();
+  (void)test::forward(ttt, Form::chunkwise, {.q = qf, .k = kf, .v = vf, .learning_rate = lr},
+                      ttt_state);
+  const auto loaded = load(ttt, read("tttlinear_f32_v1.state"));
+  EXPECT_EQ(loaded.position, ttt_state.position);
+  for (std::size_t l = 0; l < loaded.reference.W.size(); ++l) {
+    EXPECT_LT((loaded.reference.W[l] - ttt_state.reference.W[l]).cwiseAbs().maxCoeff(), 1e-5f);
+    EXPECT_LT((loaded.gradient.W[l] - ttt_state.gradient.W[l]).cwiseAbs().maxCoeff(), 1e-5f);
+  }
 }
 
 // Files with a valid checksum but an impossible state: position outside the mini-batch, a

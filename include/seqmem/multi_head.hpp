@@ -2,21 +2,17 @@
 
 /// @file
 /// Runs any layer over H heads packed side by side and over a batch of sequences of
-/// different lengths; every (sequence, head) pair has its own state. The one place in
-/// seqmem that starts threads.
+/// different lengths; every (sequence, head) pair has its own state. Threads come from
+/// detail/parallel.hpp.
 
-#include <algorithm>
-#include <atomic>
-#include <exception>
-#include <mutex>
 #include <span>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "seqmem/core/concepts.hpp"
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/checks.hpp"
+#include "seqmem/detail/parallel.hpp"
 
 namespace seqmem {
 
@@ -39,9 +35,7 @@ class MultiHead {
       : layer_(std::move(layer)), num_heads_(num_heads), num_threads_(num_threads) {
     detail::require_positive(kName, "num_heads", num_heads_);
     if (num_threads_ < 0) detail::fail(kName, "num_threads must be >= 0, got ", num_threads_);
-    if (num_threads_ == 0) {
-      num_threads_ = std::max<Index>(1, static_cast<Index>(std::thread::hardware_concurrency()));
-    }
+    num_threads_ = detail::resolve_threads(num_threads_);
   }
 
   const Layer& layer() const { return layer_; }
@@ -125,7 +119,7 @@ class MultiHead {
     // Starting threads costs tens of microseconds: a call with few tokens in all (a decode
     // step) runs on the calling thread.
     const Index threads = total_tokens * num_heads_ < kMinTokensPerThread * 2 ? 1 : num_threads_;
-    run_parallel(threads, static_cast<Index>(heads.size()), [&](Index item) {
+    detail::run_parallel(threads, static_cast<Index>(heads.size()), [&](Index item) {
       const auto s = static_cast<std::size_t>(item / num_heads_);
       const Index h = item % num_heads_;
       // An empty output may have no storage to offset into: take column 0 then.
@@ -139,37 +133,6 @@ class MultiHead {
  private:
   static constexpr const char* kName = "MultiHead";
   static constexpr Index kMinTokensPerThread = 64;
-
-  /// Runs work(0..items-1) on up to max_threads threads; rethrows the first exception.
-  template <class Work>
-  static void run_parallel(Index max_threads, Index items, const Work& work) {
-    const Index threads = std::min(max_threads, items);
-    if (threads <= 1) {
-      for (Index i = 0; i < items; ++i)
-        work(i);
-      return;
-    }
-    std::atomic<Index> next{0};
-    std::exception_ptr error;
-    std::mutex error_mutex;
-    auto worker = [&] {
-      for (Index i = next++; i < items; i = next++) {
-        try {
-          work(i);
-        } catch (...) {
-          const std::lock_guard<std::mutex> lock(error_mutex);
-          if (!error) error = std::current_exception();
-        }
-      }
-    };
-    {
-      std::vector<std::jthread> pool;
-      for (Index t = 1; t < threads; ++t)
-        pool.emplace_back(worker);
-      worker();
-    }
-    if (error) std::rethrow_exception(error);
-  }
 
   Layer layer_;
   Index num_heads_;

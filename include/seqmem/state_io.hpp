@@ -48,8 +48,12 @@ class state_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// The format version written by `save_state`; `load_state` reads exactly this version.
-inline constexpr std::uint32_t state_format_version = 1;
+/// The format version written by `save_state`. Version 2 added the layers from x (models/),
+/// whose states are their heads' memory states and their caches; a memory's state is written
+/// exactly as in version 1, so `load_state` reads versions 1 and 2.
+inline constexpr std::uint32_t state_format_version = 2;
+/// The oldest format version `load_state` reads.
+inline constexpr std::uint32_t oldest_state_format_version = 1;
 
 namespace detail {
 
@@ -366,9 +370,9 @@ inline StateRecord read_state_record(std::istream& in) {
     state_fail(where, "not a seqmem state file (the first 8 bytes are not \"SEQMEMST\")");
   }
   const std::uint64_t version = src.uint(4, "the format version");
-  if (version != state_format_version) {
-    state_fail(where, "format version ", version, " is not supported (this library reads version ",
-               state_format_version, ")");
+  if (version < oldest_state_format_version || version > state_format_version) {
+    state_fail(where, "format version ", version, " is not supported (this library reads versions ",
+               oldest_state_format_version, " to ", state_format_version, ")");
   }
   StateRecord r;
   r.kind = src.string("the layer kind");

@@ -16,8 +16,10 @@
 
 #include <concepts>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "seqmem/core/types.hpp"
@@ -45,6 +47,38 @@ concept PersistentLayer = requires(const L& layer) {
 };
 
 namespace detail {
+
+/// A visitor that prefixes every name it passes on: the parts of a composite state (a layer
+/// from x: its heads' memory states, its caches) are named `heads[2].S`, `q_cache`, ….
+template <class V>
+struct PrefixedVisitor {
+  V& v;
+  std::string prefix;
+  template <class M>
+  void tensor(const std::string& name, M& m, std::optional<RowRange> range = {}) {
+    v.tensor(prefix + name, m, range);
+  }
+  template <class I>
+  void integer(const std::string& name, I& value, Index lo, Index hi) {
+    v.integer(prefix + name, value, lo, hi);
+  }
+};
+
+/// The prefix of head h's part of a composite state.
+inline std::string head_prefix(std::size_t h) {
+  return "heads[" + std::to_string(h) + "].";
+}
+
+/// Visits the memory state of every head as `heads[h].<field>`; `memory(h)` is the memory
+/// layer of head h.
+template <class MemoryOf, class States, class V>
+void visit_heads(const MemoryOf& memory, States& heads, V& v) {
+  for (std::size_t h = 0; h < heads.size(); ++h) {
+    PrefixedVisitor<V> part{v, head_prefix(h)};
+    const auto& layer = memory(h);
+    std::remove_cvref_t<decltype(layer)>::StateLayout::visit(layer, heads[h], part);
+  }
+}
 
 /// Visits every matrix of a set of inner-model weights as `<name>.W[l]`, then `<name>.b[l]`.
 template <class W, class V>

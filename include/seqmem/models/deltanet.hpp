@@ -10,10 +10,12 @@
 #include <cmath>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "seqmem/checkpoint.hpp"
+#include "seqmem/core/state_layout.hpp"
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/layers/delta_net.hpp"
@@ -43,9 +45,10 @@ struct DeltaNetConfig {
   Index num_threads = 1;  ///< threads over the heads (not a peer argument; 0: all cores)
 };
 
-template <class Scalar>
+template <class Scalar_>
 class DeltaNetLayer {
  public:
+  using Scalar = Scalar_;
   using Memory = DeltaNet<Scalar>;
   static constexpr const char* kName = "DeltaNet";
 
@@ -53,6 +56,27 @@ class DeltaNetLayer {
   struct State {
     typename MultiHead<Memory>::States heads;
     Matrix<Scalar> q_cache, k_cache, v_cache;
+  };
+
+  /// The state in state files (docs/state_format.md): kind `fla.DeltaNet`, every head's memory
+  /// state as `heads[h].<field>`, then the convolution caches.
+  struct StateLayout {
+    static constexpr std::string_view kind = "fla.DeltaNet";
+    static std::vector<StateParam> params(const DeltaNetLayer& layer) {
+      const auto& c = layer.config_;
+      return {{"num_heads", c.num_heads},
+              {"key_dim", layer.key_dim()},
+              {"value_dim", layer.value_dim()},
+              {"conv_size", c.use_short_conv ? c.conv_size : 0}};
+    }
+    template <class S, class V>
+    static void visit(const DeltaNetLayer& layer, S& state, V& v) {
+      detail::visit_heads([&layer](std::size_t) -> const Memory& { return layer.heads_.layer(); },
+                          state.heads, v);
+      v.tensor("q_cache", state.q_cache);
+      v.tensor("k_cache", state.k_cache);
+      v.tensor("v_cache", state.v_cache);
+    }
   };
 
   /// The layer `config` describes, with the weights under `prefix` in `file`.

@@ -12,10 +12,12 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "seqmem/checkpoint.hpp"
+#include "seqmem/core/state_layout.hpp"
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/layers/delta_net.hpp"
@@ -43,9 +45,10 @@ struct GatedDeltaNetConfig {
   Index chunk_size = 16;  ///< of the memory's chunkwise form (not a peer argument)
 };
 
-template <class Scalar>
+template <class Scalar_>
 class GatedDeltaNet {
  public:
+  using Scalar = Scalar_;
   using Memory = DeltaNet<Scalar>;
   static constexpr const char* kName = "GatedDeltaNet";
 
@@ -53,6 +56,28 @@ class GatedDeltaNet {
   struct State {
     std::vector<typename Memory::State> heads;  ///< one per value head
     Matrix<Scalar> q_cache, k_cache, v_cache;
+  };
+
+  /// The state in state files (docs/state_format.md): kind `fla.GatedDeltaNet`, every head's memory
+  /// state as `heads[h].<field>`, then the convolution caches.
+  struct StateLayout {
+    static constexpr std::string_view kind = "fla.GatedDeltaNet";
+    static std::vector<StateParam> params(const GatedDeltaNet& layer) {
+      const auto& c = layer.config_;
+      return {{"num_heads", c.num_heads},
+              {"num_v_heads", c.num_v_heads},
+              {"head_dim", c.head_dim},
+              {"value_dim", layer.value_dim()},
+              {"conv_size", c.use_short_conv ? c.conv_size : 0}};
+    }
+    template <class S, class V>
+    static void visit(const GatedDeltaNet& layer, S& state, V& v) {
+      detail::visit_heads([&layer](std::size_t) -> const Memory& { return layer.memory_; },
+                          state.heads, v);
+      v.tensor("q_cache", state.q_cache);
+      v.tensor("k_cache", state.k_cache);
+      v.tensor("v_cache", state.v_cache);
+    }
   };
 
   /// The layer `config` describes, with the weights under `prefix` in `file`.

@@ -9,10 +9,12 @@
 /// RMSNorm, gated by silu(x g_projᵀ) when `use_gate`, then o_proj; models/parts.hpp).
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "seqmem/checkpoint.hpp"
+#include "seqmem/core/state_layout.hpp"
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/layers/titans.hpp"
@@ -39,9 +41,10 @@ struct TitansConfig {
   Index num_threads = 1;  ///< threads over the heads (0: all cores)
 };
 
-template <class Scalar>
+template <class Scalar_>
 class Titans {
  public:
+  using Scalar = Scalar_;
   using Memory = TitansMemory<Scalar>;
   static constexpr const char* kName = "Titans";
 
@@ -49,6 +52,26 @@ class Titans {
   struct State {
     typename MultiHead<Memory>::States heads;
     Matrix<Scalar> q_cache, k_cache, v_cache;
+  };
+
+  /// The state in state files (docs/state_format.md): kind `seqmem.Titans`, every head's memory
+  /// state as `heads[h].<field>`, then the convolution caches.
+  struct StateLayout {
+    static constexpr std::string_view kind = "seqmem.Titans";
+    static std::vector<StateParam> params(const Titans& layer) {
+      const auto& c = layer.config_;
+      return {{"num_heads", c.num_heads},   {"head_dim", c.head_dim},
+              {"depth", c.depth},           {"expansion", c.depth > 1 ? c.expansion : 0},
+              {"mini_batch", c.mini_batch}, {"conv_size", c.conv_size}};
+    }
+    template <class S, class V>
+    static void visit(const Titans& layer, S& state, V& v) {
+      detail::visit_heads([&layer](std::size_t) -> const Memory& { return layer.heads_->layer(); },
+                          state.heads, v);
+      v.tensor("q_cache", state.q_cache);
+      v.tensor("k_cache", state.k_cache);
+      v.tensor("v_cache", state.v_cache);
+    }
   };
 
   /// The checkpoint tensors `config` reads (names under the layer's prefix, PyTorch shapes).

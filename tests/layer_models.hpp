@@ -1,0 +1,95 @@
+// The layers from x under test, by the name golden files give them (metadata `layer`): each
+// name's configuration is read from the file's JSON `config` (peer argument names; every key
+// must be known) and handed, with the layer's class template, to a generic visitor. Used by
+// layer_golden_test and layer_conformance_test.
+
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+
+#include <seqmem/models/deltanet.hpp>
+#include <seqmem/models/gated_deltanet.hpp>
+#include <seqmem/models/titans.hpp>
+
+namespace seqmem::test {
+
+/// Field `key` of `config` into `field` if present, removing it from `config`.
+template <class T>
+void take(nlohmann::json& config, const char* key, T& field) {
+  if (!config.contains(key)) return;
+  field = config.at(key).get<T>();
+  config.erase(key);
+}
+
+/// Every layer name `with_layer` knows.
+inline const std::set<std::string>& known_layers() {
+  static const auto* const kNames =
+      new std::set<std::string>{"fla.GatedDeltaNet", "fla.DeltaNet", "seqmem.Titans"};
+  return *kNames;
+}
+
+/// Calls `visit.template operator()<Layer>(layer_config, parallel_block)` for the layer named
+/// `name` and returns its result (a string, "" for success); "config keys not supported: …"
+/// when `config` has keys the layer does not take; nullopt for an unknown name.
+/// `parallel_block` > 0: the layer's parallel form is defined only inside blocks of that many
+/// tokens (TTT and Titans mini-batches).
+template <class Visit>
+std::optional<std::string> with_layer(const std::string& name, nlohmann::json config,
+                                      Visit&& visit) {
+  const auto finish = [&]<template <class> class Layer>(const auto& c, Index block) {
+    if (!config.empty()) return "config keys not supported: " + config.dump();
+    return std::string(visit.template operator()<Layer>(c, block));
+  };
+  if (name == "fla.GatedDeltaNet") {
+    models::GatedDeltaNetConfig c;
+    take(config, "hidden_size", c.hidden_size);
+    take(config, "expand_v", c.expand_v);
+    take(config, "head_dim", c.head_dim);
+    take(config, "num_heads", c.num_heads);
+    take(config, "num_v_heads", c.num_v_heads);
+    take(config, "use_gate", c.use_gate);
+    take(config, "use_short_conv", c.use_short_conv);
+    take(config, "allow_neg_eigval", c.allow_neg_eigval);
+    take(config, "conv_size", c.conv_size);
+    take(config, "conv_bias", c.conv_bias);
+    take(config, "norm_eps", c.norm_eps);
+    return finish.template operator()<models::GatedDeltaNet>(c, 0);
+  }
+  if (name == "fla.DeltaNet") {
+    models::DeltaNetConfig c;
+    take(config, "hidden_size", c.hidden_size);
+    take(config, "expand_k", c.expand_k);
+    take(config, "expand_v", c.expand_v);
+    take(config, "num_heads", c.num_heads);
+    take(config, "use_beta", c.use_beta);
+    take(config, "use_gate", c.use_gate);
+    take(config, "use_short_conv", c.use_short_conv);
+    take(config, "conv_size", c.conv_size);
+    take(config, "conv_bias", c.conv_bias);
+    take(config, "allow_neg_eigval", c.allow_neg_eigval);
+    take(config, "qk_activation", c.qk_activation);
+    take(config, "qk_norm", c.qk_norm);
+    take(config, "norm_eps", c.norm_eps);
+    return finish.template operator()<models::DeltaNetLayer>(c, 0);
+  }
+  if (name == "seqmem.Titans") {
+    models::TitansConfig c;
+    take(config, "hidden_size", c.hidden_size);
+    take(config, "num_heads", c.num_heads);
+    take(config, "head_dim", c.head_dim);
+    take(config, "depth", c.depth);
+    take(config, "expansion", c.expansion);
+    take(config, "mini_batch", c.mini_batch);
+    take(config, "conv_size", c.conv_size);
+    take(config, "theta_max", c.theta_max);
+    take(config, "norm_eps", c.norm_eps);
+    take(config, "use_gate", c.use_gate);
+    return finish.template operator()<models::Titans>(c, c.mini_batch);
+  }
+  return std::nullopt;
+}
+
+}  // namespace seqmem::test
