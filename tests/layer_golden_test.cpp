@@ -24,6 +24,7 @@
 #include <seqmem/checkpoint.hpp>
 #include <seqmem/models/deltanet.hpp>
 #include <seqmem/models/gated_deltanet.hpp>
+#include <seqmem/models/ttt.hpp>
 
 #include "test_util.hpp"
 
@@ -89,6 +90,23 @@ std::string check_layer(const SafetensorsFile& file, const Config& config) {
   return failures;
 }
 
+/// ttt-lm-pytorch's TTTLinear / TTTMLP: `TTTConfig` arguments.
+template <template <class> class Layer>
+std::string ttt_runner(const SafetensorsFile& file, nlohmann::json config) {
+  models::TTTConfig c;
+  take(config, "hidden_size", c.hidden_size);
+  take(config, "num_attention_heads", c.num_attention_heads);
+  take(config, "mini_batch_size", c.mini_batch_size);
+  take(config, "rope_theta", c.rope_theta);
+  take(config, "ttt_base_lr", c.ttt_base_lr);
+  take(config, "use_gate", c.use_gate);
+  take(config, "share_qk", c.share_qk);
+  take(config, "conv_kernel", c.conv_kernel);
+  take(config, "ttt_layer_type", c.ttt_layer_type);
+  if (!config.empty()) return "config keys not supported: " + config.dump();
+  return check_layer<Layer>(file, c);
+}
+
 const std::map<std::string, Runner>& registry() {
   static const auto* const kRegistry = new std::map<std::string, Runner>{
       {"fla.GatedDeltaNet",
@@ -127,14 +145,16 @@ const std::map<std::string, Runner>& registry() {
          if (!config.empty()) return "config keys not supported: " + config.dump();
          return check_layer<models::DeltaNetLayer>(file, c);
        }},
+      {"ttt.TTTLinear", ttt_runner<models::TTTLinearLayer>},
+      {"ttt.TTTMLP", ttt_runner<models::TTTMLPLayer>},
   };
   return *kRegistry;
 }
 
 /// Layers with golden files but no implementation yet (issue #15): reported as skipped.
 const std::set<std::string>& pending_layers() {
-  static const auto* const kPending = new std::set<std::string>{
-      "fla.Mamba2", "fla.Attention", "ttt.TTTLinear", "ttt.TTTMLP", "seqmem.Titans"};
+  static const auto* const kPending =
+      new std::set<std::string>{"fla.Mamba2", "fla.Attention", "seqmem.Titans"};
   return *kPending;
 }
 
