@@ -257,7 +257,8 @@ class TTTLayer {
                                                   .mini_batch = config_.mini_batch_size,
                                                   .token_scale_offset = offsets,
                                                   .ln_eps = Scalar(1e-6),
-                                                  .expansion = kExpansion},
+                                                  .expansion = kExpansion,
+                                                  .ttt_lm_gelu_bwd = true},
                          std::move(p));
     }
     return heads;
