@@ -10,6 +10,7 @@
 /// tanh-GELU gate and the output projection. `Block` (seq_norm, pre_conv, residuals, MLP) is
 /// outside.
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <optional>
@@ -178,8 +179,8 @@ class TTTLayer {
     //    η[i][j] = c_i · lr_j (docs/math.md §4).
     Matrix<Scalar> lr = pieces::sigmoid((*lr_gate_)(x).array()).matrix();
     lr *= static_cast<Scalar>(config_.ttt_base_lr / double(f));
-    // 4. The TTT memory per head: XQ + LN(f(XQ; W_i)). Its parallel form covers one
-    //    mini-batch, so a parallel call is cut at mini-batch ends.
+    // 4. The TTT memory per head: XQ + LN(f_res(XQ; W_i)). Its parallel form covers one
+    //    mini-batch at most, so a parallel call is cut at mini-batch ends.
     Matrix<Scalar> o(T, D);
     for (Index begin = 0, p = position; begin < T;) {
       const Index n = form == Form::parallel ? std::min(b - p, T - begin) : T;
@@ -264,14 +265,18 @@ class TTTLayer {
     return heads;
   }
 
-  /// The heads' common mini-batch position; throws unless the state holds every head and
-  /// the heads agree.
+  /// The heads' common mini-batch position; throws unless the state holds every head, the
+  /// position is in [0, mini_batch_size) and the heads agree.
   Index check_positions(const State& state) const {
     const Index H = config_.num_attention_heads;
     if (static_cast<Index>(state.heads.size()) != H) {
       detail::fail(kName, "state must hold ", H, " head states, got ", state.heads.size());
     }
     const Index position = state.heads[0].position;
+    if (position < 0 || position >= config_.mini_batch_size) {
+      detail::fail(kName, "state.heads[0].position must be in [0, ", config_.mini_batch_size,
+                   "), got ", position);
+    }
     for (Index h = 1; h < H; ++h) {
       if (state.heads[std::size_t(h)].position != position) {
         detail::fail(kName, "state.heads[", h, "].position (", state.heads[std::size_t(h)].position,
