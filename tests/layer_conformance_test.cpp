@@ -68,14 +68,11 @@ Matrix<double> in_calls(const Layer& layer, const Matrix<double>& x,
   return y;
 }
 
-/// Random call lengths summing to T; with `block` > 0 every call ends by the next block
-/// boundary (so that the parallel form is defined for TTT/Titans), and the form of call i is
-/// all_forms[i % 3].
-std::vector<Index> random_split(Rng& rng, Index T, Index block) {
+/// Random call lengths summing to T.
+std::vector<Index> random_split(Rng& rng, Index T) {
   std::vector<Index> lengths;
   for (Index begin = 0; begin < T;) {
-    Index n = std::min(uniform_index(rng, 1, 11), T - begin);
-    if (block > 0) n = std::min(n, block - begin % block);
+    const Index n = std::min(uniform_index(rng, 1, 11), T - begin);
     lengths.push_back(n);
     begin += n;
   }
@@ -84,8 +81,7 @@ std::vector<Index> random_split(Rng& rng, Index T, Index block) {
 
 /// The conformance checks of the file comment for one layer; failures name `name`.
 template <template <class> class LayerT, class Config>
-void check_conformance(const std::string& name, const SafetensorsFile& file, const Config& config,
-                       Index block) {
+void check_conformance(const std::string& name, const SafetensorsFile& file, const Config& config) {
   SCOPED_TRACE(name);
   using Layer = LayerT<double>;
   const Layer layer(config, file, "layer.");
@@ -94,28 +90,16 @@ void check_conformance(const std::string& name, const SafetensorsFile& file, con
   const Matrix<double> x = uniform<double>(rng, T, D);
   const double tol = 1e-9;
 
-  // Forms agree (parallel in calls that stay inside a block where the layer needs it).
+  // Forms agree.
   auto state = layer.initial_state();
   const Matrix<double> want = layer.forward(Form::recurrent, x, state);
-  {
+  for (const Form form : {Form::chunkwise, Form::parallel}) {
     auto s = layer.initial_state();
-    EXPECT_TRUE(near(layer.forward(Form::chunkwise, x, s), want, tol)) << "chunkwise";
-  }
-  std::vector<Index> blocks;
-  for (Index begin = 0; begin < T; begin += blocks.back())
-    blocks.push_back(block > 0 ? std::min(block, T - begin) : T - begin);
-  {
-    auto s = layer.initial_state();
-    Matrix<double> y(T, D);
-    for (Index begin = 0; const Index n : blocks) {
-      y.middleRows(begin, n) = layer.forward(Form::parallel, x.middleRows(begin, n), s);
-      begin += n;
-    }
-    EXPECT_TRUE(near(y, want, tol)) << "parallel";
+    EXPECT_TRUE(near(layer.forward(form, x, s), want, tol)) << to_string(form);
   }
   // Random splits of mixed forms; single tokens (T = 1 is a decode step).
   for (int trial = 0; trial < 3; ++trial) {
-    const auto lengths = random_split(rng, T, block);
+    const auto lengths = random_split(rng, T);
     EXPECT_TRUE(near(in_calls(layer, x, lengths, std::size_t(trial)), want, tol))
         << "split " << trial;
   }
@@ -132,9 +116,7 @@ void check_conformance(const std::string& name, const SafetensorsFile& file, con
     const std::string bytes = saved(layer, a);
     auto b = loaded(layer, bytes);
     EXPECT_TRUE(saved(layer, b) == bytes) << "a loaded state saves differently";
-    // The parallel form of TTT/Titans continues to the end of the block only.
-    const Index rest =
-        block > 0 && form == Form::parallel ? std::min(T - cut, block - cut % block) : T - cut;
+    const Index rest = T - cut;
     const Matrix<double> ya = layer.forward(form, x.middleRows(cut, rest), a);
     const Matrix<double> yb = layer.forward(form, x.middleRows(cut, rest), b);
     EXPECT_TRUE(ya == yb) << "continuation after load_state differs (" << to_string(form) << ")";
@@ -172,7 +154,7 @@ void check_conformance(const std::string& name, const SafetensorsFile& file, con
   // Bad input throws and leaves the state as it was.
   for (const Form form : all_forms) {
     auto s = layer.initial_state();
-    (void)layer.forward(Form::chunkwise, x.topRows(block > 0 ? block : cut), s);
+    (void)layer.forward(Form::chunkwise, x.topRows(cut), s);
     const std::string before = saved(layer, s);
     const Matrix<double> wide = uniform<double>(rng, 1, D + 1);
     EXPECT_THROW((void)layer.forward(form, wide, s), invalid_argument) << "x one column wider";
@@ -201,12 +183,11 @@ TEST(LayerConformance, EveryLayerOnEveryGoldenConfiguration) {
   for (const fs::path& path : files) {
     const SafetensorsFile file(path);
     const std::string layer = file.metadata().at("layer");
-    const auto result =
-        with_layer(layer, nlohmann::json::parse(file.metadata().at("config")),
-                   [&]<template <class> class Layer>(const auto& config, Index parallel_block) {
-                     check_conformance<Layer>(path.stem().string(), file, config, parallel_block);
-                     return "";
-                   });
+    const auto result = with_layer(layer, nlohmann::json::parse(file.metadata().at("config")),
+                                   [&]<template <class> class Layer>(const auto& config) {
+                                     check_conformance<Layer>(path.stem().string(), file, config);
+                                     return "";
+                                   });
     if (result) checked.insert(layer);
   }
   for (const auto& layer : known_layers())

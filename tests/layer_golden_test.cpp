@@ -37,12 +37,8 @@ fs::path layer_golden_dir() {
 }
 
 /// The double and float checks of the file comment for a layer type `Layer<Scalar>`.
-/// `parallel_block` > 0: the memory's parallel form is defined only inside one block of that
-/// many tokens (TTT and Titans mini-batches), so parallel calls of the split end at a block
-/// boundary.
 template <template <class> class Layer, class Config>
-std::string check_layer(const SafetensorsFile& file, const Config& config,
-                        Index parallel_block = 0) {
+std::string check_layer(const SafetensorsFile& file, const Config& config) {
   const Matrix<double> x = file.tensor<double>("input.x"), y = file.tensor<double>("output.y");
   const double scale = 1.0 + y.cwiseAbs().maxCoeff();
   std::string failures;
@@ -66,10 +62,7 @@ std::string check_layer(const SafetensorsFile& file, const Config& config,
   for (Index begin = 0, call = 0; begin < x.rows(); ++call) {
     const bool tail = begin >= x.rows() - decode;
     const Form form = tail ? Form::recurrent : all_forms[call % 3];
-    Index n = tail ? 1 : std::min(uniform_index(rng, 1, 9), x.rows() - decode - begin);
-    if (form == Form::parallel && parallel_block > 0) {
-      n = std::min(n, parallel_block - begin % parallel_block);
-    }
+    const Index n = tail ? 1 : std::min(uniform_index(rng, 1, 9), x.rows() - decode - begin);
     split.middleRows(begin, n) = layer.forward(form, x.middleRows(begin, n), state);
     begin += n;
   }
@@ -84,8 +77,7 @@ std::string check_layer(const SafetensorsFile& file, const Config& config,
 
 /// Layers with golden files but no implementation yet (issue #15): reported as skipped.
 const std::set<std::string>& pending_layers() {
-  static const auto* const kPending =
-      new std::set<std::string>{"fla.Mamba2", "fla.Attention", "ttt.TTTLinear", "ttt.TTTMLP"};
+  static const auto* const kPending = new std::set<std::string>{"fla.Mamba2", "fla.Attention"};
   return *kPending;
 }
 
@@ -111,11 +103,10 @@ TEST(LayerGolden, AllCases) {
         ++skipped;
         continue;
       }
-      const auto result = with_layer(
-          layer, nlohmann::json::parse(file.metadata().at("config")),
-          [&file]<template <class> class Layer>(const auto& config, Index parallel_block) {
-            return check_layer<Layer>(file, config, parallel_block);
-          });
+      const auto result = with_layer(layer, nlohmann::json::parse(file.metadata().at("config")),
+                                     [&file]<template <class> class Layer>(const auto& config) {
+                                       return check_layer<Layer>(file, config);
+                                     });
       failure = result ? *result : "unknown layer '" + layer + "'";
       if (result) run_layers.insert(layer);
     } catch (const std::exception& e) {

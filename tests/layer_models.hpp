@@ -13,6 +13,7 @@
 #include <seqmem/models/deltanet.hpp>
 #include <seqmem/models/gated_deltanet.hpp>
 #include <seqmem/models/titans.hpp>
+#include <seqmem/models/ttt.hpp>
 
 namespace seqmem::test {
 
@@ -26,22 +27,20 @@ void take(nlohmann::json& config, const char* key, T& field) {
 
 /// Every layer name `with_layer` knows.
 inline const std::set<std::string>& known_layers() {
-  static const auto* const kNames =
-      new std::set<std::string>{"fla.GatedDeltaNet", "fla.DeltaNet", "seqmem.Titans"};
+  static const auto* const kNames = new std::set<std::string>{
+      "fla.GatedDeltaNet", "fla.DeltaNet", "seqmem.Titans", "ttt.TTTLinear", "ttt.TTTMLP"};
   return *kNames;
 }
 
-/// Calls `visit.template operator()<Layer>(layer_config, parallel_block)` for the layer named
-/// `name` and returns its result (a string, "" for success); "config keys not supported: …"
-/// when `config` has keys the layer does not take; nullopt for an unknown name.
-/// `parallel_block` > 0: the layer's parallel form is defined only inside blocks of that many
-/// tokens (TTT and Titans mini-batches).
+/// Calls `visit.template operator()<Layer>(layer_config)` for the layer named `name` and
+/// returns its result (a string, "" for success); "config keys not supported: …" when
+/// `config` has keys the layer does not take; nullopt for an unknown name.
 template <class Visit>
 std::optional<std::string> with_layer(const std::string& name, nlohmann::json config,
                                       Visit&& visit) {
-  const auto finish = [&]<template <class> class Layer>(const auto& c, Index block) {
+  const auto finish = [&]<template <class> class Layer>(const auto& c) {
     if (!config.empty()) return "config keys not supported: " + config.dump();
-    return std::string(visit.template operator()<Layer>(c, block));
+    return std::string(visit.template operator()<Layer>(c));
   };
   if (name == "fla.GatedDeltaNet") {
     models::GatedDeltaNetConfig c;
@@ -56,7 +55,7 @@ std::optional<std::string> with_layer(const std::string& name, nlohmann::json co
     take(config, "conv_size", c.conv_size);
     take(config, "conv_bias", c.conv_bias);
     take(config, "norm_eps", c.norm_eps);
-    return finish.template operator()<models::GatedDeltaNet>(c, 0);
+    return finish.template operator()<models::GatedDeltaNet>(c);
   }
   if (name == "fla.DeltaNet") {
     models::DeltaNetConfig c;
@@ -73,7 +72,7 @@ std::optional<std::string> with_layer(const std::string& name, nlohmann::json co
     take(config, "qk_activation", c.qk_activation);
     take(config, "qk_norm", c.qk_norm);
     take(config, "norm_eps", c.norm_eps);
-    return finish.template operator()<models::DeltaNetLayer>(c, 0);
+    return finish.template operator()<models::DeltaNetLayer>(c);
   }
   if (name == "seqmem.Titans") {
     models::TitansConfig c;
@@ -87,7 +86,21 @@ std::optional<std::string> with_layer(const std::string& name, nlohmann::json co
     take(config, "theta_max", c.theta_max);
     take(config, "norm_eps", c.norm_eps);
     take(config, "use_gate", c.use_gate);
-    return finish.template operator()<models::Titans>(c, c.mini_batch);
+    return finish.template operator()<models::Titans>(c);
+  }
+  if (name == "ttt.TTTLinear" || name == "ttt.TTTMLP") {
+    models::TTTConfig c;  // ttt-lm-pytorch's TTTConfig arguments
+    take(config, "hidden_size", c.hidden_size);
+    take(config, "num_attention_heads", c.num_attention_heads);
+    take(config, "mini_batch_size", c.mini_batch_size);
+    take(config, "rope_theta", c.rope_theta);
+    take(config, "ttt_base_lr", c.ttt_base_lr);
+    take(config, "use_gate", c.use_gate);
+    take(config, "share_qk", c.share_qk);
+    take(config, "conv_kernel", c.conv_kernel);
+    take(config, "ttt_layer_type", c.ttt_layer_type);
+    if (name == "ttt.TTTLinear") return finish.template operator()<models::TTTLinearLayer>(c);
+    return finish.template operator()<models::TTTMLPLayer>(c);
   }
   return std::nullopt;
 }

@@ -147,6 +147,79 @@ TEST(MultiHead, RejectsBadArguments) {
                seqmem::invalid_argument);
 }
 
+// One parameter set per head (TTT keeps per-head inner weights and LayerNorm): head h runs
+// layers[h] from layers[h]'s initial state, so a head given head 0's parameters would differ.
+TEST(MultiHead, PerHeadParameterSets) {
+  constexpr Index d = 4, H = 3;
+  Rng rng(16);
+  std::vector<TTTLinear<double>> layers;
+  for (Index h = 0; h < H; ++h) {
+    TTTLinear<double>::Parameters p{
+        {{uniform<double>(rng, d, d, -0.5, 0.5)}, {uniform<double>(rng, 1, d, -0.1, 0.1)}},
+        uniform<double>(rng, 1, d, 0.5, 1.5),
+        uniform<double>(rng, 1, d, -0.2, 0.2)};
+    layers.emplace_back(TTTLinear<double>::Options{.key_dim = d, .mini_batch = 4}, p);
+  }
+  const Matrix<double> q = uniform<double>(rng, 9, H * d), k = uniform<double>(rng, 9, H * d),
+                       v = uniform<double>(rng, 9, H * d),
+                       lr = uniform<double>(rng, 9, H, 0.0, 0.5);
+  const MultiHead executor(layers, 2);
+  EXPECT_EQ(executor.num_heads(), H);
+  for (Form form : {Form::chunkwise, Form::recurrent}) {
+    auto states = executor.initial_state();
+    const auto out = forward(
+        executor, form, {.q = q, .k = k, .v = v, .learning_rate = GateRef<double>(lr)}, states);
+    for (Index h = 0; h < H; ++h) {
+      SCOPED_TRACE(::testing::Message() << to_string(form) << ", head " << h);
+      const auto& layer = layers[std::size_t(h)];
+      auto state = layer.initial_state();
+      const auto alone = forward(layer, form,
+                                 {.q = q.middleCols(h * d, d),
+                                  .k = k.middleCols(h * d, d),
+                                  .v = v.middleCols(h * d, d),
+                                  .learning_rate = GateRef<double>(lr.col(h))},
+                                 state);
+      EXPECT_EQ(out.middleCols(h * d, d), alone);
+      EXPECT_EQ(states[std::size_t(h)].reference.W[0], state.reference.W[0]);
+      // Head 0's parameters would give another output.
+      if (h > 0) {
+        auto other = layers[0].initial_state();
+        EXPECT_GT((forward(layers[0], form,
+                           {.q = q.middleCols(h * d, d),
+                            .k = k.middleCols(h * d, d),
+                            .v = v.middleCols(h * d, d),
+                            .learning_rate = GateRef<double>(lr.col(h))},
+                           other) -
+                   alone)
+                      .cwiseAbs()
+                      .maxCoeff(),
+                  1e-3);
+      }
+    }
+  }
+  // Validation names the head: a bad state in head 2 (of its own layer's shapes).
+  auto states = executor.initial_state();
+  states[2].reference.W[0].resize(d + 1, d);
+  try {
+    (void)forward(executor, Form::chunkwise,
+                  {.q = q, .k = k, .v = v, .learning_rate = GateRef<double>(lr)}, states);
+    ADD_FAILURE() << "no exception";
+  } catch (const seqmem::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("[sequence 0, head 2 of 3]"), std::string::npos)
+        << e.what();
+  }
+  // Heads of different widths cannot be packed side by side.
+  layers.emplace_back(TTTLinear<double>::Options{.key_dim = d + 1});
+  try {
+    (void)MultiHead<TTTLinear<double>>(layers);
+    ADD_FAILURE() << "no exception";
+  } catch (const seqmem::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("head 3 has key_dim"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(MultiHead<TTTLinear<double>>(std::vector<TTTLinear<double>>{}),
+               seqmem::invalid_argument);
+}
+
 TEST(MultiHead, SoftmaxAttentionHeads) {
   SoftmaxAttention<float> layer({.key_dim = 4, .value_dim = 4, .window = 6});
   MultiHead executor(layer, 2, 2);

@@ -819,6 +819,25 @@ TEST(TTTGradients, ActivationDerivativesMatchFiniteDifferences) {
   }
 }
 
+// ttt-lm-pytorch's gelu_bwd (option ttt_lm_gelu_bwd): its formula with its rounded
+// constants, within ~1e-9 of the exact derivative but not equal to it.
+TEST(TTTGradients, TttLmGeluBwdIsThePeersFormula) {
+  Matrix<double> x(1, 5), gelu, inner;
+  x << -3.0, -0.7, 0.0, 0.4, 2.5;
+  detail::activate(Activation::gelu_tanh, x, inner, gelu);
+  Matrix<double> peer = Matrix<double>::Ones(1, 5), exact = peer;
+  detail::multiply_by_activation_derivative(Activation::gelu_tanh, x, inner, peer, true);
+  detail::multiply_by_activation_derivative(Activation::gelu_tanh, x, inner, exact);
+  for (Index j = 0; j < 5; ++j) {
+    const double z = x(0, j), th = std::tanh(0.79788456 * z * (1 + 0.044715 * z * z));
+    EXPECT_NEAR(peer(0, j),
+                0.5 * z * ((1 - th * th) * (0.79788456 + 0.1070322243 * z * z)) + 0.5 * (1 + th),
+                1e-15);
+    EXPECT_NEAR(peer(0, j), exact(0, j), 1e-8);
+  }
+  EXPECT_GT((peer - exact).cwiseAbs().maxCoeff(), 1e-11);
+}
+
 // The engine's products (detail/matmul.hpp) against plain Eigen products, in float and double
 // alternately (the libxsmm backend caches kernels per thread; a kernel of one type must
 // never serve the other), on shapes with and without kernels, with strided operands and

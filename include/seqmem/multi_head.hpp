@@ -30,25 +30,52 @@ class MultiHead {
   /// One state per head.
   using States = std::vector<State>;
 
-  /// `num_threads` = 0 uses `std::thread::hardware_concurrency()`.
+  /// All heads share `layer` (one parameter set). `num_threads` = 0 uses
+  /// `std::thread::hardware_concurrency()`.
   MultiHead(Layer layer, Index num_heads, Index num_threads = 0)
-      : layer_(std::move(layer)), num_heads_(num_heads), num_threads_(num_threads) {
+      : layers_{std::move(layer)}, num_heads_(num_heads), num_threads_(num_threads) {
     detail::require_positive(kName, "num_heads", num_heads_);
-    if (num_threads_ < 0) detail::fail(kName, "num_threads must be >= 0, got ", num_threads_);
-    num_threads_ = detail::resolve_threads(num_threads_);
+    set_threads();
   }
 
-  const Layer& layer() const { return layer_; }
+  /// Head h runs `layers[h]`: one parameter set per head (e.g. TTT's per-head inner weights).
+  /// The heads must agree on key_dim, value_dim and output_dim (they are packed side by side).
+  explicit MultiHead(std::vector<Layer> layers, Index num_threads = 0)
+      : layers_(std::move(layers)),
+        num_heads_(static_cast<Index>(layers_.size())),
+        num_threads_(num_threads) {
+    if (layers_.empty()) detail::fail(kName, "layers must hold one layer per head, got none");
+    for (Index h = 1; h < num_heads_; ++h) {
+      const Layer& l = layer(h);
+      const Layer& first = layer(0);
+      if (l.key_dim() != first.key_dim() || l.value_dim() != first.value_dim() ||
+          l.output_dim() != first.output_dim()) {
+        detail::fail(kName, "head ", h, " has key_dim, value_dim, output_dim ", l.key_dim(), ", ",
+                     l.value_dim(), ", ", l.output_dim(), "; head 0 has ", first.key_dim(), ", ",
+                     first.value_dim(), ", ", first.output_dim());
+      }
+    }
+    set_threads();
+  }
+
+  /// Head h's layer (the shared one when all heads share a parameter set).
+  const Layer& layer(Index h = 0) const {
+    return layers_[layers_.size() == 1 ? 0 : static_cast<std::size_t>(h)];
+  }
   Index num_heads() const { return num_heads_; }
   Index num_threads() const { return num_threads_; }
 
+  /// Every head's initial state (from its own layer).
   States initial_state() const {
-    return States(static_cast<std::size_t>(num_heads_), layer_.initial_state());
+    States states;
+    for (Index h = 0; h < num_heads_; ++h)
+      states.push_back(layer(h).initial_state());
+    return states;
   }
 
   /// One sequence, all heads; returns the `T×(H·output_dim)` output.
   Matrix<Scalar> forward(Form form, const Inputs& packed, States& states) const {
-    Matrix<Scalar> out(Layer::tokens(packed), num_heads_ * layer_.output_dim());
+    Matrix<Scalar> out(Layer::tokens(packed), num_heads_ * layer().output_dim());
     forward(form, packed, states, out);
     return out;
   }
@@ -67,7 +94,7 @@ class MultiHead {
     std::vector<Matrix<Scalar>> outs;
     outs.reserve(sequences.size());
     for (const Inputs& seq : sequences)
-      outs.emplace_back(Layer::tokens(seq), num_heads_ * layer_.output_dim());
+      outs.emplace_back(Layer::tokens(seq), num_heads_ * layer().output_dim());
     std::vector<MatrixRef<Scalar>> views(outs.begin(), outs.end());
     forward_batch(form, sequences, states, views);
     return outs;
@@ -92,7 +119,7 @@ class MultiHead {
       detail::fail(kName, "states and outs must hold one entry per sequence (", count, "), got ",
                    states.size(), " and ", outs.size());
     }
-    const Index dv = layer_.output_dim();
+    const Index dv = layer().output_dim();
     std::vector<Inputs> heads;  // views into the caller's packed inputs
     heads.reserve(count * static_cast<std::size_t>(num_heads_));
     Index total_tokens = 0;
@@ -107,8 +134,8 @@ class MultiHead {
       total_tokens += T;
       for (Index h = 0; h < num_heads_; ++h) {
         try {
-          heads.push_back(layer_.head(sequences[s], h, num_heads_));
-          layer_.check(form, heads.back(), (*states[s])[static_cast<std::size_t>(h)]);
+          heads.push_back(layer(h).head(sequences[s], h, num_heads_));
+          layer(h).check(form, heads.back(), (*states[s])[static_cast<std::size_t>(h)]);
         } catch (const invalid_argument& error) {
           throw invalid_argument(std::string(error.what()) + " [sequence " + std::to_string(s) +
                                  ", head " + std::to_string(h) + " of " +
@@ -124,9 +151,9 @@ class MultiHead {
       const Index h = item % num_heads_;
       // An empty output may have no storage to offset into: take column 0 then.
       const Index column = outs[s].rows() > 0 ? h * dv : 0;
-      layer_.forward_unchecked(form, heads[static_cast<std::size_t>(item)],
-                               (*states[s])[static_cast<std::size_t>(h)],
-                               outs[s].middleCols(column, dv));
+      layer(h).forward_unchecked(form, heads[static_cast<std::size_t>(item)],
+                                 (*states[s])[static_cast<std::size_t>(h)],
+                                 outs[s].middleCols(column, dv));
     });
   }
 
@@ -134,7 +161,13 @@ class MultiHead {
   static constexpr const char* kName = "MultiHead";
   static constexpr Index kMinTokensPerThread = 64;
 
-  Layer layer_;
+  /// Throws unless num_threads >= 0; 0 becomes the hardware concurrency.
+  void set_threads() {
+    if (num_threads_ < 0) detail::fail(kName, "num_threads must be >= 0, got ", num_threads_);
+    num_threads_ = detail::resolve_threads(num_threads_);
+  }
+
+  std::vector<Layer> layers_;  ///< one shared layer, or one per head
   Index num_heads_;
   Index num_threads_;
 };

@@ -64,13 +64,25 @@ void activate(Activation a, const Matrix<Scalar>& z, Out&& out) {
 
 /// g ⊙= act'(z) with the exact derivatives, from `inner` of activate(a, z, inner, …):
 /// gelu_tanh'(x) = ½(1 + th) + ½x(1 − th²)·√(2/π)(1 + 3·0.044715x²); silu'(x) = s(1 + x(1 − s)).
+/// With `ttt_lm_gelu_bwd`, gelu_tanh' is ttt-lm-pytorch's `gelu_bwd` instead: the same formula
+/// with its rounded constants, th = tanh(0.79788456·x(1 + 0.044715x²)) and
+/// √(2/π)(1 + 3·0.044715x²) written 0.79788456 + 0.1070322243x² (golden-layers README, TTT).
 template <class Scalar>
 void multiply_by_activation_derivative(Activation a, const Matrix<Scalar>& z,
-                                       const Matrix<Scalar>& inner, Matrix<Scalar>& g) {
+                                       const Matrix<Scalar>& inner, Matrix<Scalar>& g,
+                                       bool ttt_lm_gelu_bwd = false) {
   const auto x = z.array();
   if (a == Activation::silu) {
     const auto s = inner.array();
     g.array() *= s * (Scalar(1) + x * (Scalar(1) - s));
+    return;
+  }
+  if (ttt_lm_gelu_bwd) {
+    const Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> th =
+        (Scalar(0.79788456) * x * (Scalar(1) + Scalar(0.044715) * x.square())).tanh();
+    g.array() *= Scalar(0.5) * x * (Scalar(1) - th.square()) *
+                     (Scalar(0.79788456) + Scalar(0.1070322243) * x.square()) +
+                 Scalar(0.5) * (Scalar(1) + th);
     return;
   }
   const Scalar k = kGeluScale<Scalar>;
@@ -217,6 +229,8 @@ struct InnerModel {
   bool layer_norm = true;
   Scalar ln_eps = Scalar(1e-6);
   Scalar loss_factor = Scalar(1);
+  /// ttt-lm-pytorch's gelu_bwd for gelu_tanh' (see multiply_by_activation_derivative).
+  bool ttt_lm_gelu_bwd = false;
   /// Fixed (outer-loop) parameters: the initial weights and LayerNorm's weight and bias.
   InnerParameters<Scalar> parameters;
 
@@ -328,7 +342,8 @@ struct InnerModel {
     }
     for (std::size_t l = L - 1; l-- > 0;) {
       multiply_by_transpose(ws.Delta[l], ws.Delta[l + 1], P.W[l + 1], ws.transposed);
-      multiply_by_activation_derivative(activation, ws.Z[l], ws.inner[l], ws.Delta[l]);
+      multiply_by_activation_derivative(activation, ws.Z[l], ws.inner[l], ws.Delta[l],
+                                        ttt_lm_gelu_bwd);
     }
   }
 

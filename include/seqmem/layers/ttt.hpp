@@ -56,6 +56,9 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
     bool bias = true;
     Scalar ln_eps = Scalar(1e-6);
     Index expansion = 4;  ///< TTT-MLP hidden width = expansion·key_dim
+    /// TTT-MLP: take gelu_tanh' as ttt-lm-pytorch's `gelu_bwd` (its rounded constants, about
+    /// 1e-9 relative from the exact derivative) to match that implementation.
+    bool ttt_lm_gelu_bwd = false;
     /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
     bool check_finite = true;
   };
@@ -130,6 +133,7 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
     model_.layer_norm = options_.layer_norm;
     model_.ln_eps = options_.ln_eps;
     model_.loss_factor = Scalar(1);
+    model_.ttt_lm_gelu_bwd = options_.ttt_lm_gelu_bwd;
     model_.adopt(kName, std::move(parameters), model_.default_weights());
     for (Index i = 0; i < options_.mini_batch; ++i) {
       Scalar c = Scalar(1);

@@ -5,6 +5,7 @@
 /// x, then optionally the causal short convolution with its cache) and the output stage of
 /// the delta-rule layers (per-head RMSNorm, optionally gated by silu(x g_projᵀ), then o_proj).
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <string>
@@ -14,6 +15,7 @@
 
 #include "seqmem/checkpoint.hpp"
 #include "seqmem/core/types.hpp"
+#include "seqmem/detail/checks.hpp"
 #include "seqmem/pieces/linear.hpp"
 #include "seqmem/pieces/norm.hpp"
 #include "seqmem/pieces/short_conv.hpp"
@@ -109,6 +111,40 @@ GatedOutput<Scalar> take_output(std::map<std::string, Matrix<Scalar>>& w, Index 
   return {std::move(w.at("o_norm.weight")), std::move(gate),
           pieces::Linear<Scalar>(std::move(w.at("o_proj.weight")), std::nullopt, where),
           static_cast<Scalar>(eps), head_dim};
+}
+
+/// The mini-batch position shared by the heads of a TTT or Titans layer's state (the memory
+/// state's `position`): throws unless `heads` holds `count` states, all at one position in
+/// [0, mini_batch).
+template <class States>
+Index shared_position(std::string_view where, const States& heads, Index count, Index mini_batch) {
+  if (static_cast<Index>(heads.size()) != count) {
+    detail::fail(where, "state must hold ", count, " head states, got ", heads.size());
+  }
+  const Index position = heads.front().position;
+  if (position < 0 || position >= mini_batch) {
+    detail::fail(where, "state.heads[0].position must be in [0, ", mini_batch, "), got ", position);
+  }
+  for (std::size_t h = 1; h < heads.size(); ++h) {
+    if (heads[h].position != position) {
+      detail::fail(where, "state.heads[", h, "].position (", heads[h].position,
+                   ") must equal state.heads[0].position (", position, ")");
+    }
+  }
+  return position;
+}
+
+/// Calls run(begin, n) for the pieces a call of T tokens is given to a TTT or Titans memory in:
+/// one piece, except for the parallel form, which those memories define within one
+/// mini-batch only (docs/math.md §4): a parallel call is cut at the mini-batch ends.
+template <class Run>
+void mini_batch_pieces(Form form, Index T, Index position, Index mini_batch, const Run& run) {
+  for (Index begin = 0, p = position; begin < T;) {
+    const Index n = form == Form::parallel ? std::min(mini_batch - p, T - begin) : T;
+    run(begin, n);
+    begin += n;
+    p = (p + n) % mini_batch;
+  }
 }
 
 }  // namespace seqmem::models

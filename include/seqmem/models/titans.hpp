@@ -147,6 +147,8 @@ class Titans {
     detail::require_shape(kName, "x", x, T, config_.hidden_size);
     detail::require_shape(kName, "out", out, T, config_.hidden_size);
     if (!detail::all_finite(x)) detail::fail(kName, "x must be finite");
+    const Index position =
+        shared_position(kName, state.heads, config_.num_heads, config_.mini_batch);
     if (T == 0) return;
     State next = state;  // strong guarantee: the caller's state changes only at the end
     // 1–3. Projections, short convolutions, SiLU; l2-normalized q and k rows per head.
@@ -162,16 +164,19 @@ class Titans {
     theta *= static_cast<Scalar>(config_.theta_max);
     const Matrix<Scalar> alpha = pieces::sigmoid((*alpha_proj_)(x).array()).matrix();
     const Matrix<Scalar> eta = pieces::sigmoid((*eta_proj_)(x).array()).matrix();
-    // 5. The Titans memory per head (read after the token's own write).
+    // 5. The Titans memory per head (read after the token's own write); a parallel call in
+    //    pieces that stay inside a mini-batch.
     Matrix<Scalar> o(T, config_.num_heads * d);
-    heads_->forward(form,
-                    {.q = q,
-                     .k = k,
-                     .v = v,
-                     .learning_rate = theta,
-                     .forgetting = alpha,
-                     .momentum_decay = eta},
-                    next.heads, o);
+    mini_batch_pieces(form, T, position, config_.mini_batch, [&](Index begin, Index n) {
+      heads_->forward(form,
+                      {.q = q.middleRows(begin, n),
+                       .k = k.middleRows(begin, n),
+                       .v = v.middleRows(begin, n),
+                       .learning_rate = GateRef<Scalar>(theta.middleRows(begin, n)),
+                       .forgetting = GateRef<Scalar>(alpha.middleRows(begin, n)),
+                       .momentum_decay = GateRef<Scalar>(eta.middleRows(begin, n))},
+                      next.heads, o.middleRows(begin, n));
+    });
     // 6–7. Output RMSNorm per head (gated by silu(x g_projᵀ) when use_gate), o_proj.
     (*output_)(o, x, out);
     state = std::move(next);
