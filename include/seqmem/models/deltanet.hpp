@@ -63,25 +63,33 @@ class DeltaNetLayer {
             Memory(
                 {.key_dim = key_dim(), .value_dim = value_dim(), .chunk_size = config_.chunk_size}),
             config_.num_heads, config_.num_threads) {
-    const Index D = config_.hidden_size, H = config_.num_heads, dk = key_dim(), dv = value_dim();
-    const StreamShape shape{D, config_.use_short_conv, config_.conv_size, config_.conv_bias};
-    std::vector<TensorSpec> specs;
-    add_stream_specs(specs, "q", H * dk, shape);
-    add_stream_specs(specs, "k", H * dk, shape);
-    add_stream_specs(specs, "v", H * dv, shape);
-    add_output_specs(specs, H, dv, D, config_.use_gate);
-    if (config_.use_beta) specs.push_back({"b_proj.weight", {H, D}});
-    auto w = load_tensors<Scalar>(file, prefix, specs);
+    const StreamShape shape = stream_shape(config_);
+    auto w = load_tensors<Scalar>(file, prefix, tensor_specs(config_));
     q_.emplace(take_stream(w, "q", shape, kName));
     k_.emplace(take_stream(w, "k", shape, kName));
     v_.emplace(take_stream(w, "v", shape, kName));
-    output_.emplace(take_output(w, dv, config_.use_gate, config_.norm_eps, kName));
+    output_.emplace(take_output(w, value_dim(), config_.use_gate, config_.norm_eps, kName));
     if (config_.use_beta) b_proj_.emplace(std::move(w.at("b_proj.weight")), std::nullopt, kName);
   }
 
+  /// The checkpoint tensors `config` reads (names under the layer's prefix, shapes); throws
+  /// when `config` is invalid.
+  static std::vector<TensorSpec> tensor_specs(const DeltaNetConfig& config) {
+    const DeltaNetConfig c = checked(config);
+    const Index D = c.hidden_size, H = c.num_heads;
+    const StreamShape shape = stream_shape(c);
+    std::vector<TensorSpec> specs;
+    add_stream_specs(specs, "q", H * width(c, c.expand_k), shape);
+    add_stream_specs(specs, "k", H * width(c, c.expand_k), shape);
+    add_stream_specs(specs, "v", H * width(c, c.expand_v), shape);
+    add_output_specs(specs, H, width(c, c.expand_v), D, c.use_gate);
+    if (c.use_beta) specs.push_back({"b_proj.weight", {H, D}});
+    return specs;
+  }
+
   const DeltaNetConfig& config() const { return config_; }
-  Index key_dim() const { return width(config_.expand_k); }
-  Index value_dim() const { return width(config_.expand_v); }
+  Index key_dim() const { return width(config_, config_.expand_k); }
+  Index value_dim() const { return width(config_, config_.expand_v); }
 
   State initial_state() const {
     return {heads_.initial_state(), q_->initial_cache(), k_->initial_cache(), v_->initial_cache()};
@@ -158,8 +166,11 @@ class DeltaNetLayer {
   }
 
   /// int(hidden_size·expand) / num_heads.
-  Index width(double expand) const {
-    return static_cast<Index>(std::floor(expand * double(config_.hidden_size))) / config_.num_heads;
+  static Index width(const DeltaNetConfig& c, double expand) {
+    return static_cast<Index>(std::floor(expand * double(c.hidden_size))) / c.num_heads;
+  }
+  static StreamShape stream_shape(const DeltaNetConfig& c) {
+    return {c.hidden_size, c.use_short_conv, c.conv_size, c.conv_bias};
   }
 
   /// The q/k activation: SiLU, ReLU, elu + 1 or none.

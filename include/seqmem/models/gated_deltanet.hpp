@@ -63,16 +63,9 @@ class GatedDeltaNet {
                  .value_dim = value_dim(),
                  .chunk_size = config_.chunk_size,
                  .qk_l2norm = true}) {
-    const Index D = config_.hidden_size, H = config_.num_heads, HV = config_.num_v_heads;
-    const Index dk = config_.head_dim, dv = value_dim(), K = config_.conv_size;
-    const StreamShape shape{D, config_.use_short_conv, K, config_.conv_bias};
-    std::vector<TensorSpec> specs = {
-        {"a_proj.weight", {HV, D}}, {"b_proj.weight", {HV, D}}, {"A_log", {HV}}, {"dt_bias", {HV}}};
-    add_stream_specs(specs, "q", H * dk, shape);
-    add_stream_specs(specs, "k", H * dk, shape);
-    add_stream_specs(specs, "v", HV * dv, shape);
-    add_output_specs(specs, HV, dv, D, config_.use_gate);
-    auto w = load_tensors<Scalar>(file, prefix, specs);
+    const StreamShape shape = stream_shape(config_);
+    const Index dv = value_dim();
+    auto w = load_tensors<Scalar>(file, prefix, tensor_specs(config_));
     q_.emplace(take_stream(w, "q", shape, kName));
     k_.emplace(take_stream(w, "k", shape, kName));
     v_.emplace(take_stream(w, "v", shape, kName));
@@ -83,10 +76,24 @@ class GatedDeltaNet {
     dt_bias_ = std::move(w.at("dt_bias"));
   }
 
-  const GatedDeltaNetConfig& config() const { return config_; }
-  Index value_dim() const {
-    return static_cast<Index>(std::llround(config_.expand_v * double(config_.head_dim)));
+  /// The checkpoint tensors `config` reads (names under the layer's prefix, shapes); throws
+  /// when `config` is invalid.
+  static std::vector<TensorSpec> tensor_specs(const GatedDeltaNetConfig& config) {
+    const GatedDeltaNetConfig c = checked(config);
+    const Index D = c.hidden_size, H = c.num_heads, HV = c.num_v_heads, dk = c.head_dim;
+    const Index dv = value_dim(c);
+    const StreamShape shape = stream_shape(c);
+    std::vector<TensorSpec> specs = {
+        {"a_proj.weight", {HV, D}}, {"b_proj.weight", {HV, D}}, {"A_log", {HV}}, {"dt_bias", {HV}}};
+    add_stream_specs(specs, "q", H * dk, shape);
+    add_stream_specs(specs, "k", H * dk, shape);
+    add_stream_specs(specs, "v", HV * dv, shape);
+    add_output_specs(specs, HV, dv, D, c.use_gate);
+    return specs;
   }
+
+  const GatedDeltaNetConfig& config() const { return config_; }
+  Index value_dim() const { return value_dim(config_); }
 
   State initial_state() const {
     State s;
@@ -167,6 +174,13 @@ class GatedDeltaNet {
     }
     if (!(c.norm_eps > 0)) detail::fail(kName, "norm_eps must be > 0, got ", c.norm_eps);
     return c;
+  }
+
+  static Index value_dim(const GatedDeltaNetConfig& c) {
+    return static_cast<Index>(std::llround(c.expand_v * double(c.head_dim)));
+  }
+  static StreamShape stream_shape(const GatedDeltaNetConfig& c) {
+    return {c.hidden_size, c.use_short_conv, c.conv_size, c.conv_bias};
   }
 
   GatedDeltaNetConfig config_;
