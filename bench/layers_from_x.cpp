@@ -13,9 +13,10 @@
 ///                                                prefill (restored before every round, not
 ///                                                timed)
 ///
-/// The share split. Every timed round runs three things, each timed on its own (steady_clock),
-/// in an order that rotates from round to round (so that none always runs first, on a cold
-/// cache, or last):
+/// The share split. Every timed round runs three things, each timed on its own (CPU time of
+/// the thread, as the one-head cases of layers_bench: on a shared machine wall time also
+/// counts the time other processes hold the core), in an order that rotates from round to round (so
+/// that none always runs first, on a cold cache, or last):
 ///   layer        the whole layer's forward, into a preallocated output,
 ///   projections  the layer's linear maps alone: one pieces::Linear for every 2-D
 ///                `*proj.weight` tensor of `tensor_specs(config)`, applied to a random
@@ -51,9 +52,9 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <ctime>
 #include <functional>
 #include <random>
 #include <sstream>
@@ -72,7 +73,6 @@ namespace seqmem::bench {
 namespace {
 
 using Rng = std::mt19937_64;
-using Clock = std::chrono::steady_clock;
 
 constexpr std::uint64_t kSeed = 0x5e9e3;
 constexpr Index kHidden = 1024;
@@ -190,6 +190,16 @@ struct DeltaNetX {
   }
 };
 
+/// `Traits` with the configuration's block_size set to `Block` (the row-block sweep).
+template <class Traits, Index Block>
+struct WithBlock : Traits {
+  static auto config() {
+    auto c = Traits::config();
+    c.block_size = Block;
+    return c;
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 // The harness.
 // ---------------------------------------------------------------------------------------------
@@ -220,12 +230,20 @@ struct Projections {
   }
 };
 
+/// CPU time of the calling thread, in seconds (POSIX).
+double thread_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+/// The thread's CPU seconds that `f` takes.
 template <class F>
 double seconds_of(F&& f) {
-  const auto start = Clock::now();
+  const double start = thread_seconds();
   f();
   benchmark::ClobberMemory();
-  return std::chrono::duration<double>(Clock::now() - start).count();
+  return thread_seconds() - start;
 }
 
 double median(std::vector<double> v) {
@@ -369,7 +387,32 @@ const std::vector<FromXEntry>& from_x_table() {
   return table;
 }
 
+/// Prefill of `Traits` at every row-block size of the sweep.
+template <class Traits>
+void register_block_sweep(const std::string& layer) {
+  const auto add = [&layer](Index block, auto run) {
+    std::ostringstream name;
+    name << "BM_from_x/" << layer << "/chunkwise/T:" << kPrefill << "/D:" << kHidden
+         << "/block:" << block;
+    benchmark::RegisterBenchmark(name.str().c_str(), run)
+        ->Unit(benchmark::kMillisecond)
+        ->UseManualTime()
+        ->Iterations(kPrefillRounds);
+  };
+  add(0, run_prefill<WithBlock<Traits, 0>>);
+  add(64, run_prefill<WithBlock<Traits, 64>>);
+  add(128, run_prefill<WithBlock<Traits, 128>>);
+  add(256, run_prefill<WithBlock<Traits, 256>>);
+  add(512, run_prefill<WithBlock<Traits, 512>>);
+  add(1024, run_prefill<WithBlock<Traits, 1024>>);
+}
+
 }  // namespace
+
+void register_layers_from_x_blocks() {
+  register_block_sweep<GatedDeltaNetX<float, 6>>("gated_deltanet");
+  register_block_sweep<DeltaNetX<float>>("deltanet");
+}
 
 void register_layers_from_x(double rounds_scale) {
   const auto rounds = [rounds_scale](Index n) {

@@ -10,4 +10,8 @@ namespace seqmem::bench {
 /// `rounds_scale` < 1 runs fewer timed rounds (the quick suite).
 void register_layers_from_x(double rounds_scale = 1.0);
 
+/// Prefill (T = 4096) of gated DeltaNet and DeltaNet over block_size ∈ {0 (one block),
+/// 64 … 1024}: how the models' default row block was chosen (`--suite=layer_blocks`).
+void register_layers_from_x_blocks();
+
 }  // namespace seqmem::bench

@@ -7,6 +7,7 @@
 /// no decay) over the heads through `MultiHead`, and the output stage it shares with
 /// GatedDeltaNet (models/parts.hpp).
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <string>
@@ -41,6 +42,9 @@ struct DeltaNetConfig {
   double norm_eps = 1e-5;
   Index chunk_size = 16;  ///< of the memory's chunkwise form (not a peer argument)
   Index num_threads = 1;  ///< threads over the heads (not a peer argument; 0: all cores)
+  /// Rows of x per block of the forward pass, rounded to a multiple of chunk_size (bounds its
+  /// scratch memory, models/parts.hpp; not a peer argument; 0: the whole call at once).
+  Index block_size = 256;
 };
 
 template <class Scalar>
@@ -104,15 +108,46 @@ class DeltaNetLayer {
 
   /// As above, writing y into `out`. A call that throws leaves `state` as it was.
   void forward(Form form, const MatrixCRef<Scalar>& x, State& state, MatrixRef<Scalar> out) const {
-    const Index T = x.rows(), H = config_.num_heads, dk = key_dim();
+    const Index T = x.rows(), H = config_.num_heads;
     detail::require_shape(kName, "x", x, T, config_.hidden_size);
     detail::require_shape(kName, "out", out, T, config_.hidden_size);
     if (!detail::all_finite(x)) detail::fail(kName, "x must be finite");
     if (T == 0) return;
     State next = state;  // strong guarantee: the caller's state changes only at the end
+    // A block of rows at a time, into scratch of one block (models/parts.hpp, row_block).
+    const Index B = row_block(form, T, config_.block_size, config_.chunk_size);
+    Scratch s(B, H * key_dim(), H * value_dim(), H, config_.use_gate);
+    for (Index begin = 0; begin < T; begin += B) {
+      const Index n = std::min(B, T - begin);
+      forward_block(form, x.middleRows(begin, n), next, out.middleRows(begin, n), s, n);
+    }
+    state = std::move(next);
+  }
+
+ private:
+  /// The per-call buffers of one row block.
+  struct Scratch {
+    Matrix<Scalar> z, q, k, v, beta, o, gate;
+    Scratch(Index rows, Index qk, Index values, Index heads, bool gated)
+        : z(rows, std::max(qk, values)),
+          q(rows, qk),
+          k(rows, qk),
+          v(rows, values),
+          beta(rows, heads),
+          o(rows, values),
+          gate(gated ? rows : 0, gated ? values : 0) {}
+  };
+
+  /// Rows x (`n` of them) into `out`, continuing from `next`.
+  void forward_block(Form form, const MatrixCRef<Scalar>& x, State& next, MatrixRef<Scalar> out,
+                     Scratch& s, Index n) const {
+    const Index H = config_.num_heads, dk = key_dim();
+    auto q = s.q.topRows(n), k = s.k.topRows(n), v = s.v.topRows(n);
+    auto beta = s.beta.topRows(n), o = s.o.topRows(n);
     // 1–2. Projections, short convolutions, activations (v: always SiLU).
-    Matrix<Scalar> q = (*q_)(x, next.q_cache), k = (*k_)(x, next.k_cache),
-                   v = (*v_)(x, next.v_cache);
+    q_->apply(x, next.q_cache, s.z.topLeftCorner(n, q.cols()), q);
+    k_->apply(x, next.k_cache, s.z.topLeftCorner(n, k.cols()), k);
+    v_->apply(x, next.v_cache, s.z.topLeftCorner(n, v.cols()), v);
     activate(q);
     activate(k);
     v = pieces::silu(v.array()).matrix();
@@ -129,18 +164,19 @@ class DeltaNetLayer {
       pieces::l2_normalize<Scalar>(k, Scalar(1e-6), dk);
     }
     // 4. β per token and head.
-    Matrix<Scalar> beta = b_proj_ ? Matrix<Scalar>(pieces::sigmoid((*b_proj_)(x).array()).matrix())
-                                  : Matrix<Scalar>::Ones(T, H);
+    if (b_proj_) {
+      b_proj_->apply(x, beta);
+      beta = pieces::sigmoid(beta.array()).matrix();
+    } else {
+      beta.setOnes();
+    }
     if (config_.allow_neg_eigval) beta *= Scalar(2);
     // 5. DeltaNet over the heads (q scaled by dk^−½ inside the memory).
-    Matrix<Scalar> o(T, H * value_dim());
     heads_.forward(form, {.q = q, .k = k, .v = v, .beta = beta}, next.heads, o);
     // 6–7. Output RMSNorm per head (gated by silu(x g_projᵀ) when use_gate), o_proj.
-    (*output_)(o, x, out);
-    state = std::move(next);
+    (*output_)(o, x, s.gate.topRows(s.gate.rows() ? n : 0), out);
   }
 
- private:
   static DeltaNetConfig checked(DeltaNetConfig c) {
     detail::require_positive(kName, "hidden_size", c.hidden_size);
     detail::require_positive(kName, "num_heads", c.num_heads);
@@ -174,7 +210,7 @@ class DeltaNetLayer {
   }
 
   /// The q/k activation: SiLU, ReLU, elu + 1 or none.
-  void activate(Matrix<Scalar>& z) const {
+  void activate(MatrixRef<Scalar> z) const {
     const std::string& a = config_.qk_activation;
     if (a == "silu") {
       z = pieces::silu(z.array()).matrix();

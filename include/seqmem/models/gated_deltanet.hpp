@@ -8,6 +8,7 @@
 /// silu(x g_projᵀ) when `use_gate`) and the output projection. The memory is
 /// `seqmem::DeltaNet`; every piece is from include/seqmem/pieces/.
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <optional>
@@ -41,6 +42,9 @@ struct GatedDeltaNetConfig {
   bool conv_bias = false;
   double norm_eps = 1e-5;
   Index chunk_size = 16;  ///< of the memory's chunkwise form (not a peer argument)
+  /// Rows of x per block of the forward pass, rounded to a multiple of chunk_size (bounds its
+  /// scratch memory, models/parts.hpp; not a peer argument; 0: the whole call at once).
+  Index block_size = 256;
 };
 
 template <class Scalar>
@@ -113,8 +117,7 @@ class GatedDeltaNet {
 
   /// As above, writing y into `out`. A call that throws leaves `state` as it was.
   void forward(Form form, const MatrixCRef<Scalar>& x, State& state, MatrixRef<Scalar> out) const {
-    const Index T = x.rows(), H = config_.num_heads, HV = config_.num_v_heads;
-    const Index dk = config_.head_dim, dv = value_dim();
+    const Index T = x.rows(), HV = config_.num_v_heads;
     detail::require_shape(kName, "x", x, T, config_.hidden_size);
     detail::require_shape(kName, "out", out, T, config_.hidden_size);
     if (!detail::all_finite(x)) detail::fail(kName, "x must be finite");
@@ -123,23 +126,56 @@ class GatedDeltaNet {
     }
     if (T == 0) return;
     State next = state;  // strong guarantee: the caller's state changes only at the end
+    // A block of rows at a time, into scratch of one block (models/parts.hpp, row_block).
+    const Index B = row_block(form, T, config_.block_size, config_.chunk_size);
+    Scratch s(B, config_.num_heads * config_.head_dim, HV, value_dim(), config_.use_gate);
+    for (Index begin = 0; begin < T; begin += B) {
+      const Index n = std::min(B, T - begin);
+      forward_block(form, x.middleRows(begin, n), next, out.middleRows(begin, n), s, n);
+    }
+    state = std::move(next);
+  }
+
+ private:
+  /// The per-call buffers of one row block.
+  struct Scratch {
+    Matrix<Scalar> z, q, k, v, beta, g, o, gate;
+    Scratch(Index rows, Index qk, Index heads, Index dv, bool gated)
+        : z(rows, std::max(qk, heads * dv)),
+          q(rows, qk),
+          k(rows, qk),
+          v(rows, heads * dv),
+          beta(rows, heads),
+          g(rows, heads),
+          o(rows, heads * dv),
+          gate(gated ? rows : 0, gated ? heads * dv : 0) {}
+  };
+
+  /// Rows x (`n` of them) into `out`, continuing from `next`.
+  void forward_block(Form form, const MatrixCRef<Scalar>& x, State& next, MatrixRef<Scalar> out,
+                     Scratch& s, Index n) const {
+    const Index H = config_.num_heads, HV = config_.num_v_heads;
+    const Index dk = config_.head_dim, dv = value_dim();
+    auto q = s.q.topRows(n), k = s.k.topRows(n), v = s.v.topRows(n);
+    auto beta = s.beta.topRows(n), g = s.g.topRows(n), o = s.o.topRows(n);
     // 1. Projections, short convolutions, SiLU.
-    Matrix<Scalar> q = (*q_)(x, next.q_cache), k = (*k_)(x, next.k_cache),
-                   v = (*v_)(x, next.v_cache);
+    q_->apply(x, next.q_cache, s.z.topLeftCorner(n, q.cols()), q);
+    k_->apply(x, next.k_cache, s.z.topLeftCorner(n, k.cols()), k);
+    v_->apply(x, next.v_cache, s.z.topLeftCorner(n, v.cols()), v);
     q = pieces::silu(q.array()).matrix();
     k = pieces::silu(k.array()).matrix();
     v = pieces::silu(v.array()).matrix();
     // 4. Gates per token and value head: β = sigmoid(x b_projᵀ) (×2 with allow_neg_eigval),
     //    g = −exp(A_log) · softplus(x a_projᵀ + dt_bias).
-    Matrix<Scalar> beta = pieces::sigmoid((*b_proj_)(x).array()).matrix();
+    b_proj_->apply(x, beta);
+    beta = pieces::sigmoid(beta.array()).matrix();
     if (config_.allow_neg_eigval) beta *= Scalar(2);
-    Matrix<Scalar> a = (*a_proj_)(x);
-    a.rowwise() += dt_bias_.row(0);
-    Matrix<Scalar> g = pieces::softplus(a.array()).matrix();
+    a_proj_->apply(x, g);
+    g.rowwise() += dt_bias_.row(0);
+    g = pieces::softplus(g.array()).matrix();
     g.array().rowwise() *= decay_scale_.row(0).array();
     // 5. Gated DeltaNet per value head j on q/k head j / (HV/H) (views: no copies; the memory
     //    l2-normalizes q and k and scales q by dk^−½).
-    Matrix<Scalar> o(T, HV * dv);
     const Index group = HV / H;
     for (Index j = 0; j < HV; ++j) {
       const Index h = j / group;
@@ -152,11 +188,9 @@ class GatedDeltaNet {
                       next.heads[static_cast<std::size_t>(j)], o.middleCols(j * dv, dv));
     }
     // 6–7. Output RMSNorm per value head (gated by silu(x g_projᵀ) when use_gate), o_proj.
-    (*output_)(o, x, out);
-    state = std::move(next);
+    (*output_)(o, x, s.gate.topRows(s.gate.rows() ? n : 0), out);
   }
 
- private:
   static GatedDeltaNetConfig checked(GatedDeltaNetConfig c) {
     if (c.num_v_heads == 0) c.num_v_heads = c.num_heads;
     detail::require_positive(kName, "hidden_size", c.hidden_size);
