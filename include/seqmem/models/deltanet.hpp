@@ -113,18 +113,32 @@ class DeltaNetLayer {
     detail::require_shape(kName, "out", out, T, config_.hidden_size);
     if (!detail::all_finite(x)) detail::fail(kName, "x must be finite");
     if (T == 0) return;
-    State next = state;  // strong guarantee: the caller's state changes only at the end
     // A block of rows at a time, into scratch of one block (models/parts.hpp, row_block).
     const Index B = row_block(form, T, config_.block_size, config_.chunk_size);
     Scratch s(B, H * key_dim(), H * value_dim(), H, config_.use_gate);
+    if (T <= B) {
+      // One block (a decode step, a short prompt): every head's inputs are checked before any
+      // head state changes, so the heads are updated in place, without a copy of the state;
+      // the convolution caches are updated in copies, swapped in at the end.
+      Matrix<Scalar> q_cache = state.q_cache, k_cache = state.k_cache, v_cache = state.v_cache;
+      forward_block(form, x, state.heads, {q_cache, k_cache, v_cache}, out, s, T);
+      state.q_cache.swap(q_cache);
+      state.k_cache.swap(k_cache);
+      state.v_cache.swap(v_cache);
+      return;
+    }
+    State next = state;  // strong guarantee: the caller's state changes only at the end
     for (Index begin = 0; begin < T; begin += B) {
       const Index n = std::min(B, T - begin);
-      forward_block(form, x.middleRows(begin, n), next, out.middleRows(begin, n), s, n);
+      forward_block(form, x.middleRows(begin, n), next.heads,
+                    {next.q_cache, next.k_cache, next.v_cache}, out.middleRows(begin, n), s, n);
     }
     state = std::move(next);
   }
 
  private:
+  using HeadStates = typename MultiHead<Memory>::States;
+
   /// The per-call buffers of one row block.
   struct Scratch {
     Matrix<Scalar> z, q, k, v, beta, o, gate;
@@ -138,16 +152,17 @@ class DeltaNetLayer {
           gate(gated ? rows : 0, gated ? values : 0) {}
   };
 
-  /// Rows x (`n` of them) into `out`, continuing from `next`.
-  void forward_block(Form form, const MatrixCRef<Scalar>& x, State& next, MatrixRef<Scalar> out,
-                     Scratch& s, Index n) const {
+  /// Rows x (`n` of them) into `out`, continuing from `heads` and `caches`. Every head's
+  /// inputs are checked before the first head state changes.
+  void forward_block(Form form, const MatrixCRef<Scalar>& x, HeadStates& heads,
+                     ConvCaches<Scalar> caches, MatrixRef<Scalar> out, Scratch& s, Index n) const {
     const Index H = config_.num_heads, dk = key_dim();
     auto q = s.q.topRows(n), k = s.k.topRows(n), v = s.v.topRows(n);
     auto beta = s.beta.topRows(n), o = s.o.topRows(n);
     // 1–2. Projections, short convolutions, activations (v: always SiLU).
-    q_->apply(x, next.q_cache, s.z.topLeftCorner(n, q.cols()), q);
-    k_->apply(x, next.k_cache, s.z.topLeftCorner(n, k.cols()), k);
-    v_->apply(x, next.v_cache, s.z.topLeftCorner(n, v.cols()), v);
+    q_->apply(x, caches.q, s.z.topLeftCorner(n, q.cols()), q);
+    k_->apply(x, caches.k, s.z.topLeftCorner(n, k.cols()), k);
+    v_->apply(x, caches.v, s.z.topLeftCorner(n, v.cols()), v);
     activate(q);
     activate(k);
     v = pieces::silu(v.array()).matrix();
@@ -172,7 +187,7 @@ class DeltaNetLayer {
     }
     if (config_.allow_neg_eigval) beta *= Scalar(2);
     // 5. DeltaNet over the heads (q scaled by dk^−½ inside the memory).
-    heads_.forward(form, {.q = q, .k = k, .v = v, .beta = beta}, next.heads, o);
+    heads_.forward(form, {.q = q, .k = k, .v = v, .beta = beta}, heads, o);  // checks all first
     // 6–7. Output RMSNorm per head (gated by silu(x g_projᵀ) when use_gate), o_proj.
     (*output_)(o, x, s.gate.topRows(s.gate.rows() ? n : 0), out);
   }

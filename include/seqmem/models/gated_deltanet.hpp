@@ -125,18 +125,32 @@ class GatedDeltaNet {
       detail::fail(kName, "state must hold ", HV, " head states, got ", state.heads.size());
     }
     if (T == 0) return;
-    State next = state;  // strong guarantee: the caller's state changes only at the end
     // A block of rows at a time, into scratch of one block (models/parts.hpp, row_block).
     const Index B = row_block(form, T, config_.block_size, config_.chunk_size);
     Scratch s(B, config_.num_heads * config_.head_dim, HV, value_dim(), config_.use_gate);
+    if (T <= B) {
+      // One block (a decode step, a short prompt): every head's inputs are checked before any
+      // head state changes, so the heads are updated in place, without a copy of the state;
+      // the convolution caches are updated in copies, swapped in at the end.
+      Matrix<Scalar> q_cache = state.q_cache, k_cache = state.k_cache, v_cache = state.v_cache;
+      forward_block(form, x, state.heads, {q_cache, k_cache, v_cache}, out, s, T);
+      state.q_cache.swap(q_cache);
+      state.k_cache.swap(k_cache);
+      state.v_cache.swap(v_cache);
+      return;
+    }
+    State next = state;  // strong guarantee: the caller's state changes only at the end
     for (Index begin = 0; begin < T; begin += B) {
       const Index n = std::min(B, T - begin);
-      forward_block(form, x.middleRows(begin, n), next, out.middleRows(begin, n), s, n);
+      forward_block(form, x.middleRows(begin, n), next.heads,
+                    {next.q_cache, next.k_cache, next.v_cache}, out.middleRows(begin, n), s, n);
     }
     state = std::move(next);
   }
 
  private:
+  using HeadStates = std::vector<typename Memory::State>;
+
   /// The per-call buffers of one row block.
   struct Scratch {
     Matrix<Scalar> z, q, k, v, beta, g, o, gate;
@@ -151,17 +165,18 @@ class GatedDeltaNet {
           gate(gated ? rows : 0, gated ? heads * dv : 0) {}
   };
 
-  /// Rows x (`n` of them) into `out`, continuing from `next`.
-  void forward_block(Form form, const MatrixCRef<Scalar>& x, State& next, MatrixRef<Scalar> out,
-                     Scratch& s, Index n) const {
+  /// Rows x (`n` of them) into `out`, continuing from `heads` and `caches`. Every head's
+  /// inputs are checked before the first head state changes.
+  void forward_block(Form form, const MatrixCRef<Scalar>& x, HeadStates& heads,
+                     ConvCaches<Scalar> caches, MatrixRef<Scalar> out, Scratch& s, Index n) const {
     const Index H = config_.num_heads, HV = config_.num_v_heads;
     const Index dk = config_.head_dim, dv = value_dim();
     auto q = s.q.topRows(n), k = s.k.topRows(n), v = s.v.topRows(n);
     auto beta = s.beta.topRows(n), g = s.g.topRows(n), o = s.o.topRows(n);
     // 1. Projections, short convolutions, SiLU.
-    q_->apply(x, next.q_cache, s.z.topLeftCorner(n, q.cols()), q);
-    k_->apply(x, next.k_cache, s.z.topLeftCorner(n, k.cols()), k);
-    v_->apply(x, next.v_cache, s.z.topLeftCorner(n, v.cols()), v);
+    q_->apply(x, caches.q, s.z.topLeftCorner(n, q.cols()), q);
+    k_->apply(x, caches.k, s.z.topLeftCorner(n, k.cols()), k);
+    v_->apply(x, caches.v, s.z.topLeftCorner(n, v.cols()), v);
     q = pieces::silu(q.array()).matrix();
     k = pieces::silu(k.array()).matrix();
     v = pieces::silu(v.array()).matrix();
@@ -177,15 +192,19 @@ class GatedDeltaNet {
     // 5. Gated DeltaNet per value head j on q/k head j / (HV/H) (views: no copies; the memory
     //    l2-normalizes q and k and scales q by dk^−½).
     const Index group = HV / H;
-    for (Index j = 0; j < HV; ++j) {
+    const auto head = [&](Index j) -> typename Memory::Inputs {
       const Index h = j / group;
-      memory_.forward(form,
-                      {.q = q.middleCols(h * dk, dk),
-                       .k = k.middleCols(h * dk, dk),
-                       .v = v.middleCols(j * dv, dv),
-                       .beta = beta.col(j),
-                       .log_decay = GateRef<Scalar>(g.col(j))},
-                      next.heads[static_cast<std::size_t>(j)], o.middleCols(j * dv, dv));
+      return {.q = q.middleCols(h * dk, dk),
+              .k = k.middleCols(h * dk, dk),
+              .v = v.middleCols(j * dv, dv),
+              .beta = beta.col(j),
+              .log_decay = GateRef<Scalar>(g.col(j))};
+    };
+    for (Index j = 0; j < HV; ++j)
+      memory_.check(form, head(j), heads[static_cast<std::size_t>(j)]);
+    for (Index j = 0; j < HV; ++j) {
+      memory_.forward_unchecked(form, head(j), heads[static_cast<std::size_t>(j)],
+                                o.middleCols(j * dv, dv));
     }
     // 6–7. Output RMSNorm per value head (gated by silu(x g_projᵀ) when use_gate), o_proj.
     (*output_)(o, x, s.gate.topRows(s.gate.rows() ? n : 0), out);

@@ -38,6 +38,14 @@ inline Index row_block(Form form, Index T, Index block, Index chunk) {
   return std::min(T, std::max(chunk, block / chunk * chunk));
 }
 
+/// The convolution caches of a layer's q, k and v streams, as one argument.
+template <class Scalar>
+struct ConvCaches {
+  Matrix<Scalar>& q;
+  Matrix<Scalar>& k;
+  Matrix<Scalar>& v;
+};
+
 /// `conv(x projᵀ)` (or `x projᵀ` without a convolution), continuing from a cache.
 template <class Scalar>
 struct ConvProjection {
