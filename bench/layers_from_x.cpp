@@ -25,10 +25,13 @@
 ///   memory       the layer's memory alone over its heads at the same shapes (seqmem::MultiHead
 ///                on one thread, random inputs in the gates' ranges), from the initial state
 ///                (prefill) or from a 4096-token state (decode).
-/// rest = layer − projections − memory, from the medians over the rounds: short convolutions,
-/// activations, gates, norms, input checks, copies and allocations (the layer's glue).
+/// rest = layer − projections − memory, from each part's fastest round (on a loaded machine
+/// other processes only add time, and medians of a few rounds left a rest of ±10 % of noise;
+/// every part gets the same number of rounds, interleaved, so none is favoured): short
+/// convolutions, activations, gates, norms, input checks, copies and allocations (the layer's
+/// glue).
 ///
-/// Counters (medians over the rounds; a time per token is the round's time / its tokens):
+/// Counters (each part's fastest round; a time per token is the round's time / its tokens):
 ///   tokens/s, us/token                     the layer
 ///   proj_us/token, memory_us/token, rest_us/token
 ///   share_proj, share_memory, share_rest   fractions of the layer's time (sum 1)
@@ -78,7 +81,7 @@ constexpr std::uint64_t kSeed = 0x5e9e3;
 constexpr Index kHidden = 1024;
 constexpr Index kPrefill = 4096;     // prefill tokens, and the decode context
 constexpr Index kDecodeSteps = 16;   // one-token calls per decode round
-constexpr Index kPrefillRounds = 7;  // timed rounds (each runs all three parts)
+constexpr Index kPrefillRounds = 9;  // timed rounds (each runs all three parts)
 constexpr Index kDecodeRounds = 40;
 
 template <class Scalar>
@@ -246,11 +249,9 @@ double seconds_of(F&& f) {
   return thread_seconds() - start;
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  const std::size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+/// The least disturbed round's time: on a shared machine other processes only add time.
+double fastest(const std::vector<double>& v) {
+  return v.empty() ? 0.0 : *std::min_element(v.begin(), v.end());
 }
 
 /// Runs the three parts of one round in a rotating order; `parts[i]` returns its seconds.
@@ -264,7 +265,7 @@ void round_robin(Index round, const std::array<std::function<double()>, 3>& part
 
 void set_counters(benchmark::State& bench, const std::array<std::vector<double>, 3>& times,
                   Index tokens_per_round) {
-  const double layer = median(times[0]), proj = median(times[1]), memory = median(times[2]);
+  const double layer = fastest(times[0]), proj = fastest(times[1]), memory = fastest(times[2]);
   const double rest = layer - proj - memory, per_token = 1e6 / double(tokens_per_round);
   bench.counters["tokens/s"] = double(tokens_per_round) / layer;
   bench.counters["us/token"] = layer * per_token;

@@ -804,8 +804,8 @@ def from_x_section(cases: list[dict], heading=True) -> list[str]:
             "shapes, cases and method in the header of `bench/layers_from_x.cpp`. Each round "
             "times the layer, its projections alone (the same `pieces::Linear` maps) and its "
             "memory alone (the same heads), interleaved; rest = layer − projections − memory "
-            "(convolutions, activations, gates, norms, checks, copies). Medians over the "
-            "rounds, CPU time of the thread. Target: rest ≤ 15 % of the prefill time.", ""]
+            "(convolutions, activations, gates, norms, checks, copies). Each part's fastest "
+            "round, CPU time of the thread. Target: rest ≤ 15 % of the prefill time.", ""]
     rows = []
     for c in cases:
         if c["block"] is not None:
