@@ -805,7 +805,9 @@ def from_x_section(cases: list[dict], heading=True) -> list[str]:
             "times the layer, its projections alone (the same `pieces::Linear` maps) and its "
             "memory alone (the same heads), interleaved; rest = layer − projections − memory "
             "(convolutions, activations, gates, norms, checks, copies). Each part's fastest "
-            "round, CPU time of the thread. Target: rest ≤ 15 % of the prefill time.", ""]
+            "round, CPU time of the thread. Target: rest ≤ 15 % of the prefill time. Method, "
+            "the glue fix and its before/after: "
+            "[benchmarks/layers_from_x.md](benchmarks/layers_from_x.md).", ""]
     rows = []
     for c in cases:
         if c["block"] is not None:
