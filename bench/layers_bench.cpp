@@ -2,7 +2,7 @@
 /// Benchmark suite of every seqmem layer (Google Benchmark). Run `scripts/bench.sh` for the
 /// whole pipeline (build, run, plots, docs/benchmarks.md); this binary is one step of it.
 ///
-///   layers_bench [--suite=full|quick|guard|chunks] [--benchmark_* flags]
+///   layers_bench [--suite=full|quick|guard|chunks|layers|layer_blocks] [--benchmark_* flags]
 ///
 /// Suites (default `full`; docs/benchmarks.md lists exactly what each one runs):
 ///   full   every layer × every form × T ∈ {256, 1024, 4096, 16384} × d ∈ {64, 128}, float,
@@ -13,6 +13,10 @@
 ///   guard  the handful of cases bench/ratio_guard.py compares (ctest bench.ratio_guard).
 ///   chunks chunkwise linear attention, (gated) DeltaNet and softmax attention at T = 4096,
 ///          d ∈ {64, 128} over chunk_size ∈ {16 … 192} (how the defaults were chosen).
+///   layers the layers from x (include/seqmem/models/) at D = 1024: prefill T = 4096 and
+///          decode, with the share of projections, memory and the rest (bench/layers_from_x.cpp
+///          describes the cases and the method); `full` and `quick` run them too.
+///   layer_blocks  prefill of those layers over their row-block size (block_size).
 ///
 /// Excluded on purpose (too slow or too much memory for what they would show):
 ///   - TTT/Titans parallel form for T > mini_batch (= 16): not defined, the layer throws.
@@ -60,6 +64,8 @@
 
 #include <Eigen/Core>
 #include <seqmem/seqmem.hpp>
+
+#include "layers_from_x.hpp"
 
 namespace {
 
@@ -752,6 +758,7 @@ void register_full() {
   register_double({1024, 4096}, 64);
   register_multi_head({Form::recurrent, Form::chunkwise}, {1024, 4096}, {64, 128});
   register_decode_all({64, 128}, {1, 4});
+  seqmem::bench::register_layers_from_x();
 }
 
 void register_quick() {
@@ -759,6 +766,7 @@ void register_quick() {
   register_single_head({256, 1024, 4096}, {64, 128});
   register_multi_head({Form::recurrent, Form::chunkwise}, {4096}, {64});
   register_decode_all({64, 128}, {1});
+  seqmem::bench::register_layers_from_x(0.3);
 }
 
 /// The cases bench/ratio_guard.py compares (keep the two lists in sync).
@@ -806,6 +814,10 @@ bool register_suite(std::string_view suite) {
     register_guard();
   } else if (suite == "chunks") {
     register_chunks();
+  } else if (suite == "layers") {
+    seqmem::bench::register_layers_from_x();
+  } else if (suite == "layer_blocks") {
+    seqmem::bench::register_layers_from_x_blocks();
   } else {
     return false;
   }
@@ -833,8 +845,10 @@ int main(int argc, char** argv) {
   int rest_count = static_cast<int>(rest.size());
   if (benchmark::ReportUnrecognizedArguments(rest_count, rest.data())) return 1;
   if (!register_suite(suite)) {
-    std::fprintf(stderr, "layers_bench: unknown --suite=%s (full, quick, guard or chunks)\n",
-                 suite.c_str());
+    std::fprintf(
+        stderr,
+        "layers_bench: unknown --suite=%s (full, quick, guard, chunks, layers or layer_blocks)\n",
+        suite.c_str());
     return 1;
   }
 

@@ -3,6 +3,7 @@
 
     report.py --json run.json [--memory softmax_memory.jsonl] [--guard-json guard.json]
               --out-dir docs/benchmarks --md docs/benchmarks.md [--title ...]
+    report.py --from-x-only --json run.json [--json ...]   (prints the layers-from-x tables)
 
 Inputs: the Google Benchmark JSON of `layers_bench` (any suite), the JSON lines written by
 `softmax_memory`, and optionally the JSON of a `layers_bench --suite=guard` run (evaluated with
@@ -756,6 +757,82 @@ def write_csv(cases: dict[str, Case], path: str) -> None:
                         "" if c.cv is None else f"{c.cv:.3f}", c.reps])
 
 
+# ---------------------------------------------------------------------------------------------
+# Layers from x (bench/layers_from_x.cpp): D = 1024, prefill and decode, with the share split
+# ---------------------------------------------------------------------------------------------
+
+FROM_X_RE = re.compile(r"^BM_from_x/(?P<layer>[A-Za-z0-9_]+)/(?P<kind>chunkwise|decode)/"
+                       r"(?:T|ctx):(?P<T>\d+)/D:(?P<D>\d+)(?:/block:(?P<block>\d+))?")
+FROM_X_KEYS = ["tokens/s", "us/token", "proj_us/token", "memory_us/token", "rest_us/token",
+               "share_proj", "share_memory", "share_rest"]
+
+
+def load_from_x(path: str) -> list[dict]:
+    """The layers-from-x cases of a run: one dict per case (median over repetitions)."""
+    with open(path, encoding="utf-8") as f:
+        run = json.load(f)
+    runs: dict[str, list[dict]] = defaultdict(list)
+    medians: dict[str, dict] = {}
+    for b in run["benchmarks"]:
+        name = re.sub(r"/iterations:\d+|/manual_time", "", b.get("run_name", b["name"]))
+        if b.get("error_occurred") or not FROM_X_RE.match(name):
+            continue
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                medians[name] = b
+        else:
+            runs[name].append(b)
+    cases = []
+    for name in list(dict.fromkeys(list(runs) + list(medians))):
+        m = FROM_X_RE.match(name)
+        case = {"name": name, "layer": m["layer"], "kind": m["kind"], "T": int(m["T"]),
+                "D": int(m["D"]), "block": None if m["block"] is None else int(m["block"])}
+        for key in FROM_X_KEYS:
+            if name in medians and key in medians[name]:
+                case[key] = float(medians[name][key])
+            elif runs.get(name) and key in runs[name][0]:
+                case[key] = statistics.median(float(r[key]) for r in runs[name])
+        cases.append(case)
+    return cases
+
+
+def from_x_section(cases: list[dict], heading=True) -> list[str]:
+    if not cases:
+        return []
+    out = ["## Layers from x (D = 1024)", ""] if heading else []
+    out += ["Whole token mixers (`include/seqmem/models/`, random checkpoint), float, one thread; "
+            "shapes, cases and method in the header of `bench/layers_from_x.cpp`. Each round "
+            "times the layer, its projections alone (the same `pieces::Linear` maps) and its "
+            "memory alone (the same heads), interleaved; rest = layer − projections − memory "
+            "(convolutions, activations, gates, norms, checks, copies). Each part's fastest "
+            "round, CPU time of the thread. Target: rest ≤ 15 % of the prefill time. Method, "
+            "the glue fix and its before/after: "
+            "[benchmarks/layers_from_x.md](benchmarks/layers_from_x.md).", ""]
+    rows = []
+    for c in cases:
+        if c["block"] is not None:
+            continue
+        what = (f"prefill T={c['T']}" if c["kind"] == "chunkwise"
+                else f"decode (ctx {c['T']})")
+        rows.append([c["layer"], what, fmt_rate(c.get("tokens/s")), fmt(c.get("us/token")),
+                     fmt(c.get("proj_us/token")), fmt(c.get("memory_us/token")),
+                     fmt(c.get("rest_us/token")), pct(c.get("share_proj"), 1),
+                     pct(c.get("share_memory"), 1), pct(c.get("share_rest"), 1)])
+    if rows:
+        out += [table(["layer", "case", "tokens/s", "µs/token", "projections µs/token",
+                       "memory µs/token", "rest µs/token", "projections", "memory", "rest"],
+                      rows), ""]
+    sweep = [c for c in cases if c["block"] is not None]
+    if sweep:
+        out += ["Prefill over the row-block size (`--suite=layer_blocks`; 0 = one block of "
+                "all T rows):", "",
+                table(["layer", "block_size", "tokens/s", "µs/token", "rest µs/token", "rest"],
+                      [[c["layer"], c["block"], fmt_rate(c.get("tokens/s")),
+                        fmt(c.get("us/token")), fmt(c.get("rest_us/token")),
+                        pct(c.get("share_rest"), 1)] for c in sweep]), ""]
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--json", required=True, help="layers_bench --benchmark_out JSON")
@@ -766,6 +843,14 @@ def main() -> int:
     p.add_argument("--title", default="Benchmarks")
     p.add_argument("--run-info", default="", help="one line: how the run was made")
     p.add_argument("--form-ratio", help="output of bench/form_ratio (TTT/Titans, interleaved)")
+    if "--from-x-only" in sys.argv:  # print just the layers-from-x tables of a run
+        q = argparse.ArgumentParser()
+        q.add_argument("--from-x-only", action="store_true")
+        q.add_argument("--json", required=True, action="append")
+        only = q.parse_args()
+        cases = [c for path in only.json for c in load_from_x(path)]
+        print("\n".join(from_x_section(cases, heading=False)))
+        return 0
     args = p.parse_args()
 
     context, cases = load_cases(args.json)
@@ -804,6 +889,7 @@ def main() -> int:
            f"![useful GFLOP/s]({rel}/useful_gflops.png)", ""]
     md += ratio_tables(idx)
     md += decode_table(idx)
+    md += from_x_section(load_from_x(args.json))
     md += throughput_tables(idx)
     md += memory_section(memory) if memory else []
     md += guard_section(args.guard_json, idx)

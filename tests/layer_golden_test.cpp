@@ -54,6 +54,17 @@ std::string check_layer(const SafetensorsFile& file, const Config& config) {
     expect(std::string("double ") + std::string(to_string(form)), layer.forward(form, x, state),
            1e-9);
   }
+  if constexpr (requires(Config c) { c.block_size = 1; }) {
+    // Many row blocks in one call (block_size 1: one memory chunk per block).
+    Config blocked = config;
+    blocked.block_size = 1;
+    const Layer<double> layer_b(blocked, file, "layer.");
+    for (const Form form : {Form::chunkwise, Form::recurrent}) {
+      auto state = layer_b.initial_state();
+      expect(std::string("double blocked ") + std::string(to_string(form)),
+             layer_b.forward(form, x, state), 1e-9);
+    }
+  }
   // A random split into calls of mixed forms, ending with single-token decode steps.
   Rng rng(static_cast<std::uint64_t>(x.rows()));
   auto state = layer.initial_state();

@@ -7,6 +7,7 @@
 /// no decay) over the heads through `MultiHead`, and the output stage it shares with
 /// GatedDeltaNet (models/parts.hpp).
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <string>
@@ -43,6 +44,9 @@ struct DeltaNetConfig {
   double norm_eps = 1e-5;
   Index chunk_size = 16;  ///< of the memory's chunkwise form (not a peer argument)
   Index num_threads = 1;  ///< threads over the heads (not a peer argument; 0: all cores)
+  /// Rows of x per block of the forward pass, rounded to a multiple of chunk_size (bounds its
+  /// scratch memory, models/parts.hpp; not a peer argument; 0: the whole call at once).
+  Index block_size = 256;
 };
 
 template <class Scalar_>
@@ -87,25 +91,33 @@ class DeltaNetLayer {
             Memory(
                 {.key_dim = key_dim(), .value_dim = value_dim(), .chunk_size = config_.chunk_size}),
             config_.num_heads, config_.num_threads) {
-    const Index D = config_.hidden_size, H = config_.num_heads, dk = key_dim(), dv = value_dim();
-    const StreamShape shape{D, config_.use_short_conv, config_.conv_size, config_.conv_bias};
-    std::vector<TensorSpec> specs;
-    add_stream_specs(specs, "q", H * dk, shape);
-    add_stream_specs(specs, "k", H * dk, shape);
-    add_stream_specs(specs, "v", H * dv, shape);
-    add_output_specs(specs, H, dv, D, config_.use_gate);
-    if (config_.use_beta) specs.push_back({"b_proj.weight", {H, D}});
-    auto w = load_tensors<Scalar>(file, prefix, specs);
+    const StreamShape shape = stream_shape(config_);
+    auto w = load_tensors<Scalar>(file, prefix, tensor_specs(config_));
     q_.emplace(take_stream(w, "q", shape, kName));
     k_.emplace(take_stream(w, "k", shape, kName));
     v_.emplace(take_stream(w, "v", shape, kName));
-    output_.emplace(take_output(w, dv, config_.use_gate, config_.norm_eps, kName));
+    output_.emplace(take_output(w, value_dim(), config_.use_gate, config_.norm_eps, kName));
     if (config_.use_beta) b_proj_.emplace(std::move(w.at("b_proj.weight")), std::nullopt, kName);
   }
 
+  /// The checkpoint tensors `config` reads (names under the layer's prefix, shapes); throws
+  /// when `config` is invalid.
+  static std::vector<TensorSpec> tensor_specs(const DeltaNetConfig& config) {
+    const DeltaNetConfig c = checked(config);
+    const Index D = c.hidden_size, H = c.num_heads;
+    const StreamShape shape = stream_shape(c);
+    std::vector<TensorSpec> specs;
+    add_stream_specs(specs, "q", H * width(c, c.expand_k), shape);
+    add_stream_specs(specs, "k", H * width(c, c.expand_k), shape);
+    add_stream_specs(specs, "v", H * width(c, c.expand_v), shape);
+    add_output_specs(specs, H, width(c, c.expand_v), D, c.use_gate);
+    if (c.use_beta) specs.push_back({"b_proj.weight", {H, D}});
+    return specs;
+  }
+
   const DeltaNetConfig& config() const { return config_; }
-  Index key_dim() const { return width(config_.expand_k); }
-  Index value_dim() const { return width(config_.expand_v); }
+  Index key_dim() const { return width(config_, config_.expand_k); }
+  Index value_dim() const { return width(config_, config_.expand_v); }
 
   State initial_state() const {
     return {heads_.initial_state(), q_->initial_cache(), k_->initial_cache(), v_->initial_cache()};
@@ -120,15 +132,61 @@ class DeltaNetLayer {
 
   /// As above, writing y into `out`. A call that throws leaves `state` as it was.
   void forward(Form form, const MatrixCRef<Scalar>& x, State& state, MatrixRef<Scalar> out) const {
-    const Index T = x.rows(), H = config_.num_heads, dk = key_dim();
+    const Index T = x.rows(), H = config_.num_heads;
     detail::require_shape(kName, "x", x, T, config_.hidden_size);
     detail::require_shape(kName, "out", out, T, config_.hidden_size);
     if (!detail::all_finite(x)) detail::fail(kName, "x must be finite");
     if (T == 0) return;
+    // A block of rows at a time, into scratch of one block (models/parts.hpp, row_block).
+    const Index B = row_block(form, T, config_.block_size, config_.chunk_size);
+    Scratch s(B, H * key_dim(), H * value_dim(), H, config_.use_gate);
+    if (T <= B) {
+      // One block (a decode step, a short prompt): every head's inputs are checked before any
+      // head state changes, so the heads are updated in place, without a copy of the state;
+      // the convolution caches are updated in copies, swapped in at the end.
+      Matrix<Scalar> q_cache = state.q_cache, k_cache = state.k_cache, v_cache = state.v_cache;
+      forward_block(form, x, state.heads, {q_cache, k_cache, v_cache}, out, s, T);
+      state.q_cache.swap(q_cache);
+      state.k_cache.swap(k_cache);
+      state.v_cache.swap(v_cache);
+      return;
+    }
     State next = state;  // strong guarantee: the caller's state changes only at the end
+    for (Index begin = 0; begin < T; begin += B) {
+      const Index n = std::min(B, T - begin);
+      forward_block(form, x.middleRows(begin, n), next.heads,
+                    {next.q_cache, next.k_cache, next.v_cache}, out.middleRows(begin, n), s, n);
+    }
+    state = std::move(next);
+  }
+
+ private:
+  using HeadStates = typename MultiHead<Memory>::States;
+
+  /// The per-call buffers of one row block.
+  struct Scratch {
+    Matrix<Scalar> z, q, k, v, beta, o, gate;
+    Scratch(Index rows, Index qk, Index values, Index heads, bool gated)
+        : z(rows, std::max(qk, values)),
+          q(rows, qk),
+          k(rows, qk),
+          v(rows, values),
+          beta(rows, heads),
+          o(rows, values),
+          gate(gated ? rows : 0, gated ? values : 0) {}
+  };
+
+  /// Rows x (`n` of them) into `out`, continuing from `heads` and `caches`. Every head's
+  /// inputs are checked before the first head state changes.
+  void forward_block(Form form, const MatrixCRef<Scalar>& x, HeadStates& heads,
+                     ConvCaches<Scalar> caches, MatrixRef<Scalar> out, Scratch& s, Index n) const {
+    const Index H = config_.num_heads, dk = key_dim();
+    auto q = s.q.topRows(n), k = s.k.topRows(n), v = s.v.topRows(n);
+    auto beta = s.beta.topRows(n), o = s.o.topRows(n);
     // 1–2. Projections, short convolutions, activations (v: always SiLU).
-    Matrix<Scalar> q = (*q_)(x, next.q_cache), k = (*k_)(x, next.k_cache),
-                   v = (*v_)(x, next.v_cache);
+    q_->apply(x, caches.q, s.z.topLeftCorner(n, q.cols()), q);
+    k_->apply(x, caches.k, s.z.topLeftCorner(n, k.cols()), k);
+    v_->apply(x, caches.v, s.z.topLeftCorner(n, v.cols()), v);
     activate(q);
     activate(k);
     v = pieces::silu(v.array()).matrix();
@@ -145,18 +203,19 @@ class DeltaNetLayer {
       pieces::l2_normalize<Scalar>(k, Scalar(1e-6), dk);
     }
     // 4. β per token and head.
-    Matrix<Scalar> beta = b_proj_ ? Matrix<Scalar>(pieces::sigmoid((*b_proj_)(x).array()).matrix())
-                                  : Matrix<Scalar>::Ones(T, H);
+    if (b_proj_) {
+      b_proj_->apply(x, beta);
+      beta = pieces::sigmoid(beta.array()).matrix();
+    } else {
+      beta.setOnes();
+    }
     if (config_.allow_neg_eigval) beta *= Scalar(2);
     // 5. DeltaNet over the heads (q scaled by dk^−½ inside the memory).
-    Matrix<Scalar> o(T, H * value_dim());
-    heads_.forward(form, {.q = q, .k = k, .v = v, .beta = beta}, next.heads, o);
+    heads_.forward(form, {.q = q, .k = k, .v = v, .beta = beta}, heads, o);  // checks all first
     // 6–7. Output RMSNorm per head (gated by silu(x g_projᵀ) when use_gate), o_proj.
-    (*output_)(o, x, out);
-    state = std::move(next);
+    (*output_)(o, x, s.gate.topRows(s.gate.rows() ? n : 0), out);
   }
 
- private:
   static DeltaNetConfig checked(DeltaNetConfig c) {
     detail::require_positive(kName, "hidden_size", c.hidden_size);
     detail::require_positive(kName, "num_heads", c.num_heads);
@@ -182,12 +241,15 @@ class DeltaNetLayer {
   }
 
   /// int(hidden_size·expand) / num_heads.
-  Index width(double expand) const {
-    return static_cast<Index>(std::floor(expand * double(config_.hidden_size))) / config_.num_heads;
+  static Index width(const DeltaNetConfig& c, double expand) {
+    return static_cast<Index>(std::floor(expand * double(c.hidden_size))) / c.num_heads;
+  }
+  static StreamShape stream_shape(const DeltaNetConfig& c) {
+    return {c.hidden_size, c.use_short_conv, c.conv_size, c.conv_bias};
   }
 
   /// The q/k activation: SiLU, ReLU, elu + 1 or none.
-  void activate(Matrix<Scalar>& z) const {
+  void activate(MatrixRef<Scalar> z) const {
     const std::string& a = config_.qk_activation;
     if (a == "silu") {
       z = pieces::silu(z.array()).matrix();

@@ -8,6 +8,7 @@
 /// silu(x g_projᵀ) when `use_gate`) and the output projection. The memory is
 /// `seqmem::DeltaNet`; every piece is from include/seqmem/pieces/.
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <optional>
@@ -43,6 +44,9 @@ struct GatedDeltaNetConfig {
   bool conv_bias = false;
   double norm_eps = 1e-5;
   Index chunk_size = 16;  ///< of the memory's chunkwise form (not a peer argument)
+  /// Rows of x per block of the forward pass, rounded to a multiple of chunk_size (bounds its
+  /// scratch memory, models/parts.hpp; not a peer argument; 0: the whole call at once).
+  Index block_size = 256;
 };
 
 template <class Scalar_>
@@ -88,16 +92,9 @@ class GatedDeltaNet {
                  .value_dim = value_dim(),
                  .chunk_size = config_.chunk_size,
                  .qk_l2norm = true}) {
-    const Index D = config_.hidden_size, H = config_.num_heads, HV = config_.num_v_heads;
-    const Index dk = config_.head_dim, dv = value_dim(), K = config_.conv_size;
-    const StreamShape shape{D, config_.use_short_conv, K, config_.conv_bias};
-    std::vector<TensorSpec> specs = {
-        {"a_proj.weight", {HV, D}}, {"b_proj.weight", {HV, D}}, {"A_log", {HV}}, {"dt_bias", {HV}}};
-    add_stream_specs(specs, "q", H * dk, shape);
-    add_stream_specs(specs, "k", H * dk, shape);
-    add_stream_specs(specs, "v", HV * dv, shape);
-    add_output_specs(specs, HV, dv, D, config_.use_gate);
-    auto w = load_tensors<Scalar>(file, prefix, specs);
+    const StreamShape shape = stream_shape(config_);
+    const Index dv = value_dim();
+    auto w = load_tensors<Scalar>(file, prefix, tensor_specs(config_));
     q_.emplace(take_stream(w, "q", shape, kName));
     k_.emplace(take_stream(w, "k", shape, kName));
     v_.emplace(take_stream(w, "v", shape, kName));
@@ -108,10 +105,24 @@ class GatedDeltaNet {
     dt_bias_ = std::move(w.at("dt_bias"));
   }
 
-  const GatedDeltaNetConfig& config() const { return config_; }
-  Index value_dim() const {
-    return static_cast<Index>(std::llround(config_.expand_v * double(config_.head_dim)));
+  /// The checkpoint tensors `config` reads (names under the layer's prefix, shapes); throws
+  /// when `config` is invalid.
+  static std::vector<TensorSpec> tensor_specs(const GatedDeltaNetConfig& config) {
+    const GatedDeltaNetConfig c = checked(config);
+    const Index D = c.hidden_size, H = c.num_heads, HV = c.num_v_heads, dk = c.head_dim;
+    const Index dv = value_dim(c);
+    const StreamShape shape = stream_shape(c);
+    std::vector<TensorSpec> specs = {
+        {"a_proj.weight", {HV, D}}, {"b_proj.weight", {HV, D}}, {"A_log", {HV}}, {"dt_bias", {HV}}};
+    add_stream_specs(specs, "q", H * dk, shape);
+    add_stream_specs(specs, "k", H * dk, shape);
+    add_stream_specs(specs, "v", HV * dv, shape);
+    add_output_specs(specs, HV, dv, D, c.use_gate);
+    return specs;
   }
+
+  const GatedDeltaNetConfig& config() const { return config_; }
+  Index value_dim() const { return value_dim(config_); }
 
   State initial_state() const {
     State s;
@@ -131,8 +142,7 @@ class GatedDeltaNet {
 
   /// As above, writing y into `out`. A call that throws leaves `state` as it was.
   void forward(Form form, const MatrixCRef<Scalar>& x, State& state, MatrixRef<Scalar> out) const {
-    const Index T = x.rows(), H = config_.num_heads, HV = config_.num_v_heads;
-    const Index dk = config_.head_dim, dv = value_dim();
+    const Index T = x.rows(), HV = config_.num_v_heads;
     detail::require_shape(kName, "x", x, T, config_.hidden_size);
     detail::require_shape(kName, "out", out, T, config_.hidden_size);
     if (!detail::all_finite(x)) detail::fail(kName, "x must be finite");
@@ -140,41 +150,91 @@ class GatedDeltaNet {
       detail::fail(kName, "state must hold ", HV, " head states, got ", state.heads.size());
     }
     if (T == 0) return;
+    // A block of rows at a time, into scratch of one block (models/parts.hpp, row_block).
+    const Index B = row_block(form, T, config_.block_size, config_.chunk_size);
+    Scratch s(B, config_.num_heads * config_.head_dim, HV, value_dim(), config_.use_gate);
+    if (T <= B) {
+      // One block (a decode step, a short prompt): every head's inputs are checked before any
+      // head state changes, so the heads are updated in place, without a copy of the state;
+      // the convolution caches are updated in copies, swapped in at the end.
+      Matrix<Scalar> q_cache = state.q_cache, k_cache = state.k_cache, v_cache = state.v_cache;
+      forward_block(form, x, state.heads, {q_cache, k_cache, v_cache}, out, s, T);
+      state.q_cache.swap(q_cache);
+      state.k_cache.swap(k_cache);
+      state.v_cache.swap(v_cache);
+      return;
+    }
     State next = state;  // strong guarantee: the caller's state changes only at the end
+    for (Index begin = 0; begin < T; begin += B) {
+      const Index n = std::min(B, T - begin);
+      forward_block(form, x.middleRows(begin, n), next.heads,
+                    {next.q_cache, next.k_cache, next.v_cache}, out.middleRows(begin, n), s, n);
+    }
+    state = std::move(next);
+  }
+
+ private:
+  using HeadStates = std::vector<typename Memory::State>;
+
+  /// The per-call buffers of one row block.
+  struct Scratch {
+    Matrix<Scalar> z, q, k, v, beta, g, o, gate;
+    Scratch(Index rows, Index qk, Index heads, Index dv, bool gated)
+        : z(rows, std::max(qk, heads * dv)),
+          q(rows, qk),
+          k(rows, qk),
+          v(rows, heads * dv),
+          beta(rows, heads),
+          g(rows, heads),
+          o(rows, heads * dv),
+          gate(gated ? rows : 0, gated ? heads * dv : 0) {}
+  };
+
+  /// Rows x (`n` of them) into `out`, continuing from `heads` and `caches`. Every head's
+  /// inputs are checked before the first head state changes.
+  void forward_block(Form form, const MatrixCRef<Scalar>& x, HeadStates& heads,
+                     ConvCaches<Scalar> caches, MatrixRef<Scalar> out, Scratch& s, Index n) const {
+    const Index H = config_.num_heads, HV = config_.num_v_heads;
+    const Index dk = config_.head_dim, dv = value_dim();
+    auto q = s.q.topRows(n), k = s.k.topRows(n), v = s.v.topRows(n);
+    auto beta = s.beta.topRows(n), g = s.g.topRows(n), o = s.o.topRows(n);
     // 1. Projections, short convolutions, SiLU.
-    Matrix<Scalar> q = (*q_)(x, next.q_cache), k = (*k_)(x, next.k_cache),
-                   v = (*v_)(x, next.v_cache);
+    q_->apply(x, caches.q, s.z.topLeftCorner(n, q.cols()), q);
+    k_->apply(x, caches.k, s.z.topLeftCorner(n, k.cols()), k);
+    v_->apply(x, caches.v, s.z.topLeftCorner(n, v.cols()), v);
     q = pieces::silu(q.array()).matrix();
     k = pieces::silu(k.array()).matrix();
     v = pieces::silu(v.array()).matrix();
     // 4. Gates per token and value head: β = sigmoid(x b_projᵀ) (×2 with allow_neg_eigval),
     //    g = −exp(A_log) · softplus(x a_projᵀ + dt_bias).
-    Matrix<Scalar> beta = pieces::sigmoid((*b_proj_)(x).array()).matrix();
+    b_proj_->apply(x, beta);
+    beta = pieces::sigmoid(beta.array()).matrix();
     if (config_.allow_neg_eigval) beta *= Scalar(2);
-    Matrix<Scalar> a = (*a_proj_)(x);
-    a.rowwise() += dt_bias_.row(0);
-    Matrix<Scalar> g = pieces::softplus(a.array()).matrix();
+    a_proj_->apply(x, g);
+    g.rowwise() += dt_bias_.row(0);
+    g = pieces::softplus(g.array()).matrix();
     g.array().rowwise() *= decay_scale_.row(0).array();
     // 5. Gated DeltaNet per value head j on q/k head j / (HV/H) (views: no copies; the memory
     //    l2-normalizes q and k and scales q by dk^−½).
-    Matrix<Scalar> o(T, HV * dv);
     const Index group = HV / H;
-    for (Index j = 0; j < HV; ++j) {
+    const auto head = [&](Index j) -> typename Memory::Inputs {
       const Index h = j / group;
-      memory_.forward(form,
-                      {.q = q.middleCols(h * dk, dk),
-                       .k = k.middleCols(h * dk, dk),
-                       .v = v.middleCols(j * dv, dv),
-                       .beta = beta.col(j),
-                       .log_decay = GateRef<Scalar>(g.col(j))},
-                      next.heads[static_cast<std::size_t>(j)], o.middleCols(j * dv, dv));
+      return {.q = q.middleCols(h * dk, dk),
+              .k = k.middleCols(h * dk, dk),
+              .v = v.middleCols(j * dv, dv),
+              .beta = beta.col(j),
+              .log_decay = GateRef<Scalar>(g.col(j))};
+    };
+    for (Index j = 0; j < HV; ++j)
+      memory_.check(form, head(j), heads[static_cast<std::size_t>(j)]);
+    for (Index j = 0; j < HV; ++j) {
+      memory_.forward_unchecked(form, head(j), heads[static_cast<std::size_t>(j)],
+                                o.middleCols(j * dv, dv));
     }
     // 6–7. Output RMSNorm per value head (gated by silu(x g_projᵀ) when use_gate), o_proj.
-    (*output_)(o, x, out);
-    state = std::move(next);
+    (*output_)(o, x, s.gate.topRows(s.gate.rows() ? n : 0), out);
   }
 
- private:
   static GatedDeltaNetConfig checked(GatedDeltaNetConfig c) {
     if (c.num_v_heads == 0) c.num_v_heads = c.num_heads;
     detail::require_positive(kName, "hidden_size", c.hidden_size);
@@ -192,6 +252,13 @@ class GatedDeltaNet {
     }
     if (!(c.norm_eps > 0)) detail::fail(kName, "norm_eps must be > 0, got ", c.norm_eps);
     return c;
+  }
+
+  static Index value_dim(const GatedDeltaNetConfig& c) {
+    return static_cast<Index>(std::llround(c.expand_v * double(c.head_dim)));
+  }
+  static StreamShape stream_shape(const GatedDeltaNetConfig& c) {
+    return {c.hidden_size, c.use_short_conv, c.conv_size, c.conv_bias};
   }
 
   GatedDeltaNetConfig config_;

@@ -4,6 +4,14 @@
 /// Parts that several layers from x share (docs/layers.md): an input stream (a projection of
 /// x, then optionally the causal short convolution with its cache) and the output stage of
 /// the delta-rule layers (per-head RMSNorm, optionally gated by silu(x g_projᵀ), then o_proj).
+///
+/// Row blocks: a layer's forward works through x a block of rows at a time (`row_block`), into
+/// scratch buffers of one block allocated once per call. Every step but the memory is
+/// row-local, the convolution and the memory carry their state from block to block, and a
+/// block is a whole number of the memory's chunks, so the result is that of one pass over all
+/// rows; what it saves is the T-row temporaries: fresh pages of tens of MB per call, whose
+/// first touch (a page fault per 4 KiB) cost as much as a projection (docs/benchmarks.md,
+/// "Layers from x").
 
 #include <algorithm>
 #include <map>
@@ -22,6 +30,23 @@
 
 namespace seqmem::models {
 
+/// Rows per block of a layer's forward over `T` tokens: `block` rounded down to a multiple of
+/// the memory's `chunk` (at least one chunk), at most T; the whole call for the parallel form
+/// (whose one block is all of T) or `block` ≤ 0.
+inline Index row_block(Form form, Index T, Index block, Index chunk) {
+  if (form == Form::parallel || block <= 0) return T;
+  chunk = std::max<Index>(chunk, 1);
+  return std::min(T, std::max(chunk, block / chunk * chunk));
+}
+
+/// The convolution caches of a layer's q, k and v streams, as one argument.
+template <class Scalar>
+struct ConvCaches {
+  Matrix<Scalar>& q;
+  Matrix<Scalar>& k;
+  Matrix<Scalar>& v;
+};
+
 /// `conv(x projᵀ)` (or `x projᵀ` without a convolution), continuing from a cache.
 template <class Scalar>
 struct ConvProjection {
@@ -38,6 +63,14 @@ struct ConvProjection {
     conv->apply(z, cache, out);
     return out;
   }
+
+  /// As above, into `out` (`T×channels`), with `z` (the same shape) as scratch.
+  void apply(const MatrixCRef<Scalar>& x, Matrix<Scalar>& cache, MatrixRef<Scalar> z,
+             MatrixRef<Scalar> out) const {
+    if (!conv) return proj.apply(x, out);
+    proj.apply(x, z);
+    conv->apply(z, cache, out);
+  }
 };
 
 /// Per value head (width `head_dim`): o ← o / sqrt(mean(o²) + eps) · norm_weight, times
@@ -51,8 +84,16 @@ struct GatedOutput {
   Index head_dim;
 
   void operator()(Matrix<Scalar>& o, const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y) const {
+    Matrix<Scalar> scratch(gate ? o.rows() : 0, gate ? o.cols() : 0);
+    (*this)(o, x, scratch, y);
+  }
+
+  /// As above with `gate_scratch` (the shape of `o` when gated, else unused) for x g_projᵀ.
+  void operator()(MatrixRef<Scalar> o, const MatrixCRef<Scalar>& x, MatrixRef<Scalar> gate_scratch,
+                  MatrixRef<Scalar> y) const {
     if (gate) {
-      pieces::gated_rms_norm<Scalar>(o, (*gate)(x), norm_weight, eps, head_dim);
+      gate->apply(x, gate_scratch);
+      pieces::gated_rms_norm<Scalar>(o, gate_scratch, norm_weight, eps, head_dim);
     } else {
       pieces::rms_norm<Scalar>(o, norm_weight, eps, head_dim);
     }
