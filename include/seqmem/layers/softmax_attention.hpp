@@ -68,6 +68,8 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
     /// Cached values (`cached() × value_dim`), oldest first.
     auto values() const { return values_.middleRows(begin_, size_); }
     Index cached() const { return size_; }
+    /// Rows the buffer has room for (cached rows plus spare room at both ends).
+    Index capacity() const { return keys_.rows(); }
     /// Tokens seen since the initial state.
     Index tokens() const { return tokens_; }
 
@@ -77,26 +79,32 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
     /// Appends rows, growing (doubling) or compacting the buffer when it is full.
     void append(const MatrixCRef<Scalar>& k, const MatrixCRef<Scalar>& v) {
       const Index n = k.rows();
-      if (begin_ + size_ + n > keys_.rows()) {
-        const Index capacity = std::max<Index>(2 * (size_ + n), 16);
-        Matrix<Scalar> keys(capacity, keys_.cols()), values(capacity, values_.cols());
-        keys.topRows(size_) = this->keys();
-        values.topRows(size_) = this->values();
-        keys_.swap(keys);
-        values_.swap(values);
-        begin_ = 0;
-      }
+      if (begin_ + size_ + n > keys_.rows()) move_to_buffer(std::max<Index>(2 * (size_ + n), 16));
       keys_.middleRows(begin_ + size_, n) = k;
       values_.middleRows(begin_ + size_, n) = v;
       size_ += n;
       tokens_ += n;
     }
 
-    /// Keeps the newest `keep` rows.
+    /// Keeps the newest `keep` rows. A long call leaves a buffer sized for the whole call; it
+    /// is given back, so that a windowed state (and each copy of it) stays O(window).
     void keep_last(Index keep) {
-      if (size_ <= keep) return;
-      begin_ += size_ - keep;
-      size_ = keep;
+      if (size_ > keep) {
+        begin_ += size_ - keep;
+        size_ = keep;
+      }
+      const Index rows = std::max<Index>(2 * size_, 16);
+      if (keys_.rows() > 2 * rows) move_to_buffer(rows);
+    }
+
+    /// Moves the cached rows to the top of a new buffer of `rows` rows (≥ size_).
+    void move_to_buffer(Index rows) {
+      Matrix<Scalar> keys(rows, keys_.cols()), values(rows, values_.cols());
+      keys.topRows(size_) = this->keys();
+      values.topRows(size_) = this->values();
+      keys_.swap(keys);
+      values_.swap(values);
+      begin_ = 0;
     }
 
     Matrix<Scalar> keys_, values_;
