@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -99,6 +100,13 @@ struct LayerCase<SoftmaxAttention<Scalar>> {
          "window must be >= 0, got -1"},
         {"query_heads 0", [] { return Layer({.key_dim = 4, .value_dim = 4, .query_heads = 0}); },
          "query_heads must be > 0, got 0"},
+        {"query_heads·value_dim overflowing",
+         [] {
+           return Layer({.key_dim = 1,
+                         .value_dim = 4,
+                         .query_heads = std::numeric_limits<Index>::max() / 2});
+         },
+         "query_heads·value_dim (the hidden width) overflows Index"},
     };
   }
 };

@@ -151,6 +151,10 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
     detail::require_positive(kName, "value_dim", options_.value_dim);
     detail::require_positive(kName, "chunk_size", options_.chunk_size);
     detail::require_positive(kName, "query_heads", options_.query_heads);
+    (void)detail::checked_product(kName, "query_heads·key_dim", options_.query_heads,
+                                  options_.key_dim);
+    (void)detail::checked_product(kName, "query_heads·value_dim", options_.query_heads,
+                                  options_.value_dim);
     if (options_.window < 0) detail::fail(kName, "window must be >= 0, got ", options_.window);
     options_.scale = detail::scale_or_default(kName, options_.scale, options_.key_dim);
   }
