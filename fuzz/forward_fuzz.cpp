@@ -98,11 +98,13 @@ struct QKV {
   Matrix<S> q, k, v;
 };
 
+/// q `T×dq` (dq = dk unless given), k `T×dk`, v `T×dv`, each maybe off by a fuzz-chosen size.
 template <class S>
-QKV<S> qkv(Bytes& in, Index T, Index dk, Index dv, std::mt19937& gen) {
+QKV<S> qkv(Bytes& in, Index T, Index dk, Index dv, std::mt19937& gen, Index dq = -1) {
   auto rows = [&] { return clamp0(T + delta(in, T)); };
   auto cols = [&](Index d) { return clamp0(d + delta(in, d)); };
-  const Index rq = rows(), cq = cols(dk), rk = rows(), ck = cols(dk), rv = rows(), cv = cols(dv);
+  const Index rq = rows(), cq = cols(dq < 0 ? dk : dq), rk = rows(), ck = cols(dk), rv = rows(),
+              cv = cols(dv);
   return {tensor<S>(in, rq, cq, -1, 1, gen), tensor<S>(in, rk, ck, -1, 1, gen),
           tensor<S>(in, rv, cv, -1, 1, gen)};
 }
@@ -209,6 +211,7 @@ struct Fuzz<SoftmaxAttention<S>> {
     o.window = option(in, 0, -2, 10);
     o.chunk_size = option(in, 4, -2, 12);
     o.check_finite = !(in.u8() & 1);
+    o.query_heads = option(in, 1, -1, 3, Huge::none);
     return Layer(o);
   }
   struct Data {
@@ -217,7 +220,8 @@ struct Fuzz<SoftmaxAttention<S>> {
     bool gates_valid() const { return true; }
   };
   static Data data(Bytes& in, const Layer& l, Index T, Index H, std::mt19937& gen) {
-    return {qkv<S>(in, T, H * l.options().key_dim, H * l.options().value_dim, gen)};
+    const Index dk = l.options().key_dim;
+    return {qkv<S>(in, T, H * dk, H * l.options().value_dim, gen, H * l.query_heads() * dk)};
   }
   /// A cache of fuzz-chosen size and width from make_state (which may refuse it).
   static void break_state(Bytes& in, const Layer& l, typename Layer::State& s) {

@@ -10,8 +10,10 @@
 #include <set>
 #include <string>
 
+#include <seqmem/models/attention.hpp>
 #include <seqmem/models/deltanet.hpp>
 #include <seqmem/models/gated_deltanet.hpp>
+#include <seqmem/models/mamba2.hpp>
 #include <seqmem/models/titans.hpp>
 #include <seqmem/models/ttt.hpp>
 
@@ -23,6 +25,15 @@ void take(nlohmann::json& config, const char* key, T& field) {
   if (!config.contains(key)) return;
   field = config.at(key).get<T>();
   config.erase(key);
+}
+
+/// As take, for a key whose Python None (JSON null) means "none", kept here as 0.
+inline void take_or_none(nlohmann::json& config, const char* key, Index& field) {
+  if (config.contains(key) && config.at(key).is_null()) {
+    field = 0;
+    config.erase(key);
+  }
+  take(config, key, field);
 }
 
 /// Every layer name `with_layer` knows.
@@ -73,6 +84,38 @@ std::optional<std::string> with_layer(const std::string& name, nlohmann::json co
     take(config, "qk_norm", c.qk_norm);
     take(config, "norm_eps", c.norm_eps);
     return finish.template operator()<models::DeltaNetLayer>(c);
+  }
+  if (name == "fla.Mamba2") {
+    models::Mamba2Config c;
+    take_or_none(config, "num_heads", c.num_heads);
+    take(config, "head_dim", c.head_dim);
+    take(config, "hidden_size", c.hidden_size);
+    take(config, "state_size", c.state_size);
+    take(config, "expand", c.expand);
+    take(config, "n_groups", c.n_groups);
+    take(config, "conv_kernel", c.conv_kernel);
+    take(config, "use_conv_bias", c.use_conv_bias);
+    take(config, "hidden_act", c.hidden_act);
+    take(config, "D_has_hdim", c.D_has_hdim);
+    take(config, "rmsnorm", c.rmsnorm);
+    take(config, "norm_before_gate", c.norm_before_gate);
+    take(config, "dt_limit", c.dt_limit);
+    take(config, "use_bias", c.use_bias);
+    take(config, "norm_eps", c.norm_eps);
+    take(config, "chunk_size", c.chunk_size);
+    return finish.template operator()<models::Mamba2>(c);
+  }
+  if (name == "fla.Attention") {
+    models::AttentionConfig c;
+    take(config, "hidden_size", c.hidden_size);
+    take(config, "num_heads", c.num_heads);
+    take_or_none(config, "num_kv_heads", c.num_kv_heads);
+    take(config, "qkv_bias", c.qkv_bias);
+    take(config, "qk_norm", c.qk_norm);
+    take_or_none(config, "window_size", c.window_size);
+    take(config, "rope_theta", c.rope_theta);
+    take_or_none(config, "max_position_embeddings", c.max_position_embeddings);
+    return finish.template operator()<models::Attention>(c);
   }
   if (name == "seqmem.Titans") {
     models::TitansConfig c;

@@ -102,8 +102,13 @@ TEST(Pieces, NormsMatchTheirDefinitions) {
                        gate = uniform<double>(rng, T, heads * d);
   const Matrix<double> w = uniform<double>(rng, 1, d, 0.5, 1.5), b = uniform<double>(rng, 1, d);
   const double eps = 1e-5;
-  Matrix<double> rms = z, gated = z, ln = z, l2 = z;
+  // RMSNorm also takes one weight per channel (Mamba2's groups of an I-wide weight).
+  const Matrix<double> wide = uniform<double>(rng, 1, heads * d, 0.5, 1.5);
+  Matrix<double> rms = z, gated = z, ln = z, l2 = z, rms_wide = z;
   pieces::rms_norm<double>(rms, w, eps, d);
+  pieces::rms_norm<double>(rms_wide, wide, eps, d);
+  EXPECT_THROW(pieces::rms_norm<double>(rms_wide, Matrix<double>::Ones(1, d + 1), eps, d),
+               seqmem::invalid_argument);
   pieces::gated_rms_norm<double>(gated, gate, w, eps, d);
   pieces::layer_norm<double>(ln, w, b, eps, d);
   pieces::l2_normalize<double>(l2, 1e-6, d);
@@ -122,6 +127,7 @@ TEST(Pieces, NormsMatchTheirDefinitions) {
         const double r = z(t, c) / std::sqrt(sq / double(d) + eps) * w(0, j);
         const double g = gate(t, c) / (1.0 + std::exp(-gate(t, c)));
         EXPECT_NEAR(rms(t, c), r, 1e-14);
+        EXPECT_NEAR(rms_wide(t, c), r / w(0, j) * wide(0, c), 1e-14);
         EXPECT_NEAR(gated(t, c), r * g, 1e-14);
         EXPECT_NEAR(ln(t, c), (z(t, c) - mean) / std::sqrt(var + eps) * w(0, j) + b(0, j), 1e-14);
         EXPECT_NEAR(l2(t, c), z(t, c) / std::sqrt(sq + 1e-6), 1e-15);

@@ -11,6 +11,8 @@
 ///     void check_state(Form, Index T, const State&) const;   state shape and position
 ///     void run(Form, const Inputs&, State&, MatrixRef<Scalar>) const;   the math, T > 0
 ///
+/// and, optionally, `Index query_heads() const` (default 1; more for a layer whose q carries
+/// several query heads side by side that share one k and v: grouped-query softmax attention),
 /// and gets `tokens`, `check`, `head` (slicing H packed heads), both `forward` overloads and
 /// `forward_unchecked` (what `MultiHead` calls after validating once).
 
@@ -107,8 +109,12 @@ class LayerBase {
   Index key_dim() const { return self().options().key_dim; }
   /// Width of v and of one head's output.
   Index value_dim() const { return self().options().value_dim; }
-  /// Width of one head's output (value_dim).
-  Index output_dim() const { return value_dim(); }
+  /// Query heads that share one k and v in a call (1 unless the layer says otherwise): q is
+  /// `T×(query_heads·key_dim)` and the output `T×(query_heads·value_dim)`, heads side by side.
+  Index query_heads() const { return 1; }
+  /// Width of one head's output: query_heads·value_dim (value_dim for all but grouped
+  /// softmax attention).
+  Index output_dim() const { return self().query_heads() * value_dim(); }
 
   /// Throws `seqmem::invalid_argument` unless `forward(form, in, state)` is valid: q, k, v
   /// shapes (and finiteness unless `check_finite` is off), every gate's presence, shape,
@@ -117,24 +123,27 @@ class LayerBase {
   void check(Form form, const typename L::Inputs& in, const typename L::State& state) const {
     const Layer& layer = self();
     const Index T = in.q.rows();
-    detail::require_qkv(Layer::kName, in, key_dim(), value_dim(), layer.options().check_finite);
+    detail::require_qkv(Layer::kName, in, layer.query_heads() * key_dim(), key_dim(), value_dim(),
+                        layer.options().check_finite);
     std::apply([&](const auto&... spec) { (check_gate(spec, in, T), ...); }, Layer::gates());
     layer.check_state(form, T, state);
   }
 
   /// Head `h` of `H` heads packed side by side: q, k `T×(H·key_dim)`, v `T×(H·value_dim)`,
-  /// gates `T×H`; views into `packed`. Throws when a packed width does not fit H heads.
+  /// gates `T×H`; views into `packed`. Throws when a packed width does not fit H heads. (With
+  /// `query_heads` G > 1, a head is one k/v head and its G query heads: q `T×(H·G·key_dim)`.)
   template <class L = Layer>
   typename L::Inputs head(const typename L::Inputs& packed, Index h, Index H) const {
     const Index T = packed.q.rows(), dk = key_dim(), dv = value_dim();
-    require_packed(packed.q, "q", T, H, dk, "key_dim");
+    const Index G = self().query_heads(), dq = G * dk;
+    require_packed(packed.q, "q", T, H, dq, G > 1 ? "query_heads·key_dim" : "key_dim");
     require_packed(packed.k, "k", T, H, dk, "key_dim");
     require_packed(packed.v, "v", T, H, dv, "value_dim");
     // An empty matrix may have no storage (null data), and Eigen offsets data() for a slice:
     // null + offset is UB, so an empty call takes every head's (empty) slice at column 0.
     const Index first = T > 0 ? h : 0;
     typename L::Inputs in = packed;
-    detail::rebind(in.q, packed.q.middleCols(first * dk, dk));
+    detail::rebind(in.q, packed.q.middleCols(first * dq, dq));
     detail::rebind(in.k, packed.k.middleCols(first * dk, dk));
     detail::rebind(in.v, packed.v.middleCols(first * dv, dv));
     std::apply([&](const auto&... spec) { (head_gate(spec, in, packed, first, H), ...); },
@@ -142,16 +151,16 @@ class LayerBase {
     return in;
   }
 
-  /// Runs one call in `form`, after `check`; returns the `T×value_dim` output.
+  /// Runs one call in `form`, after `check`; returns the `T×output_dim` output.
   template <class L = Layer>
   Matrix<typename L::Scalar> forward(Form form, const typename L::Inputs& in,
                                      typename L::State& state) const {
-    Matrix<typename L::Scalar> out(in.q.rows(), value_dim());
+    Matrix<typename L::Scalar> out(in.q.rows(), output_dim());
     forward(form, in, state, out);
     return out;
   }
 
-  /// Runs one call in `form`, after `check`, writing the `T×value_dim` output into `out`. A
+  /// Runs one call in `form`, after `check`, writing the `T×output_dim` output into `out`. A
   /// call that throws leaves `state` as it was.
   template <class L = Layer>
   void forward(Form form, const typename L::Inputs& in, typename L::State& state,
@@ -164,7 +173,7 @@ class LayerBase {
   template <class L = Layer>
   void forward_unchecked(Form form, const typename L::Inputs& in, typename L::State& state,
                          MatrixRef<typename L::Scalar> out) const {
-    detail::require_shape(Layer::kName, "out", out, in.q.rows(), value_dim());
+    detail::require_shape(Layer::kName, "out", out, in.q.rows(), output_dim());
     if (in.q.rows() == 0) return;
     self().run(form, in, state, out);
   }

@@ -27,6 +27,11 @@ namespace seqmem {
 /// Every form first appends the call's keys and values to the KV cache, so a query finds
 /// all its keys at cache rows [max(0, p − w + 1), p] where p is its own row; at the end of
 /// the call the cache is cut back to the last w − 1 rows (windowed) or kept whole.
+///
+/// Grouped-query attention: with `query_heads` G > 1, q is `T×(G·key_dim)`, G query heads
+/// side by side that all attend to the one k and v (and the one KV cache) of the call; the
+/// output is `T×(G·value_dim)`, query head g in columns g·value_dim … Under `MultiHead` a
+/// head is then one KV head with its G query heads (docs/math.md §1, implementation notes).
 template <class Scalar_>
 class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
  public:
@@ -38,11 +43,15 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
     Index value_dim = 0;
     std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
     Index window = 0;                            ///< keys visible, self included; 0 = all
-    Index chunk_size = 64;                       ///< query and key tile of the chunkwise form
+    /// Query heads sharing each call's k and v (grouped-query attention): q `T×(G·key_dim)`,
+    /// output `T×(G·value_dim)`.
+    Index query_heads = 1;
+    Index chunk_size = 64;  ///< query and key tile of the chunkwise form
     /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
     bool check_finite = true;
   };
 
+  /// One call: q `T×(query_heads·key_dim)`, k `T×key_dim`, v `T×value_dim`.
   struct Inputs {
     InputRef<Scalar> q;
     InputRef<Scalar> k;
@@ -59,6 +68,8 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
     /// Cached values (`cached() × value_dim`), oldest first.
     auto values() const { return values_.middleRows(begin_, size_); }
     Index cached() const { return size_; }
+    /// Rows the buffer has room for (cached rows plus spare room at both ends).
+    Index capacity() const { return keys_.rows(); }
     /// Tokens seen since the initial state.
     Index tokens() const { return tokens_; }
 
@@ -68,26 +79,32 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
     /// Appends rows, growing (doubling) or compacting the buffer when it is full.
     void append(const MatrixCRef<Scalar>& k, const MatrixCRef<Scalar>& v) {
       const Index n = k.rows();
-      if (begin_ + size_ + n > keys_.rows()) {
-        const Index capacity = std::max<Index>(2 * (size_ + n), 16);
-        Matrix<Scalar> keys(capacity, keys_.cols()), values(capacity, values_.cols());
-        keys.topRows(size_) = this->keys();
-        values.topRows(size_) = this->values();
-        keys_.swap(keys);
-        values_.swap(values);
-        begin_ = 0;
-      }
+      if (begin_ + size_ + n > keys_.rows()) move_to_buffer(std::max<Index>(2 * (size_ + n), 16));
       keys_.middleRows(begin_ + size_, n) = k;
       values_.middleRows(begin_ + size_, n) = v;
       size_ += n;
       tokens_ += n;
     }
 
-    /// Keeps the newest `keep` rows.
+    /// Keeps the newest `keep` rows. A long call leaves a buffer sized for the whole call; it
+    /// is given back, so that a windowed state (and each copy of it) stays O(window).
     void keep_last(Index keep) {
-      if (size_ <= keep) return;
-      begin_ += size_ - keep;
-      size_ = keep;
+      if (size_ > keep) {
+        begin_ += size_ - keep;
+        size_ = keep;
+      }
+      const Index rows = std::max<Index>(2 * size_, 16);
+      if (keys_.rows() > 2 * rows) move_to_buffer(rows);
+    }
+
+    /// Moves the cached rows to the top of a new buffer of `rows` rows (≥ size_).
+    void move_to_buffer(Index rows) {
+      Matrix<Scalar> keys(rows, keys_.cols()), values(rows, values_.cols());
+      keys.topRows(size_) = this->keys();
+      values.topRows(size_) = this->values();
+      keys_.swap(keys);
+      values_.swap(values);
+      begin_ = 0;
     }
 
     Matrix<Scalar> keys_, values_;
@@ -133,12 +150,19 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
     detail::require_positive(kName, "key_dim", options_.key_dim);
     detail::require_positive(kName, "value_dim", options_.value_dim);
     detail::require_positive(kName, "chunk_size", options_.chunk_size);
+    detail::require_positive(kName, "query_heads", options_.query_heads);
+    (void)detail::checked_product(kName, "query_heads·key_dim", options_.query_heads,
+                                  options_.key_dim);
+    (void)detail::checked_product(kName, "query_heads·value_dim", options_.query_heads,
+                                  options_.value_dim);
     if (options_.window < 0) detail::fail(kName, "window must be >= 0, got ", options_.window);
     options_.scale = detail::scale_or_default(kName, options_.scale, options_.key_dim);
   }
 
   const Options& options() const { return options_; }
   Scalar scale() const { return *options_.scale; }
+  /// Query heads sharing one k and v (q and the output are that many heads wide).
+  Index query_heads() const { return options_.query_heads; }
   static constexpr std::tuple<> gates() { return {}; }
 
   State initial_state() const {
@@ -176,14 +200,19 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
 
   /// The math of one checked call with T > 0.
   void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
-    const Index T = in.q.rows();
-    state.append(in.k, in.v);
+    const Index T = in.q.rows(), dk = options_.key_dim, dv = options_.value_dim;
+    state.append(in.k, in.v);                // once, whatever the number of query heads
     const Index first = state.cached() - T;  // cache row of the call's first query
     const Matrix<Scalar> q = in.q * scale();
-    switch (form) {
-      case Form::recurrent: recurrent(q, state, first, out); break;
-      case Form::parallel: parallel(q, state, first, out); break;
-      case Form::chunkwise: chunkwise(q, state, first, out); break;
+    // Each query head in turn over the same cache (column views of q and out).
+    for (Index g = 0; g < options_.query_heads; ++g) {
+      const MatrixCRef<Scalar> qg = q.middleCols(g * dk, dk);
+      MatrixRef<Scalar> og = out.middleCols(g * dv, dv);
+      switch (form) {
+        case Form::recurrent: recurrent(qg, state, first, og); break;
+        case Form::parallel: parallel(qg, state, first, og); break;
+        case Form::chunkwise: chunkwise(qg, state, first, og); break;
+      }
     }
     if (options_.window > 0) state.keep_last(options_.window - 1);
   }
@@ -197,8 +226,8 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
   }
 
   /// The definition: one query at a time over its visible keys, stable softmax.
-  void recurrent(const Matrix<Scalar>& q, const State& state, Index first,
-                 MatrixRef<Scalar>& out) const {
+  void recurrent(const MatrixCRef<Scalar>& q, const State& state, Index first,
+                 MatrixRef<Scalar> out) const {
     const auto keys = state.keys();
     const auto values = state.values();
     Vector<Scalar> scores(first + q.rows());
@@ -213,8 +242,8 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
   }
 
   /// Scores of all queries against all visible cache rows, masked, row softmax, times values.
-  void parallel(const Matrix<Scalar>& q, const State& state, Index first,
-                MatrixRef<Scalar>& out) const {
+  void parallel(const MatrixCRef<Scalar>& q, const State& state, Index first,
+                MatrixRef<Scalar> out) const {
     const Index lo = first_visible(first), n = state.cached() - lo;
     Matrix<Scalar> scores(q.rows(), n);
     scores.noalias() = q * state.keys().bottomRows(n).transpose();
@@ -232,8 +261,8 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
   /// Flash-style tiles: for each block of C queries, sweep the visible key blocks with the
   /// online softmax (running max m, running sum l, rescaled accumulator). Holds at most one
   /// C×C score tile: memory O(C² + T·d).
-  void chunkwise(const Matrix<Scalar>& q, const State& state, Index first,
-                 MatrixRef<Scalar>& out) const {
+  void chunkwise(const MatrixCRef<Scalar>& q, const State& state, Index first,
+                 MatrixRef<Scalar> out) const {
     const auto keys = state.keys();
     const auto values = state.values();
     const Index C = options_.chunk_size;
