@@ -5,8 +5,10 @@
 #   asan   g++ -fsanitize=address,undefined -fno-sanitize-recover=all -D_GLIBCXX_ASSERTIONS,
 #          Eigen's own assertions on (no NDEBUG): property_test (every layer, every form, float
 #          and double; SEQMEM_SANITIZE_PROPERTY_CASES configurations per layer and type,
-#          default 200 as in the main suite), golden_test (every golden case in every form) and
-#          multi_head_test (among others, copied inputs that own a copy of an expression).
+#          default 200 as in the main suite), golden_test (every golden case in every form),
+#          multi_head_test (among others, copied inputs that own a copy of an expression), and
+#          for the layers from x checkpoint_test, layer_golden_test, layer_conformance_test
+#          (batches on two threads, state files) and models_test.
 #   tsan   g++ -fsanitize=thread: concurrency_test (one layer shared by threads; MultiHead).
 #   fuzz   clang++-14 -fsanitize=fuzzer,address,undefined -Werror: fuzz/forward_fuzz (input
 #          validation) and fuzz/state_io_fuzz (load_state), SEQMEM_FUZZ_SECONDS each (default
@@ -75,9 +77,10 @@ export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 stage_asan() {
   build asan "${CHECKED_FLAGS[@]}" "-DSEQMEM_SANITIZE=address;undefined" -- property_test \
-    golden_test multi_head_test
+    golden_test multi_head_test checkpoint_test layer_golden_test layer_conformance_test \
+    models_test
   SEQMEM_PROPERTY_CASES=$PROPERTY_CASES ctest --test-dir "$DIR/asan" --output-on-failure -j2 \
-    -R '^(property_test|golden_test|multi_head_test)\.'
+    -R '^(property_test|golden_test|multi_head_test|checkpoint_test|layer_golden_test|layer_conformance_test|models_test)\.'
   # How many cases ran, from the test log.
   grep -h '^\[ property \]' "$DIR/asan/Testing/Temporary/LastTest.log" || true
 }
