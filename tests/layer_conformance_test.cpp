@@ -33,13 +33,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path layer_golden_dir() {
-  if (const char* env = std::getenv("SEQMEM_LAYER_GOLDEN_DIR"); env != nullptr && *env != '\0') {
-    return env;
-  }
-  return fs::path(SEQMEM_SOURCE_DIR) / "tests" / "data" / "golden-layers";
-}
-
 template <class Layer>
 std::string saved(const Layer& layer, const typename Layer::State& state) {
   std::ostringstream out(std::ios::binary);

@@ -29,13 +29,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path layer_golden_dir() {
-  if (const char* env = std::getenv("SEQMEM_LAYER_GOLDEN_DIR"); env != nullptr && *env != '\0') {
-    return env;
-  }
-  return fs::path(SEQMEM_SOURCE_DIR) / "tests" / "data" / "golden-layers";
-}
-
 /// The double and float checks of the file comment for a layer type `Layer<Scalar>`.
 template <template <class> class Layer, class Config>
 std::string check_layer(const SafetensorsFile& file, const Config& config) {

@@ -5,6 +5,8 @@
 
 #pragma once
 
+#include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -18,6 +20,14 @@
 #include <seqmem/models/ttt.hpp>
 
 namespace seqmem::test {
+
+/// The directory of the layer golden files: $SEQMEM_LAYER_GOLDEN_DIR, or the repository's copy.
+inline std::filesystem::path layer_golden_dir() {
+  if (const char* env = std::getenv("SEQMEM_LAYER_GOLDEN_DIR"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  return std::filesystem::path(SEQMEM_SOURCE_DIR) / "tests" / "data" / "golden-layers";
+}
 
 /// Field `key` of `config` into `field` if present, removing it from `config`.
 template <class T>

@@ -140,24 +140,10 @@ class DeltaNetLayer {
     // A block of rows at a time, into scratch of one block (models/parts.hpp, row_block).
     const Index B = row_block(form, T, config_.block_size, config_.chunk_size);
     Scratch s(B, H * key_dim(), H * value_dim(), H, config_.use_gate);
-    if (T <= B) {
-      // One block (a decode step, a short prompt): every head's inputs are checked before any
-      // head state changes, so the heads are updated in place, without a copy of the state;
-      // the convolution caches are updated in copies, swapped in at the end.
-      Matrix<Scalar> q_cache = state.q_cache, k_cache = state.k_cache, v_cache = state.v_cache;
-      forward_block(form, x, state.heads, {q_cache, k_cache, v_cache}, out, s, T);
-      state.q_cache.swap(q_cache);
-      state.k_cache.swap(k_cache);
-      state.v_cache.swap(v_cache);
-      return;
-    }
-    State next = state;  // strong guarantee: the caller's state changes only at the end
-    for (Index begin = 0; begin < T; begin += B) {
-      const Index n = std::min(B, T - begin);
-      forward_block(form, x.middleRows(begin, n), next.heads,
-                    {next.q_cache, next.k_cache, next.v_cache}, out.middleRows(begin, n), s, n);
-    }
-    state = std::move(next);
+    in_row_blocks(x, state, out, B,
+                  [&](const MatrixCRef<Scalar>& rows, HeadStates& heads, ConvCaches<Scalar> caches,
+                      MatrixRef<Scalar> out_rows,
+                      Index n) { forward_block(form, rows, heads, caches, out_rows, s, n); });
   }
 
  private:

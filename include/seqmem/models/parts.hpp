@@ -47,6 +47,34 @@ struct ConvCaches {
   Matrix<Scalar>& v;
 };
 
+/// Runs `block(x_rows, heads, caches, out_rows, n)` over x in row blocks of `B` rows (see
+/// row_block) for a layer whose state is `heads` plus `q_cache`, `k_cache`, `v_cache`, keeping
+/// the strong guarantee. One block (a decode step, a short prompt): `block` checks every head's
+/// inputs before changing any head state, so the heads are updated in place, without a copy of
+/// the state; the caches are updated in copies, swapped in at the end. Several blocks work on a
+/// copy of the state, moved in at the end.
+template <class Scalar, class State, class Block>
+void in_row_blocks(const MatrixCRef<Scalar>& x, State& state, MatrixRef<Scalar> out, Index B,
+                   const Block& block) {
+  const Index T = x.rows();
+  if (T <= B) {
+    Matrix<Scalar> q_cache = state.q_cache, k_cache = state.k_cache, v_cache = state.v_cache;
+    block(x, state.heads, ConvCaches<Scalar>{q_cache, k_cache, v_cache}, out, T);
+    state.q_cache.swap(q_cache);
+    state.k_cache.swap(k_cache);
+    state.v_cache.swap(v_cache);
+    return;
+  }
+  State next = state;
+  for (Index begin = 0; begin < T; begin += B) {
+    const Index n = std::min(B, T - begin);
+    block(x.middleRows(begin, n), next.heads,
+          ConvCaches<Scalar>{next.q_cache, next.k_cache, next.v_cache}, out.middleRows(begin, n),
+          n);
+  }
+  state = std::move(next);
+}
+
 /// `conv(x projᵀ)` (or `x projᵀ` without a convolution), continuing from a cache.
 template <class Scalar>
 struct ConvProjection {
