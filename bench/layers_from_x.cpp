@@ -44,6 +44,13 @@
 ///                      D = 1024 (value width = D).
 ///   deltanet           fla DeltaNet defaults at hidden 1024 (its default hidden size):
 ///                      expand_k = expand_v = 1 with 8 heads of 128 (fla's default is 4 heads).
+///   attention          fla Attention: 8 query heads of 128 over 2 KV heads (GQA), no window.
+///   mamba2             fla Mamba2 defaults at hidden 1024: expand 2, head_dim 64 (32 heads),
+///                      state_size 128, n_groups 1 (memory alone: per head, q/k as views of
+///                      the group's columns, as the layer does).
+///   ttt_linear/ttt_mlp ttt-lm TTTLinear / TTTMLP: 16 heads of 64, mini_batch 16.
+///   titans             seqmem's TitansConfig defaults (already D = 1024): 8 heads of 128,
+///                      depth 2, expansion 4, mini_batch 16.
 ///
 /// Adding a layer: a traits struct like `GatedDeltaNetX` below (the model, its configuration,
 /// its memory alone) and ONE line in `from_x_table()`. A memory not used yet needs an inputs
@@ -65,8 +72,12 @@
 #include <utility>
 #include <vector>
 
+#include <seqmem/models/attention.hpp>
 #include <seqmem/models/deltanet.hpp>
 #include <seqmem/models/gated_deltanet.hpp>
+#include <seqmem/models/mamba2.hpp>
+#include <seqmem/models/titans.hpp>
+#include <seqmem/models/ttt.hpp>
 #include <seqmem/multi_head.hpp>
 #include <seqmem/pieces/linear.hpp>
 
@@ -190,6 +201,199 @@ struct DeltaNetX {
     const Index heads = layer.config().num_heads;
     return memory_alone(DeltaNet<Scalar>(o), heads,
                         DeltaNetInputs<Scalar>(tokens, heads, o, /*gated=*/false, rng));
+  }
+};
+
+/// Random packed inputs of softmax attention with grouped query heads: q `T×(HK·G·d)`,
+/// k, v `T×(HK·d)`.
+template <class Scalar>
+struct SoftmaxInputs {
+  Matrix<Scalar> q, k, v;
+
+  SoftmaxInputs(Index T, Index kv_heads, const typename SoftmaxAttention<Scalar>::Options& o,
+                Rng& rng)
+      : q(normal<Scalar>(rng, T, kv_heads * o.query_heads * o.key_dim, 1.0)),
+        k(normal<Scalar>(rng, T, kv_heads * o.key_dim, 1.0)),
+        v(normal<Scalar>(rng, T, kv_heads * o.value_dim, 1.0)) {}
+
+  typename SoftmaxAttention<Scalar>::Inputs rows(Index begin, Index n) const {
+    return {.q = q.middleRows(begin, n), .k = k.middleRows(begin, n), .v = v.middleRows(begin, n)};
+  }
+};
+
+/// Random packed inputs of TTT: q, k (L2-normalized per head), v `T×(H·d)` and learning
+/// rates in (0, 1/d) `T×H` (the layer's ttt_base_lr·sigmoid(·)/head_dim with base 1).
+template <class Scalar>
+struct TTTInputs {
+  Matrix<Scalar> q, k, v, lr;
+
+  TTTInputs(Index T, Index heads, Index d, Rng& rng)
+      : q(normal<Scalar>(rng, T, heads * d, 1.0)),
+        k(normal<Scalar>(rng, T, heads * d, 1.0)),
+        v(normal<Scalar>(rng, T, heads * d, 1.0)),
+        lr(uniform<Scalar>(rng, T, heads, 0.0, 1.0 / double(d))) {}
+
+  template <class Inputs>
+  Inputs rows(Index begin, Index n) const {
+    return {.q = q.middleRows(begin, n),
+            .k = k.middleRows(begin, n),
+            .v = v.middleRows(begin, n),
+            .learning_rate = GateRef<Scalar>(lr.middleRows(begin, n))};
+  }
+};
+
+template <class Scalar, TTTModel Model>
+struct TTTInputsOf : TTTInputs<Scalar> {
+  using TTTInputs<Scalar>::TTTInputs;
+  typename TTT<Scalar, Model>::Inputs rows(Index begin, Index n) const {
+    return TTTInputs<Scalar>::template rows<typename TTT<Scalar, Model>::Inputs>(begin, n);
+  }
+};
+
+/// Random packed inputs of the Titans memory: q, k (L2-normalized per head), v `T×(H·d)`,
+/// θ ∈ (0, 0.1), α, η ∈ (0, 1) `T×H` (the layer's gate ranges).
+template <class Scalar>
+struct TitansInputs {
+  Matrix<Scalar> q, k, v, theta, alpha, eta;
+
+  TitansInputs(Index T, Index heads, Index d, Rng& rng)
+      : q(normal<Scalar>(rng, T, heads * d, 1.0)),
+        k(normal<Scalar>(rng, T, heads * d, 1.0)),
+        v(normal<Scalar>(rng, T, heads * d, 1.0)),
+        theta(uniform<Scalar>(rng, T, heads, 0.0, 0.1)),
+        alpha(uniform<Scalar>(rng, T, heads, 0.0, 1.0)),
+        eta(uniform<Scalar>(rng, T, heads, 0.0, 1.0)) {
+    for (Index c = 0; c < q.cols(); c += d) {
+      q.middleCols(c, d).rowwise().normalize();
+      k.middleCols(c, d).rowwise().normalize();
+    }
+  }
+
+  typename TitansMemory<Scalar>::Inputs rows(Index begin, Index n) const {
+    return {.q = q.middleRows(begin, n),
+            .k = k.middleRows(begin, n),
+            .v = v.middleRows(begin, n),
+            .learning_rate = GateRef<Scalar>(theta.middleRows(begin, n)),
+            .forgetting = GateRef<Scalar>(alpha.middleRows(begin, n)),
+            .momentum_decay = GateRef<Scalar>(eta.middleRows(begin, n))};
+  }
+};
+
+/// Mamba2's memory alone: gated linear attention over H heads whose q (C) and k (B) are one
+/// group's columns, shared by the group's heads (views, as in the layer; not MultiHead,
+/// which would need them packed per head): q, k `T×(G·N)`, v `T×(H·P)`, log decay
+/// dt·A ∈ [−0.1·16, 0) `T×H`.
+template <class Scalar>
+struct GroupedLinearAttentionAlone {
+  using Memory = LinearAttention<Scalar>;
+  using States = std::vector<typename Memory::State>;
+  Memory memory;
+  Index heads, groups;
+  Matrix<Scalar> q, k, v, log_decay;
+
+  GroupedLinearAttentionAlone(Memory memory_, Index heads_, Index groups_, Index T, Rng& rng)
+      : memory(std::move(memory_)),
+        heads(heads_),
+        groups(groups_),
+        q(normal<Scalar>(rng, T, groups * memory.options().key_dim, 1.0)),
+        k(normal<Scalar>(rng, T, groups * memory.options().key_dim, 1.0)),
+        v(normal<Scalar>(rng, T, heads * memory.options().value_dim, 0.05)),
+        log_decay(uniform<Scalar>(rng, T, heads, -1.6, -1e-3)) {}
+
+  States initial_state() const {
+    return States(static_cast<std::size_t>(heads), memory.initial_state());
+  }
+  Index width() const { return heads * memory.options().value_dim; }
+  void forward(Form form, Index begin, Index n, States& states, MatrixRef<Scalar> out) const {
+    const Index N = memory.options().key_dim, P = memory.options().value_dim;
+    const Index per_group = heads / groups;
+    for (Index h = 0; h < heads; ++h) {
+      const Index g = h / per_group;
+      memory.forward(form,
+                     {.q = q.block(begin, g * N, n, N),
+                      .k = k.block(begin, g * N, n, N),
+                      .v = v.block(begin, h * P, n, P),
+                      .log_decay = GateRef<Scalar>(log_decay.block(begin, h, n, 1))},
+                     states[static_cast<std::size_t>(h)], out.middleCols(h * P, P));
+    }
+  }
+};
+
+template <class Scalar>
+struct AttentionX {
+  using Model = models::Attention<Scalar>;
+  static models::AttentionConfig config() {
+    return {.hidden_size = kHidden, .num_heads = 8, .num_kv_heads = 2};
+  }
+  static auto memory(const Model& layer, Index tokens, Rng& rng) {
+    const auto& c = layer.config();
+    const typename SoftmaxAttention<Scalar>::Options o{.key_dim = layer.head_dim(),
+                                                       .value_dim = layer.head_dim(),
+                                                       .window = c.window_size,
+                                                       .query_heads = c.num_heads / c.num_kv_heads,
+                                                       .chunk_size = c.chunk_size};
+    return memory_alone(SoftmaxAttention<Scalar>(o), c.num_kv_heads,
+                        SoftmaxInputs<Scalar>(tokens, c.num_kv_heads, o, rng));
+  }
+};
+
+template <class Scalar>
+struct Mamba2X {
+  using Model = models::Mamba2<Scalar>;
+  static models::Mamba2Config config() { return {.hidden_size = kHidden}; }
+  static auto memory(const Model& layer, Index tokens, Rng& rng) {
+    const auto& c = layer.config();
+    LinearAttention<Scalar> memory({.key_dim = c.state_size,
+                                    .value_dim = c.head_dim,
+                                    .scale = Scalar(1),
+                                    .chunk_size = c.chunk_size});
+    return GroupedLinearAttentionAlone<Scalar>(std::move(memory), c.num_heads, c.n_groups, tokens,
+                                               rng);
+  }
+};
+
+template <class Scalar, TTTModel Kind>
+struct TTTX {
+  using Model = models::TTTLayer<Scalar, Kind>;
+  static models::TTTConfig config() {
+    return {.hidden_size = kHidden,
+            .num_attention_heads = 16,
+            .mini_batch_size = 16,
+            .ttt_layer_type = Kind == TTTModel::linear ? "linear" : "mlp"};
+  }
+  static auto memory(const Model& layer, Index tokens, Rng& rng) {
+    const auto& c = layer.config();
+    const Index d = layer.head_dim();
+    TTT<Scalar, Kind> memory({.key_dim = d,
+                              .mini_batch = c.mini_batch_size,
+                              .token_scale_offset = std::vector<Scalar>(
+                                  static_cast<std::size_t>(c.mini_batch_size), Scalar(0)),
+                              .ln_eps = Scalar(1e-6),
+                              .expansion = Model::kExpansion,
+                              .ttt_lm_gelu_bwd = true});
+    return memory_alone(std::move(memory), c.num_attention_heads,
+                        TTTInputsOf<Scalar, Kind>(tokens, c.num_attention_heads, d, rng));
+  }
+};
+
+template <class Scalar>
+struct TitansX {
+  using Model = models::Titans<Scalar>;
+  static models::TitansConfig config() {
+    return {.hidden_size = kHidden, .num_heads = 8, .head_dim = 128, .depth = 2, .expansion = 4};
+  }
+  static auto memory(const Model& layer, Index tokens, Rng& rng) {
+    const auto& c = layer.config();
+    TitansMemory<Scalar> memory({.key_dim = c.head_dim,
+                                 .value_dim = c.head_dim,
+                                 .depth = c.depth,
+                                 .expansion = c.expansion,
+                                 .activation = Activation::gelu_tanh,
+                                 .bias = false,
+                                 .layer_norm = false,
+                                 .mini_batch = c.mini_batch});
+    return memory_alone(std::move(memory), c.num_heads,
+                        TitansInputs<Scalar>(tokens, c.num_heads, c.head_dim, rng));
   }
 };
 
@@ -384,6 +588,11 @@ const std::vector<FromXEntry>& from_x_table() {
       entry<GatedDeltaNetX<float, 6>>("gated_deltanet"),
       entry<GatedDeltaNetX<float, 4>>("gated_deltanet_h4"),
       entry<DeltaNetX<float>>("deltanet"),
+      entry<AttentionX<float>>("attention"),
+      entry<Mamba2X<float>>("mamba2"),
+      entry<TTTX<float, TTTModel::linear>>("ttt_linear"),
+      entry<TTTX<float, TTTModel::mlp>>("ttt_mlp"),
+      entry<TitansX<float>>("titans"),
   };
   return table;
 }

@@ -9,6 +9,7 @@
 /// RMSNorm over groups; the output projection. The memory is `seqmem::LinearAttention`; every
 /// piece is from include/seqmem/pieces/.
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -23,6 +24,7 @@
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/layers/linear_attention.hpp"
+#include "seqmem/models/parts.hpp"
 #include "seqmem/pieces/activation.hpp"
 #include "seqmem/pieces/linear.hpp"
 #include "seqmem/pieces/norm.hpp"
@@ -50,6 +52,9 @@ struct Mamba2Config {
   bool use_bias = false;
   double norm_eps = 1e-5;
   Index chunk_size = 256;  ///< the memory's chunkwise block (the peer's: blocking only)
+  /// Rows of x per block of the forward pass, rounded to a multiple of chunk_size (bounds its
+  /// scratch memory, models/parts.hpp; not a peer argument; 0: the whole call at once).
+  Index block_size = 256;
 };
 
 template <class Scalar_>
@@ -153,8 +158,7 @@ class Mamba2 {
 
   /// As above, writing y into `out`. A call that throws leaves `state` as it was.
   void forward(Form form, const MatrixCRef<Scalar>& x, State& state, MatrixRef<Scalar> out) const {
-    const Index T = x.rows(), H = config_.num_heads, P = config_.head_dim;
-    const Index N = config_.state_size, G = config_.n_groups, I = intermediate_size();
+    const Index T = x.rows(), H = config_.num_heads, I = intermediate_size();
     detail::require_shape(kName, "x", x, T, config_.hidden_size);
     detail::require_shape(kName, "out", out, T, config_.hidden_size);
     if (!detail::all_finite(x)) detail::fail(kName, "x must be finite");
@@ -164,39 +168,83 @@ class Mamba2 {
     detail::require_shape(kName, "state.conv_cache", state.conv_cache, config_.conv_kernel - 1,
                           conv_dim());
     if (T == 0) return;
+    // A block of rows at a time, into scratch of one block (models/parts.hpp, row_block).
+    const Index B = row_block(form, T, config_.block_size, config_.chunk_size);
+    Scratch s(B, in_proj_->out_features(), conv_dim(), H, I);
+    if (T <= B) {
+      // One block (a decode step, a short prompt): every head's inputs are checked before any
+      // head state changes, so the heads are updated in place, without a copy of the state;
+      // the convolution cache is updated in a copy, swapped in at the end.
+      Matrix<Scalar> conv_cache = state.conv_cache;
+      forward_block(form, x, state.heads, conv_cache, out, s);
+      state.conv_cache.swap(conv_cache);
+      return;
+    }
     State next = state;  // strong guarantee: the caller's state changes only at the end
+    for (Index begin = 0; begin < T; begin += B) {
+      const Index n = std::min(B, T - begin);
+      forward_block(form, x.middleRows(begin, n), next.heads, next.conv_cache,
+                    out.middleRows(begin, n), s);
+    }
+    state = std::move(next);
+  }
+
+ private:
+  using HeadStates = std::vector<typename Memory::State>;
+
+  /// The per-call buffers of one row block.
+  struct Scratch {
+    Matrix<Scalar> zxbcdt, xbc, dt, log_decay, v, y;
+    Scratch(Index rows, Index projected, Index conv, Index heads, Index inner)
+        : zxbcdt(rows, projected),
+          xbc(rows, conv),
+          dt(rows, heads),
+          log_decay(rows, heads),
+          v(rows, inner),
+          y(rows, inner) {}
+  };
+
+  /// Rows x into `out`, continuing from `heads` and `conv_cache`. Every head's inputs are
+  /// checked before the first head state changes.
+  void forward_block(Form form, const MatrixCRef<Scalar>& x, HeadStates& heads,
+                     Matrix<Scalar>& conv_cache, MatrixRef<Scalar> out, Scratch& s) const {
+    const Index T = x.rows(), H = config_.num_heads, P = config_.head_dim;
+    const Index N = config_.state_size, G = config_.n_groups, I = intermediate_size();
+    auto zxbcdt = s.zxbcdt.topRows(T), xbc = s.xbc.topRows(T), dt = s.dt.topRows(T);
+    auto log_decay = s.log_decay.topRows(T), v = s.v.topRows(T), y = s.y.topRows(T);
     // 1. zxbcdt = x in_projᵀ, columns z (I) | xBC (conv_dim) | dt (H).
-    const Matrix<Scalar> zxbcdt = (*in_proj_)(x);
+    in_proj_->apply(x, zxbcdt);
     const auto z = zxbcdt.leftCols(I);
     // 2. xBC = silu(conv(xBC)), columns xs (I) | B (G·N) | C (G·N).
-    Matrix<Scalar> xbc(T, conv_dim());
-    conv_->apply(zxbcdt.middleCols(I, conv_dim()), next.conv_cache, xbc);
+    conv_->apply(zxbcdt.middleCols(I, conv_dim()), conv_cache, xbc);
     xbc = pieces::silu(xbc.array()).matrix();
     const auto xs = xbc.leftCols(I);
     // 3. dt = clamp(softplus(dt + dt_bias), dt_limit) ≥ 0; log decay dt·A ≤ 0; v_h = dt_h·xs_h.
-    Matrix<Scalar> dt = zxbcdt.rightCols(H);
+    dt = zxbcdt.rightCols(H);
     dt.rowwise() += dt_bias_.row(0);
     dt = pieces::softplus(dt.array())
              .max(static_cast<Scalar>(config_.dt_limit.first))
              .min(static_cast<Scalar>(config_.dt_limit.second))
              .matrix();
-    const Matrix<Scalar> log_decay = (dt.array().rowwise() * A_.row(0).array()).matrix();
-    Matrix<Scalar> v(T, I);
+    log_decay = (dt.array().rowwise() * A_.row(0).array()).matrix();
     for (Index h = 0; h < H; ++h) {
       v.middleCols(h * P, P) = xs.middleCols(h * P, P).array().colwise() * dt.col(h).array();
     }
     // 4. Per head h, group g = h / (H/G) (the kernels' mapping, README group-mapping note):
     //    S ← exp(dt·A) S + Bᵀ(dt·xs), y = C S (decay, write, then read), B and C as views.
-    Matrix<Scalar> y(T, I);
     const Index heads_per_group = H / G;
-    for (Index h = 0; h < H; ++h) {
+    const auto head = [&](Index h) -> typename Memory::Inputs {
       const Index g = h / heads_per_group;
-      memory_.forward(form,
-                      {.q = xbc.middleCols(I + G * N + g * N, N),
-                       .k = xbc.middleCols(I + g * N, N),
-                       .v = v.middleCols(h * P, P),
-                       .log_decay = GateRef<Scalar>(log_decay.col(h))},
-                      next.heads[static_cast<std::size_t>(h)], y.middleCols(h * P, P));
+      return {.q = xbc.middleCols(I + G * N + g * N, N),
+              .k = xbc.middleCols(I + g * N, N),
+              .v = v.middleCols(h * P, P),
+              .log_decay = GateRef<Scalar>(log_decay.col(h))};
+    };
+    for (Index h = 0; h < H; ++h)
+      memory_.check(form, head(h), heads[static_cast<std::size_t>(h)]);
+    for (Index h = 0; h < H; ++h) {
+      memory_.forward_unchecked(form, head(h), heads[static_cast<std::size_t>(h)],
+                                y.middleCols(h * P, P));
     }
     // D skip, per head (or per channel with D_has_hdim), before the gated norm.
     if (config_.D_has_hdim) {
@@ -215,10 +263,8 @@ class Mamba2 {
     }
     // 6. y = · out_projᵀ.
     out_proj_->apply(y, out);
-    state = std::move(next);
   }
 
- private:
   static Mamba2Config checked(Mamba2Config c) {
     detail::require_positive(kName, "hidden_size", c.hidden_size);
     detail::require_positive(kName, "head_dim", c.head_dim);

@@ -8,6 +8,7 @@
 /// weights shared by the heads, and the output stage of the delta-rule layers (per-head
 /// RMSNorm, gated by silu(x g_projᵀ) when `use_gate`, then o_proj; models/parts.hpp).
 
+#include <algorithm>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -39,6 +40,9 @@ struct TitansConfig {
   double norm_eps = 1e-5;
   bool use_gate = true;
   Index num_threads = 1;  ///< threads over the heads (0: all cores)
+  /// Rows of x per block of the forward pass, rounded to a multiple of mini_batch (bounds its
+  /// scratch memory, models/parts.hpp; 0: the whole call at once).
+  Index block_size = 256;
 };
 
 template <class Scalar_>
@@ -150,39 +154,93 @@ class Titans {
     const Index position =
         shared_position(kName, state.heads, config_.num_heads, config_.mini_batch);
     if (T == 0) return;
+    // A block of rows at a time, into scratch of one block (models/parts.hpp, row_block); a
+    // block after the first starts at a mini-batch start.
+    const Index B = row_block(form, T, config_.block_size, config_.mini_batch);
+    Scratch s(B, config_.num_heads, d, config_.use_gate);
+    if (T <= B && form != Form::parallel) {
+      // One block and one memory call (a decode step, a short prompt): MultiHead checks every
+      // head's inputs before any head state changes, so the heads are updated in place,
+      // without a copy of the state; the convolution caches are updated in copies, swapped in
+      // at the end.
+      Matrix<Scalar> q_cache = state.q_cache, k_cache = state.k_cache, v_cache = state.v_cache;
+      forward_block(form, x, state.heads, {q_cache, k_cache, v_cache}, out, s, position);
+      state.q_cache.swap(q_cache);
+      state.k_cache.swap(k_cache);
+      state.v_cache.swap(v_cache);
+      return;
+    }
     State next = state;  // strong guarantee: the caller's state changes only at the end
+    for (Index begin = 0, p = position; begin < T;) {
+      // B is a multiple of mini_batch here (T > B), unless parallel: then one block of T.
+      const Index n = form == Form::parallel ? T : std::min(T - begin, B - p);
+      forward_block(form, x.middleRows(begin, n), next.heads,
+                    {next.q_cache, next.k_cache, next.v_cache}, out.middleRows(begin, n), s, p);
+      begin += n;
+      p = (p + n) % config_.mini_batch;
+    }
+    state = std::move(next);
+  }
+
+ private:
+  using HeadStates = typename MultiHead<Memory>::States;
+
+  /// The per-call buffers of one row block.
+  struct Scratch {
+    Matrix<Scalar> z, q, k, v, theta, alpha, eta, o, gate;
+    Scratch(Index rows, Index heads, Index d, bool gated)
+        : z(rows, heads * d),
+          q(rows, heads * d),
+          k(rows, heads * d),
+          v(rows, heads * d),
+          theta(rows, heads),
+          alpha(rows, heads),
+          eta(rows, heads),
+          o(rows, heads * d),
+          gate(gated ? rows : 0, gated ? heads * d : 0) {}
+  };
+
+  /// Rows x into `out`, continuing from `heads` (at mini-batch position `position`) and
+  /// `caches`.
+  void forward_block(Form form, const MatrixCRef<Scalar>& x, HeadStates& heads,
+                     ConvCaches<Scalar> caches, MatrixRef<Scalar> out, Scratch& s,
+                     Index position) const {
+    const Index n = x.rows(), d = config_.head_dim;
+    auto q = s.q.topRows(n), k = s.k.topRows(n), v = s.v.topRows(n);
+    auto theta = s.theta.topRows(n), alpha = s.alpha.topRows(n), eta = s.eta.topRows(n);
+    auto o = s.o.topRows(n);
     // 1–3. Projections, short convolutions, SiLU; l2-normalized q and k rows per head.
-    Matrix<Scalar> q = (*q_)(x, next.q_cache), k = (*k_)(x, next.k_cache),
-                   v = (*v_)(x, next.v_cache);
+    q_->apply(x, caches.q, s.z.topRows(n), q);
+    k_->apply(x, caches.k, s.z.topRows(n), k);
+    v_->apply(x, caches.v, s.z.topRows(n), v);
     q = pieces::silu(q.array()).matrix();
     k = pieces::silu(k.array()).matrix();
     v = pieces::silu(v.array()).matrix();
     pieces::l2_normalize<Scalar>(q, Scalar(1e-6), d);
     pieces::l2_normalize<Scalar>(k, Scalar(1e-6), d);
     // 4. Gates per token and head: θ = theta_max·σ(·), α = σ(·), η = σ(·).
-    Matrix<Scalar> theta = pieces::sigmoid((*theta_proj_)(x).array()).matrix();
-    theta *= static_cast<Scalar>(config_.theta_max);
-    const Matrix<Scalar> alpha = pieces::sigmoid((*alpha_proj_)(x).array()).matrix();
-    const Matrix<Scalar> eta = pieces::sigmoid((*eta_proj_)(x).array()).matrix();
+    theta_proj_->apply(x, theta);
+    theta = (pieces::sigmoid(theta.array()) * static_cast<Scalar>(config_.theta_max)).matrix();
+    alpha_proj_->apply(x, alpha);
+    alpha = pieces::sigmoid(alpha.array()).matrix();
+    eta_proj_->apply(x, eta);
+    eta = pieces::sigmoid(eta.array()).matrix();
     // 5. The Titans memory per head (read after the token's own write); a parallel call in
     //    pieces that stay inside a mini-batch.
-    Matrix<Scalar> o(T, config_.num_heads * d);
-    mini_batch_pieces(form, T, position, config_.mini_batch, [&](Index begin, Index n) {
+    mini_batch_pieces(form, n, position, config_.mini_batch, [&](Index begin, Index m) {
       heads_->forward(form,
-                      {.q = q.middleRows(begin, n),
-                       .k = k.middleRows(begin, n),
-                       .v = v.middleRows(begin, n),
-                       .learning_rate = GateRef<Scalar>(theta.middleRows(begin, n)),
-                       .forgetting = GateRef<Scalar>(alpha.middleRows(begin, n)),
-                       .momentum_decay = GateRef<Scalar>(eta.middleRows(begin, n))},
-                      next.heads, o.middleRows(begin, n));
+                      {.q = q.middleRows(begin, m),
+                       .k = k.middleRows(begin, m),
+                       .v = v.middleRows(begin, m),
+                       .learning_rate = GateRef<Scalar>(theta.middleRows(begin, m)),
+                       .forgetting = GateRef<Scalar>(alpha.middleRows(begin, m)),
+                       .momentum_decay = GateRef<Scalar>(eta.middleRows(begin, m))},
+                      heads, o.middleRows(begin, m));
     });
     // 6–7. Output RMSNorm per head (gated by silu(x g_projᵀ) when use_gate), o_proj.
-    (*output_)(o, x, out);
-    state = std::move(next);
+    (*output_)(o, x, s.gate.topRows(s.gate.rows() ? n : 0), out);
   }
 
- private:
   static TitansConfig checked(TitansConfig c) {
     detail::require_positive(kName, "hidden_size", c.hidden_size);
     detail::require_positive(kName, "num_heads", c.num_heads);
