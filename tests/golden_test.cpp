@@ -242,6 +242,64 @@ void run_gated_delta_rule(Run<Scalar>& run) {
   run_delta_net(run, /*gated=*/true);
 }
 
+// The diagonal-gate layers (docs/math.md §7–§9): gla, kda and dplr_delta_rule, whose
+// log_decay (and a, b) are T×dk.
+template <class Layer, class Scalar>
+typename Layer::State start_state(Run<Scalar>& run, Index dk, Index dv) {
+  return {run.input_or_zero("initial_state", dk, dv)};
+}
+
+template <class Scalar>
+void run_gla(Run<Scalar>& run) {
+  using Layer = GatedLinearAttention<Scalar>;
+  const Matrix<Scalar> q = run.input("q"), k = run.input("k"), v = run.input("v");
+  const Matrix<Scalar> log_decay = run.input("log_decay");
+  const Layer layer({.key_dim = q.cols(),
+                     .value_dim = v.cols(),
+                     .scale = run.param_scalar("scale"),
+                     .chunk_size = run.chunk_size()});
+  auto state = start_state<Layer>(run, q.cols(), v.cols());
+  run.expect("o",
+             forward(layer, run.form(), {.q = q, .k = k, .v = v, .log_decay = log_decay}, state));
+  run.expect("final_state", state.S);
+}
+
+template <class Scalar>
+void run_kda(Run<Scalar>& run) {
+  using Layer = KimiDeltaAttention<Scalar>;
+  const Matrix<Scalar> q = run.input("q"), k = run.input("k"), v = run.input("v");
+  const Matrix<Scalar> log_decay = run.input("log_decay");
+  const bool l2norm = run.param_flag("qk_l2norm");
+  if (l2norm && run.param_scalar("l2norm_eps") != Scalar(1e-6)) {
+    run.fail("l2norm_eps must be 1e-6 (the layer's qk_l2norm eps)");
+  }
+  const Layer layer({.key_dim = q.cols(),
+                     .value_dim = v.cols(),
+                     .scale = run.param_scalar("scale"),
+                     .chunk_size = run.chunk_size(),
+                     .qk_l2norm = l2norm});
+  auto state = start_state<Layer>(run, q.cols(), v.cols());
+  const Vector<Scalar> beta = run.gate("beta", q.rows());
+  run.expect("o", forward(layer, run.form(),
+                          {.q = q, .k = k, .v = v, .beta = beta, .log_decay = log_decay}, state));
+  run.expect("final_state", state.S);
+}
+
+template <class Scalar>
+void run_dplr_delta_rule(Run<Scalar>& run) {
+  using Layer = GeneralizedDeltaRule<Scalar>;
+  const Matrix<Scalar> q = run.input("q"), k = run.input("k"), v = run.input("v");
+  const Matrix<Scalar> a = run.input("a"), b = run.input("b"), log_decay = run.input("log_decay");
+  const Layer layer({.key_dim = q.cols(),
+                     .value_dim = v.cols(),
+                     .scale = run.param_scalar("scale"),
+                     .chunk_size = run.chunk_size()});
+  auto state = start_state<Layer>(run, q.cols(), v.cols());
+  run.expect("o", forward(layer, run.form(),
+                          {.q = q, .k = k, .v = v, .a = a, .b = b, .log_decay = log_decay}, state));
+  run.expect("final_state", state.S);
+}
+
 // The golden TTT and Titans files fix q's scale and the loss factor; the layers have them
 // built in (scale 1; TTT's ½ loss, Titans' full sum).
 template <class Scalar>
@@ -379,13 +437,16 @@ const Registry& registry() {
       {"ttt_mlp", {run_ttt_mlp<double>, run_ttt_mlp<float>}},
       {"titans_linear", {run_titans_linear<double>, run_titans_linear<float>}},
       {"titans_mlp", {run_titans_mlp<double>, run_titans_mlp<float>}},
+      {"gla", {run_gla<double>, run_gla<float>}},
+      {"kda", {run_kda<double>, run_kda<float>}},
+      {"dplr_delta_rule", {run_dplr_delta_rule<double>, run_dplr_delta_rule<float>}},
   };
   return *kRegistry;
 }
 
 // Layers with golden files but no runner yet: reported as skip. Any other layer name fails.
 const std::set<std::string>& pending_layers() {
-  static const auto* const kPending = new std::set<std::string>{"gla", "kda", "dplr_delta_rule"};
+  static const auto* const kPending = new std::set<std::string>{};
   return *kPending;
 }
 

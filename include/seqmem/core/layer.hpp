@@ -7,7 +7,8 @@
 ///     using Scalar; struct Options; struct Inputs; struct State;
 ///     static constexpr const char* kName;            its name in messages
 ///     const Options& options() const;                with key_dim, value_dim, check_finite
-///     static constexpr auto gates();                 its per-token gates (a GateSpec tuple)
+///     static constexpr auto gates();                 its gates (a GateSpec tuple): per token
+///                                                    (T×1) or per key channel (T×key_dim)
 ///     void check_state(Form, Index T, const State&) const;   state shape and position
 ///     void run(Form, const Inputs&, State&, MatrixRef<Scalar>) const;   the math, T > 0
 ///
@@ -31,20 +32,30 @@
 namespace seqmem {
 namespace detail {
 
-/// One per-token gate of a layer's `Inputs`: the member (`GateRef` when required,
-/// `std::optional<GateRef>` when optional), its name and its closed range [lo, hi].
+/// What one gate holds for a call: one value per token (`T×1`, a `GateRef`; `T×H` for H packed
+/// heads) or one per token and key channel (`T×key_dim`, an `InputRef` like k; `T×(H·key_dim)`
+/// packed), as the diagonal-gate layers' log-decays and key-space vectors (docs/math.md §7–§9).
+enum class GateShape { per_token, per_key_channel };
+
+/// One gate of a layer's `Inputs`: the member (the view when required, `std::optional` of it
+/// when optional), its name, its closed range [lo, hi] and its shape.
 template <class Member>
 struct GateSpec {
   Member member;
   std::string_view name;
   double lo = -std::numeric_limits<double>::infinity();
   double hi = std::numeric_limits<double>::infinity();
+  GateShape shape = GateShape::per_token;
 
-  /// "<= 0", ">= 0" or "in [0, 2]", as the messages say.
+  /// " and <= 0", " and >= 0", " and in [0, 2]" or nothing (any finite value), as the
+  /// messages say after "must be finite".
   void describe(std::ostream& out) const {
-    if (lo == -std::numeric_limits<double>::infinity()) {
+    constexpr double kInf = std::numeric_limits<double>::infinity();
+    if (lo == -kInf && hi == kInf) return;
+    out << " and ";
+    if (lo == -kInf) {
       out << "<= " << hi;
-    } else if (hi == std::numeric_limits<double>::infinity()) {
+    } else if (hi == kInf) {
       out << ">= " << lo;
     } else {
       out << "in [" << lo << ", " << hi << "]";
@@ -54,15 +65,17 @@ struct GateSpec {
 
 template <class Member>
 GateSpec(Member, std::string_view, double, double) -> GateSpec<Member>;
+template <class Member>
+GateSpec(Member, std::string_view, double, double, GateShape) -> GateSpec<Member>;
 
 template <class T>
 inline constexpr bool is_optional_v = false;
 template <class T>
 inline constexpr bool is_optional_v<std::optional<T>> = true;
 
-/// The gate a member holds, or null when an optional gate is absent.
-template <class Scalar, class Gate>
-const GateRef<Scalar>* gate_of(const Gate& gate) {
+/// The view a gate member holds, or null when an optional gate is absent.
+template <class Gate>
+const auto* gate_of(const Gate& gate) {
   if constexpr (is_optional_v<Gate>) {
     return gate ? &*gate : nullptr;
   } else {
@@ -125,13 +138,14 @@ class LayerBase {
     const Index T = in.q.rows();
     detail::require_qkv(Layer::kName, in, layer.query_heads() * key_dim(), key_dim(), value_dim(),
                         layer.options().check_finite);
-    std::apply([&](const auto&... spec) { (check_gate(spec, in, T), ...); }, Layer::gates());
+    std::apply([&](const auto&... spec) { (this->check_gate(spec, in, T), ...); }, Layer::gates());
     layer.check_state(form, T, state);
   }
 
   /// Head `h` of `H` heads packed side by side: q, k `T×(H·key_dim)`, v `T×(H·value_dim)`,
-  /// gates `T×H`; views into `packed`. Throws when a packed width does not fit H heads. (With
-  /// `query_heads` G > 1, a head is one k/v head and its G query heads: q `T×(H·G·key_dim)`.)
+  /// per-token gates `T×H`, per-channel gates `T×(H·key_dim)`; views into `packed`. Throws when a
+  /// packed width does not fit H heads. (With `query_heads` G > 1, a head is one k/v head and its G
+  /// query heads: q `T×(H·G·key_dim)`.)
   template <class L = Layer>
   typename L::Inputs head(const typename L::Inputs& packed, Index h, Index H) const {
     const Index T = packed.q.rows(), dk = key_dim(), dv = value_dim();
@@ -146,7 +160,7 @@ class LayerBase {
     detail::rebind(in.q, packed.q.middleCols(first * dq, dq));
     detail::rebind(in.k, packed.k.middleCols(first * dk, dk));
     detail::rebind(in.v, packed.v.middleCols(first * dv, dv));
-    std::apply([&](const auto&... spec) { (head_gate(spec, in, packed, first, H), ...); },
+    std::apply([&](const auto&... spec) { (head_gate(spec, in, packed, first, H, dk), ...); },
                Layer::gates());
     return in;
   }
@@ -192,27 +206,42 @@ class LayerBase {
   }
 
   template <class Spec, class Inputs>
-  static void check_gate(const Spec& spec, const Inputs& in, Index T) {
-    using Scalar = typename Layer::Scalar;
-    const GateRef<Scalar>* gate = detail::gate_of<Scalar>(in.*spec.member);
+  void check_gate(const Spec& spec, const Inputs& in, Index T) const {
+    const auto* gate = detail::gate_of(in.*spec.member);
     if (gate == nullptr) return;
-    detail::require_shape(Layer::kName, spec.name, *gate, T, 1);
+    const bool per_token = spec.shape == detail::GateShape::per_token;
+    detail::require_shape(Layer::kName, spec.name, *gate, T, per_token ? 1 : key_dim());
+    // One vectorized pass decides; the scalar search below only runs to name a bad value.
+    if (detail::all_finite(*gate) &&
+        (T == 0 || (double(gate->minCoeff()) >= spec.lo && double(gate->maxCoeff()) <= spec.hi))) {
+      return;
+    }
     for (Index t = 0; t < T; ++t) {
-      const Scalar value = (*gate)(t, 0);
-      if (!std::isfinite(value) || !(double(value) >= spec.lo && double(value) <= spec.hi)) {
-        std::ostringstream range;
-        spec.describe(range);
-        detail::fail(Layer::kName, spec.name, "[", t, "] must be finite and ", range.str(),
-                     ", got ", value);
+      for (Index c = 0; c < gate->cols(); ++c) {
+        const auto value = (*gate)(t, c);
+        if (!std::isfinite(value) || !(double(value) >= spec.lo && double(value) <= spec.hi)) {
+          std::ostringstream range;
+          spec.describe(range);
+          std::ostringstream where;
+          where << "[" << t;
+          if (!per_token) where << ", " << c;
+          detail::fail(Layer::kName, spec.name, where.str(), "] must be finite", range.str(),
+                       ", got ", value);
+        }
       }
     }
   }
 
   template <class Spec, class Inputs>
-  static void head_gate(const Spec& spec, Inputs& in, const Inputs& packed, Index h, Index H) {
-    using Scalar = typename Layer::Scalar;
-    const GateRef<Scalar>* gate = detail::gate_of<Scalar>(packed.*spec.member);
+  static void head_gate(const Spec& spec, Inputs& in, const Inputs& packed, Index h, Index H,
+                        Index dk) {
+    const auto* gate = detail::gate_of(packed.*spec.member);
     if (gate == nullptr) return;
+    if (spec.shape == detail::GateShape::per_key_channel) {
+      require_packed(*gate, spec.name, packed.q.rows(), H, dk, "key_dim");
+      detail::rebind(in.*spec.member, gate->middleCols(h * dk, dk));
+      return;
+    }
     if (gate->rows() != packed.q.rows() || gate->cols() != H) {
       detail::fail(Layer::kName, spec.name, " (", H, " heads packed side by side) must be ",
                    packed.q.rows(), "x", H, " (T x heads), got ", gate->rows(), "x", gate->cols());

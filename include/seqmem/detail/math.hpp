@@ -25,6 +25,14 @@ void apply_feature_map(FeatureMap map, Matrix<Scalar>& x) {
   }
 }
 
+/// Divides each row by sqrt(Σx² + 1e-6): the q/k normalization of DeltaNet and KDA models (fla's
+/// l2norm, eps inside the root; docs/math.md §8).
+template <class Scalar>
+void l2_normalize_rows(Matrix<Scalar>& x) {
+  const Vector<Scalar> norms = (x.rowwise().squaredNorm().array() + Scalar(1e-6)).sqrt();
+  x.array().colwise() /= norms.array();
+}
+
 /// Log-space decay table of one chunk (docs/math.md §0). The cumulative sums γ are kept in double
 /// even for float: γ grows with the chunk length, and a float γ would lose the small
 /// differences γ_i − γ_j that the factors are made of.

@@ -101,9 +101,9 @@ class DeltaNet : public LayerBase<DeltaNet<Scalar_>> {
   void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
     Matrix<Scalar> q = in.q;
     if (options_.qk_l2norm) {
-      l2_normalize_rows(q);
+      detail::l2_normalize_rows(q);
       Matrix<Scalar> k = in.k;
-      l2_normalize_rows(k);
+      detail::l2_normalize_rows(k);
       q *= scale();
       run_form(form, q, k, in, state, out);
     } else {
@@ -114,11 +114,6 @@ class DeltaNet : public LayerBase<DeltaNet<Scalar_>> {
 
  private:
   static constexpr double kInf = std::numeric_limits<double>::infinity();
-
-  static void l2_normalize_rows(Matrix<Scalar>& x) {
-    const Vector<Scalar> norms = (x.rowwise().squaredNorm().array() + Scalar(1e-6)).sqrt();
-    x.array().colwise() /= norms.array();
-  }
 
   template <class KMatrix>
   void run_form(Form form, const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in,

@@ -1,0 +1,172 @@
+#pragma once
+
+/// @file
+/// The generalized delta rule: a diagonal-plus-low-rank transition per token (DPLR; RWKV-7's
+/// state update), in all three forms (docs/math.md §9).
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "seqmem/core/layer.hpp"
+#include "seqmem/core/state_layout.hpp"
+#include "seqmem/core/types.hpp"
+#include "seqmem/detail/channel_decay.hpp"
+#include "seqmem/detail/checks.hpp"
+
+namespace seqmem {
+
+/// The generalized delta rule (docs/math.md §9):
+///
+///     S_t = diag(exp(g_t)) S_{t−1} + b_tᵀ (a_t S_{t−1}) + k_tᵀ v_t
+///         = (diag(exp(g_t)) + b_tᵀ a_t) S_{t−1} + k_tᵀ v_t
+///     o_t = scale·q_t S_t
+///
+/// a_t reads the previous, undecayed state (a 1×value_dim row) and b_t is the key direction it
+/// is written back along (fla's `a`/`b`; the transpose of fla's column-vector comments, as
+/// fla's code and ggml's `rwkv_wkv7` compute). RWKV-7 is a_t = −κ̂_t, b_t = κ̂_t ⊙ α_t with scale 1.
+/// KDA is a_t = −k_t ⊙ exp(g_t), b_t = β_t k_t with the written key β_t k_t; a = b = 0 is GLA.
+///
+/// No cheap check certifies stability: with a·b > 0 the transition has an eigenvalue above 1 and
+/// the state may grow. The layer accepts such inputs (any finite a, b).
+///
+/// Chunkwise: per chunk one triangular solve gives the low-rank reads R = [a_i S_{i−1}], then
+/// the chunk is per-channel decayed linear attention on the keys K and B with values V and R.
+/// The parallel form is one chunk spanning the call: O(T²) memory.
+template <class Scalar_>
+class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
+ public:
+  using Scalar = Scalar_;
+  static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
+
+  struct Options {
+    Index key_dim = 0;
+    Index value_dim = 0;
+    std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
+    /// Tokens per chunk of the chunkwise form.
+    Index chunk_size = 64;
+    /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
+    bool check_finite = true;
+  };
+
+  /// q, k `T×key_dim`, v `T×value_dim`; `a`, `b` `T×key_dim`, finite; `log_decay` `T×key_dim`,
+  /// every entry finite and ≤ 0.
+  struct Inputs {
+    InputRef<Scalar> q;
+    InputRef<Scalar> k;
+    InputRef<Scalar> v;
+    InputRef<Scalar> a;
+    InputRef<Scalar> b;
+    InputRef<Scalar> log_decay;
+  };
+
+  struct State {
+    Matrix<Scalar> S;  ///< key_dim × value_dim
+  };
+
+  /// The state in state files (core/state_layout.hpp).
+  struct StateLayout {
+    static constexpr std::string_view kind = "GeneralizedDeltaRule";
+    static std::vector<StateParam> params(const GeneralizedDeltaRule& layer) {
+      return {{"key_dim", layer.options().key_dim}, {"value_dim", layer.options().value_dim}};
+    }
+    template <class S, class V>
+    static void visit(const GeneralizedDeltaRule&, S& state, V& v) {
+      v.tensor("S", state.S);
+    }
+  };
+
+  static constexpr const char* kName = "GeneralizedDeltaRule";
+
+  explicit GeneralizedDeltaRule(const Options& options) : options_(options) {
+    detail::require_positive(kName, "key_dim", options_.key_dim);
+    detail::require_positive(kName, "value_dim", options_.value_dim);
+    detail::require_positive(kName, "chunk_size", options_.chunk_size);
+    options_.scale = detail::scale_or_default(kName, options_.scale, options_.key_dim);
+  }
+
+  const Options& options() const { return options_; }
+  Scalar scale() const { return *options_.scale; }
+
+  static constexpr auto gates() {
+    constexpr double kInf = std::numeric_limits<double>::infinity();
+    constexpr auto kPerChannel = detail::GateShape::per_key_channel;
+    return std::tuple{detail::GateSpec{&Inputs::a, "a", -kInf, kInf, kPerChannel},
+                      detail::GateSpec{&Inputs::b, "b", -kInf, kInf, kPerChannel},
+                      detail::GateSpec{&Inputs::log_decay, "log_decay", -kInf, 0.0, kPerChannel}};
+  }
+
+  State initial_state() const {
+    return {Matrix<Scalar>::Zero(options_.key_dim, options_.value_dim)};
+  }
+
+  void check_state(Form, Index, const State& state) const {
+    detail::require_shape(kName, "state.S", state.S, options_.key_dim, options_.value_dim);
+  }
+
+  /// The math of one checked call with T > 0.
+  void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
+    const Matrix<Scalar> q = in.q * scale();
+    if (form == Form::recurrent) return recurrent(q, in, state, out);
+    const Index chunk = form == Form::parallel ? q.rows() : options_.chunk_size;
+    detail::ChannelChunkWorkspace<Scalar> ws;
+    for (Index begin = 0; begin < q.rows(); begin += chunk) {
+      const Index n = std::min(chunk, q.rows() - begin);
+      ws.decay.assign(in.log_decay, begin, n);
+      run_chunk(q.middleRows(begin, n), in.k.middleRows(begin, n), in.v.middleRows(begin, n),
+                in.a.middleRows(begin, n), in.b.middleRows(begin, n), state.S,
+                out.middleRows(begin, n), ws);
+    }
+  }
+
+ private:
+  /// One chunk (docs/math.md §9), with the pair matrices A^xy of its rows (a-rows on the
+  /// exclusive γ⁻, strictly lower; q-rows on γ, diagonal included):
+  ///
+  ///     (I − A^ab) R = A^ak V + (Ā ⊙ exp(Γ⁻)) S              (forward substitution)
+  ///     O = (Q ⊙ exp(Γ)) S + A^qk V + A^qb R
+  ///     S ← diag(exp(γ_C)) S + (K ⊙ exp(γ_C − Γ))ᵀ V + (B ⊙ exp(γ_C − Γ))ᵀ R
+  template <class QBlock, class KBlock, class VBlock, class ABlock, class BBlock, class OBlock>
+  static void run_chunk(const QBlock& q, const KBlock& k, const VBlock& v, const ABlock& a,
+                        const BBlock& b, Matrix<Scalar>& S, OBlock&& out,
+                        detail::ChannelChunkWorkspace<Scalar>& ws) {
+    const auto gamma = ws.decay.inclusive();
+    const auto before = ws.decay.exclusive();
+    ws.pairs2.compute(a, before, std::array{&b, &k}, gamma, /*diagonal=*/false,
+                      {&ws.scores, &ws.scores2});
+    detail::scale_by_decay(a, before, Eigen::RowVectorXd::Zero(a.cols()), 1.0, ws.weighted);
+    ws.reads.noalias() = ws.weighted * S;
+    ws.reads.noalias() += ws.scores2 * v;
+    ws.scores = -ws.scores;
+    ws.scores.template triangularView<Eigen::UnitLower>().solveInPlace(ws.reads);
+
+    ws.pairs2.compute(q, gamma, std::array{&k, &b}, gamma, /*diagonal=*/true,
+                      {&ws.scores, &ws.scores2});
+    out.noalias() = ws.scores * v;
+    out.noalias() += ws.scores2 * ws.reads;
+    detail::add_start_and_update(q, k, v, S, out, ws);
+    detail::scale_by_decay(b, gamma, ws.decay.total(), -1.0, ws.weighted);
+    S.noalias() += ws.weighted.transpose() * ws.reads;
+  }
+
+  /// The definition, token by token (q already scaled).
+  void recurrent(const Matrix<Scalar>& q, const Inputs& in, State& state,
+                 MatrixRef<Scalar>& out) const {
+    Vector<Scalar> decay(options_.key_dim);
+    RowVector<Scalar> read(options_.value_dim);
+    for (Index t = 0; t < q.rows(); ++t) {
+      decay = in.log_decay.row(t).transpose().array().exp();
+      read.noalias() = in.a.row(t) * state.S;  // a_t S_{t−1}: the undecayed state
+      state.S = decay.asDiagonal() * state.S + in.b.row(t).transpose().lazyProduct(read) +
+                in.k.row(t).transpose().lazyProduct(in.v.row(t));
+      out.row(t).noalias() = q.row(t) * state.S;
+    }
+  }
+
+  Options options_;
+};
+
+}  // namespace seqmem

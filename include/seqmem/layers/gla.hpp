@@ -1,0 +1,133 @@
+#pragma once
+
+/// @file
+/// Gated linear attention (GLA): linear attention with one decay per key channel, in all three
+/// forms (docs/math.md §7). RWKV-6 and HGRN-2 update their state the same way.
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "seqmem/core/layer.hpp"
+#include "seqmem/core/state_layout.hpp"
+#include "seqmem/core/types.hpp"
+#include "seqmem/detail/channel_decay.hpp"
+#include "seqmem/detail/checks.hpp"
+
+namespace seqmem {
+
+/// Gated linear attention (docs/math.md §7):
+///
+///     S_t = diag(exp(g_t)) S_{t−1} + k_tᵀ v_t          o_t = scale·q_t S_t
+///
+/// with `log_decay` g_t a row of key_dim log-decays (row c of S is key channel c).
+///
+/// A class of its own rather than an option of `LinearAttention`: the gate is `T×key_dim`, and
+/// the decay sits inside the sum over channels, so the chunk's score matrix is a decayed-pair
+/// matrix (detail/channel_decay.hpp) instead of `LinearAttention`'s masked `Q Kᵀ`; the two
+/// share nothing past the last two lines of a chunk. With all channels of a token equal it is
+/// `LinearAttention` with that scalar decay (a test checks it).
+///
+/// Chunkwise builds each chunk's pairs without ever forming exp(−γ), so any finite decay
+/// (g = −30, or −1e30) is exact in float as in double. The parallel form is the chunkwise
+/// algorithm with one chunk spanning the call: O(T²) memory.
+template <class Scalar_>
+class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
+ public:
+  using Scalar = Scalar_;
+  static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
+
+  struct Options {
+    Index key_dim = 0;
+    Index value_dim = 0;
+    std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
+    /// Tokens per chunk of the chunkwise form.
+    Index chunk_size = 64;
+    /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
+    bool check_finite = true;
+  };
+
+  /// q, k `T×key_dim`, v `T×value_dim`, `log_decay` `T×key_dim`, every entry finite and ≤ 0.
+  struct Inputs {
+    InputRef<Scalar> q;
+    InputRef<Scalar> k;
+    InputRef<Scalar> v;
+    InputRef<Scalar> log_decay;
+  };
+
+  struct State {
+    Matrix<Scalar> S;  ///< key_dim × value_dim
+  };
+
+  /// The state in state files (core/state_layout.hpp).
+  struct StateLayout {
+    static constexpr std::string_view kind = "GatedLinearAttention";
+    static std::vector<StateParam> params(const GatedLinearAttention& layer) {
+      return {{"key_dim", layer.options().key_dim}, {"value_dim", layer.options().value_dim}};
+    }
+    template <class S, class V>
+    static void visit(const GatedLinearAttention&, S& state, V& v) {
+      v.tensor("S", state.S);
+    }
+  };
+
+  static constexpr const char* kName = "GatedLinearAttention";
+
+  explicit GatedLinearAttention(const Options& options) : options_(options) {
+    detail::require_positive(kName, "key_dim", options_.key_dim);
+    detail::require_positive(kName, "value_dim", options_.value_dim);
+    detail::require_positive(kName, "chunk_size", options_.chunk_size);
+    options_.scale = detail::scale_or_default(kName, options_.scale, options_.key_dim);
+  }
+
+  const Options& options() const { return options_; }
+  Scalar scale() const { return *options_.scale; }
+
+  static constexpr auto gates() {
+    return std::tuple{detail::GateSpec{&Inputs::log_decay, "log_decay",
+                                       -std::numeric_limits<double>::infinity(), 0.0,
+                                       detail::GateShape::per_key_channel}};
+  }
+
+  State initial_state() const {
+    return {Matrix<Scalar>::Zero(options_.key_dim, options_.value_dim)};
+  }
+
+  void check_state(Form, Index, const State& state) const {
+    detail::require_shape(kName, "state.S", state.S, options_.key_dim, options_.value_dim);
+  }
+
+  /// The math of one checked call with T > 0.
+  void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
+    const Matrix<Scalar> q = in.q * scale();
+    if (form == Form::recurrent) return recurrent(q, in, state, out);
+    const Index chunk = form == Form::parallel ? q.rows() : options_.chunk_size;
+    detail::ChannelChunkWorkspace<Scalar> ws;
+    for (Index begin = 0; begin < q.rows(); begin += chunk) {
+      const Index n = std::min(chunk, q.rows() - begin);
+      ws.decay.assign(in.log_decay, begin, n);
+      detail::channel_decayed_chunk(q.middleRows(begin, n), in.k.middleRows(begin, n),
+                                    in.v.middleRows(begin, n), state.S, out.middleRows(begin, n),
+                                    ws);
+    }
+  }
+
+ private:
+  /// The definition, token by token (q already scaled).
+  void recurrent(const Matrix<Scalar>& q, const Inputs& in, State& state,
+                 MatrixRef<Scalar>& out) const {
+    Vector<Scalar> decay(options_.key_dim);
+    for (Index t = 0; t < q.rows(); ++t) {
+      decay = in.log_decay.row(t).transpose().array().exp();
+      state.S = decay.asDiagonal() * state.S + in.k.row(t).transpose().lazyProduct(in.v.row(t));
+      out.row(t).noalias() = q.row(t) * state.S;
+    }
+  }
+
+  Options options_;
+};
+
+}  // namespace seqmem
