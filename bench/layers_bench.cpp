@@ -2,7 +2,8 @@
 /// Benchmark suite of every seqmem layer (Google Benchmark). Run `scripts/bench.sh` for the
 /// whole pipeline (build, run, plots, docs/benchmarks.md); this binary is one step of it.
 ///
-///   layers_bench [--suite=full|quick|guard|chunks|layers|layer_blocks] [--benchmark_* flags]
+///   layers_bench [--suite=full|quick|guard|chunks|diagonal|layers|layer_blocks] [--benchmark_*
+///   flags]
 ///
 /// Suites (default `full`; docs/benchmarks.md lists exactly what each one runs):
 ///   full   every layer × every form × T ∈ {256, 1024, 4096, 16384} × d ∈ {64, 128}, float,
@@ -13,6 +14,8 @@
 ///   guard  the handful of cases bench/ratio_guard.py compares (ctest bench.ratio_guard).
 ///   chunks chunkwise linear attention, (gated) DeltaNet and softmax attention at T = 4096,
 ///          d ∈ {64, 128} over chunk_size ∈ {16 … 192} (how the defaults were chosen).
+///   diagonal  GLA, KDA and the generalized delta rule (docs/math.md §7–§9) at T = 4096,
+///          d ∈ {64, 128}: every form, 4 heads chunkwise, decode on 1 and 4 heads.
 ///   layers the layers from x (include/seqmem/models/) at D = 1024: prefill T = 4096 and
 ///          decode, with the share of projections, memory and the rest (bench/layers_from_x.cpp
 ///          describes the cases and the method); `full` and `quick` run them too.
@@ -265,6 +268,121 @@ struct DeltaNetCase {
     return total;
   }
 };
+/// FLOPs of a diagonal-gate chunk (docs/math.md §7–§9) over T tokens in chunks of C, from the
+/// per-chunk counts of n rows `pairs`·n²·dk + `values`·n²·dv + `state`·n·dk·dv (every n×n pair
+/// matrix is computed whole, then masked; exps and decay scalings are not counted).
+double diagonal_chunked_flops(Index T, Index C, Index dk, Index dv, double pairs, double values,
+                              double state) {
+  double total = 0.0;
+  for (Index begin = 0; begin < T; begin += C) {
+    const double n = as_double(std::min(C, T - begin));
+    total += pairs * n * n * as_double(dk) + values * n * n * as_double(dv) +
+             state * n * as_double(dk * dv);
+  }
+  return total;
+}
+
+/// The diagonal-gate layers' log-decays: one per key channel, uniform in [−0.1, −0.001]
+/// (GLA's logsigmoid/16 and KDA's gates at work lie around there).
+template <class Scalar>
+seqmem::Matrix<Scalar> channel_log_decay(Rng& rng, Index T, Index width) {
+  return random_uniform<Scalar>(rng, T, width, -0.1, -0.001);
+}
+
+/// Gated linear attention with per-channel decay (docs/math.md §7). Per chunk of n rows: the
+/// q/k pairs 2n²·dk, pairs·V 2n²·dv, Q·S and Kᵀ·V 4n·dk·dv. Recurrent: 4·dk·dv per token.
+template <class Scalar>
+struct GLA {
+  using Layer = seqmem::GatedLinearAttention<Scalar>;
+  static Layer make_layer(Index d) { return Layer({.key_dim = d, .value_dim = d}); }
+  struct Data {
+    seqmem::Matrix<Scalar> q, k, v, log_decay;
+    typename Layer::Inputs inputs() const {
+      return {.q = q, .k = k, .v = v, .log_decay = log_decay};
+    }
+  };
+  static Data make_data(Index T, Index d, Index H, Rng& rng) {
+    return {.q = random_normal<Scalar>(rng, T, H * d, qk_stddev(d)),
+            .k = random_normal<Scalar>(rng, T, H * d, qk_stddev(d)),
+            .v = random_normal<Scalar>(rng, T, H * d, 1.0),
+            .log_decay = channel_log_decay<Scalar>(rng, T, H * d)};
+  }
+  static std::optional<double> flops(const Layer& layer, Form form, Index T) {
+    const Index dk = layer.options().key_dim, dv = layer.options().value_dim;
+    if (form == Form::recurrent) return 4.0 * as_double(T * dk * dv);
+    const Index C = form == Form::parallel ? T : layer.options().chunk_size;
+    return diagonal_chunked_flops(T, C, dk, dv, 2, 2, 4);
+  }
+};
+
+/// Kimi delta attention (docs/math.md §8); unit keys, β ∈ (0, 1). Per chunk of n rows: K·S
+/// 2n·dk·dv, the k/k and q/k pairs 4n²·dk, the solve n²·dv, pairs·V' 2n²·dv, Q·S and Kᵀ·V'
+/// 4n·dk·dv. Recurrent: 6·dk·dv per token.
+template <class Scalar>
+struct KDA {
+  using Layer = seqmem::KimiDeltaAttention<Scalar>;
+  static Layer make_layer(Index d) { return Layer({.key_dim = d, .value_dim = d}); }
+  struct Data {
+    seqmem::Matrix<Scalar> q, k, v, beta, log_decay;
+    typename Layer::Inputs inputs() const {
+      return {.q = q, .k = k, .v = v, .beta = beta, .log_decay = log_decay};
+    }
+  };
+  static Data make_data(Index T, Index d, Index H, Rng& rng) {
+    Data data{.q = random_normal<Scalar>(rng, T, H * d, qk_stddev(d)),
+              .k = random_normal<Scalar>(rng, T, H * d, 1.0),
+              .v = random_normal<Scalar>(rng, T, H * d, 1.0),
+              .beta = random_uniform<Scalar>(rng, T, H, 0.0, 1.0),
+              .log_decay = channel_log_decay<Scalar>(rng, T, H * d)};
+    normalize_heads(data.k, d);
+    return data;
+  }
+  static std::optional<double> flops(const Layer& layer, Form form, Index T) {
+    const Index dk = layer.options().key_dim, dv = layer.options().value_dim;
+    if (form == Form::recurrent) return 6.0 * as_double(T * dk * dv);
+    const Index C = form == Form::parallel ? T : layer.options().chunk_size;
+    return diagonal_chunked_flops(T, C, dk, dv, 4, 3, 6);
+  }
+};
+
+/// The generalized delta rule (docs/math.md §9) as RWKV-7 drives it: a = −κ̂, b = κ̂ ⊙ α with
+/// κ̂ unit rows and α ∈ (0, 1), g = −e^{−1/2}·σ(N(0, 1)). Per chunk of n rows: the a/(b, k) and
+/// q/(k, b) pairs 8n²·dk, Ā·S 2n·dk·dv, A^ak·V 2n²·dv, the solve n²·dv, the q pairs times V and
+/// R 4n²·dv, Q·S 2n·dk·dv, Kᵀ·V and Bᵀ·R 4n·dk·dv. Recurrent: a·S, the two rank-1 updates and
+/// q·S, 8·dk·dv per token.
+template <class Scalar>
+struct DPLR {
+  using Layer = seqmem::GeneralizedDeltaRule<Scalar>;
+  static Layer make_layer(Index d) { return Layer({.key_dim = d, .value_dim = d}); }
+  struct Data {
+    seqmem::Matrix<Scalar> q, k, v, a, b, log_decay;
+    typename Layer::Inputs inputs() const {
+      return {.q = q, .k = k, .v = v, .a = a, .b = b, .log_decay = log_decay};
+    }
+  };
+  static Data make_data(Index T, Index d, Index H, Rng& rng) {
+    Data data{.q = random_normal<Scalar>(rng, T, H * d, qk_stddev(d)),
+              .k = random_normal<Scalar>(rng, T, H * d, qk_stddev(d)),
+              .v = random_normal<Scalar>(rng, T, H * d, 1.0),
+              .a = random_normal<Scalar>(rng, T, H * d, 1.0),
+              .b = random_uniform<Scalar>(rng, T, H * d, 0.0, 1.0),
+              .log_decay = random_normal<Scalar>(rng, T, H * d, 1.0)};
+    normalize_heads(data.a, d);
+    data.b.array() *= data.a.array();     // b = κ̂ ⊙ α
+    data.a = -data.a;                     // a = −κ̂
+    const double scale = std::exp(-0.5);  // g = −e^{−1/2}·σ(x)
+    data.log_decay = data.log_decay.unaryExpr(
+        [scale](Scalar x) { return static_cast<Scalar>(-scale / (1.0 + std::exp(-double(x)))); });
+    return data;
+  }
+  static std::optional<double> flops(const Layer& layer, Form form, Index T) {
+    const Index dk = layer.options().key_dim, dv = layer.options().value_dim;
+    if (form == Form::recurrent) return 8.0 * as_double(T * dk * dv);
+    const Index C = form == Form::parallel ? T : layer.options().chunk_size;
+    return diagonal_chunked_flops(T, C, dk, dv, 8, 7, 8);
+  }
+};
+
 template <class Scalar>
 using DeltaNet = DeltaNetCase<Scalar, false>;
 template <class Scalar>
@@ -682,6 +800,9 @@ const std::vector<LayerEntry>& layer_table() {
       entry<TTTMLP>("ttt_mlp", ParallelForm::mini_batch),
       entry<TitansL1>("titans_L1", ParallelForm::mini_batch),
       entry<TitansL2>("titans_L2", ParallelForm::mini_batch),
+      entry<GLA>("gla", ParallelForm::quadratic),
+      entry<KDA>("kda", ParallelForm::quadratic),
+      entry<DPLR>("generalized_delta_rule", ParallelForm::quadratic),
   };
   return table;
 }
@@ -796,11 +917,28 @@ void register_guard() {
 /// Chunk-size sweep of the chunked layers (how the default chunk_size was chosen).
 void register_chunks() {
   register_gemms();
-  for (std::string_view name :
-       {"linear_attention_gated", "delta_net", "gated_delta_net", "softmax_attention"}) {
+  for (std::string_view name : {"linear_attention_gated", "delta_net", "gated_delta_net",
+                                "softmax_attention", "gla", "kda", "generalized_delta_rule"}) {
     for (const Index d : {64, 128}) {
       for (const Index chunk : {16, 32, 48, 64, 96, 128, 192})
         layer_named(name)({.form = Form::chunkwise, .T = 4096, .d = d, .chunk = chunk});
+    }
+  }
+}
+
+/// The diagonal-gate layers (docs/math.md §7–§9) at T = 4096, d ∈ {64, 128}: every form on one
+/// head, chunkwise on 4 heads (1 and 2 threads), decode on 1 and 4 heads, beside the GEMMs.
+void register_diagonal() {
+  register_gemms();
+  for (std::string_view name : {"gla", "kda", "generalized_delta_rule"}) {
+    const LayerEntry& layer = layer_named(name);
+    for (const Index d : {64, 128}) {
+      for (const Form form : kForms)
+        layer({.form = form, .T = 4096, .d = d});
+      for (const Index threads : {1, 2})
+        layer({.form = Form::chunkwise, .T = 4096, .d = d, .heads = 4, .threads = threads});
+      for (const Index heads : {1, 4})
+        layer.decode(d, heads);
     }
   }
 }
@@ -814,6 +952,8 @@ bool register_suite(std::string_view suite) {
     register_guard();
   } else if (suite == "chunks") {
     register_chunks();
+  } else if (suite == "diagonal") {
+    register_diagonal();
   } else if (suite == "layers") {
     seqmem::bench::register_layers_from_x();
   } else if (suite == "layer_blocks") {
@@ -847,7 +987,8 @@ int main(int argc, char** argv) {
   if (!register_suite(suite)) {
     std::fprintf(
         stderr,
-        "layers_bench: unknown --suite=%s (full, quick, guard, chunks, layers or layer_blocks)\n",
+        "layers_bench: unknown --suite=%s (full, quick, guard, chunks, diagonal, layers or "
+        "layer_blocks)\n",
         suite.c_str());
     return 1;
   }

@@ -48,111 +48,182 @@ class ChannelDecay {
   DecaySums sums_;
 };
 
-/// `out = x ⊙ exp(sign·(g − ref))` row by row: `g` a block of γ rows, `ref` one γ row (or a
-/// broadcast row). The exponent is formed in double and rounded once to Scalar, so its error is
-/// relative to its own (small) size, not to γ's.
-template <class Scalar, class X, class G, class Ref>
-void scale_by_decay(const X& x, const G& g, const Ref& ref, double sign, Matrix<Scalar>& out) {
-  out.resize(x.rows(), x.cols());
-  for (Index i = 0; i < x.rows(); ++i) {
-    out.row(i).array() =
-        x.row(i).array() * (sign * (g.row(i) - ref)).template cast<Scalar>().array().exp();
-  }
+/// `out = x ⊙ exp(sign·(g − ref))`: `g` a block of γ rows, `ref` one γ row (or a broadcast
+/// row). The exponent is formed in double and rounded once to Scalar, so its error is relative
+/// to its own (small) size, not to γ's; the exponential runs vectorized in Scalar (`exponent`
+/// is a caller's buffer, so the call allocates nothing once the buffers have grown). `out` is a
+/// Matrix (resized) or a block of the right shape.
+template <class Scalar, class X, class G, class Ref, class Out>
+void scale_by_decay(const X& x, const G& g, const Ref& ref, double sign, Out&& out,
+                    Matrix<Scalar>& exponent) {
+  exponent = (sign * (g.rowwise() - ref)).template cast<Scalar>();
+  out = x.array() * exponent.array().exp();
 }
 
-/// Decayed-pair matrices (docs/math.md §7, "Strong decays"): for N right-hand operands Y_n that
-/// share their exponents gy,
+/// One side of the decayed-pair matrices: rows x (C×dk) with their exponents g (the chunk's
+/// inclusive γ, or for §9's a-rows the exclusive γ⁻), and whether a row pairs with itself.
+template <class Scalar>
+struct PairRows {
+  MatrixCRef<Scalar> x;
+  Eigen::Ref<const DecaySums> g;
+  bool diagonal;
+};
+
+/// Decayed-pair matrices (docs/math.md §7, "Strong decays"): for L row operands (x_l, gx_l) and
+/// R column operands y_r sharing their exponents gy (all C rows), block (l, r) of the
+/// `(L·C)×(R·C)` result is
 ///
-///     A_n(i, j) = Σ_c x_ic y_njc exp(gx_ic − gy_jc)      for j < i (j ≤ i with `diagonal`),
-///                                                          0 above
+///     A(i, j) = Σ_c x_ic y_jc exp(gx_ic − gy_jc)      for j < i (j ≤ i when x_l is diagonal),
+///                                                       0 above
 ///
-/// where gx_i ≤ gy_{i−1} ≤ gy_i row by row (γ is non-increasing down a chunk; the rows of x use
-/// the inclusive γ or, for §9's a-rows, the exclusive one). Never formed as (x ⊙ e^{gx})(y ⊙
-/// e^{−gy})ᵀ, which overflows under strong decays. Instead, over a diagonal block of rows:
+/// where gx_i ≤ gy_{i−1} and gy is non-increasing down the rows (γ over a chunk). Never formed as
+/// (x ⊙ e^{gx})(y ⊙ e^{−gy})ᵀ, which overflows under strong decays. Instead, over a diagonal
+/// block of rows:
 ///
-/// - When every exponent of the block spans at most `kSpan` per channel, one GEMM on factors
+/// - When every exponent of the block lies within `kSpan` per channel, one GEMM on factors
 ///   centred per channel: (x ⊙ e^{gx − p})(y ⊙ e^{p − gy})ᵀ with p the midpoint of the block's
-///   range, so no factor exceeds e^{kSpan/2}: no overflow, and each product is exact to rounding.
-/// - Otherwise the block is halved. The lower-left quarter is one GEMM on factors split at the
+///   range, so no factor exceeds e^{kSpan/2}: nothing overflows, and each product is exact to
+///   rounding. All L·R blocks of a whole chunk come from one GEMM of the stacked factors.
+/// - Otherwise the block is halved. Its lower-left quarter is one GEMM on factors split at the
 ///   boundary ρ = gy_{m−1} (m the first row of the lower half): e^{gx_i − ρ} for i ≥ m and
-///   e^{ρ − gy_j} for j < m, both in [0, 1]; an underflow drops only a term smaller still. The
-///   two diagonal halves recurse. A block of one row is its own diagonal pair.
+///   e^{ρ − gy_j} for j < m, both in [0, 1], so an underflow drops only a term smaller still.
+///   The two diagonal halves recurse; a single row pairs only with itself (exponent gx_i − gy_i,
+///   0 for the inclusive rows that keep their diagonal).
 ///
-/// Blocks wider than `kDirect` rows are halved regardless, so the upper triangle costs no work.
-template <class Scalar, std::size_t N>
+/// Blocks of more than `kDirect` rows are halved regardless, so a long parallel call does not
+/// compute its upper triangle.
+template <class Scalar>
 class DecayedPairs {
  public:
-  template <class X, class GX, class Y, class GY>
-  void compute(const X& x, const GX& gx, const std::array<const Y*, N>& y, const GY& gy,
-               bool diagonal, std::array<Matrix<Scalar>*, N> out) {
-    const Index n = x.rows();
-    for (Matrix<Scalar>* a : out)
-      a->setZero(n, n);
-    if (n > 0) block(x, gx, y, gy, diagonal, out, 0, n);
+  template <std::size_t L, std::size_t R>
+  void compute(const std::array<PairRows<Scalar>, L>& rows,
+               const std::array<MatrixCRef<Scalar>, R>& cols, const Eigen::Ref<const DecaySums>& gy,
+               Matrix<Scalar>& out) {
+    const Index n = gy.rows();
+    out.resize(Index(L) * n, Index(R) * n);
+    if (n > 0) block(rows, cols, gy, out, 0, n);
   }
 
  private:
   static constexpr double kSpan = std::is_same_v<Scalar, float> ? 40.0 : 400.0;
   static constexpr Index kDirect = 64;
 
-  template <class X, class GX, class Y, class GY>
-  void block(const X& x, const GX& gx, const std::array<const Y*, N>& y, const GY& gy,
-             bool diagonal, const std::array<Matrix<Scalar>*, N>& out, Index r0, Index r1) {
-    const Index rows = r1 - r0;
-    const Eigen::RowVectorXd top = gx.row(r0).cwiseMax(gy.row(r0));
-    const Eigen::RowVectorXd bottom = gx.row(r1 - 1).cwiseMin(gy.row(r1 - 1));
-    const bool fits = (top - bottom).maxCoeff() <= kSpan;
-    if (rows == 1 || (fits && rows <= kDirect)) {
-      if (rows == 1 && !diagonal) return;  // a strictly lower row pair of one row: 0
+  template <std::size_t L, std::size_t R>
+  void block(const std::array<PairRows<Scalar>, L>& rows,
+             const std::array<MatrixCRef<Scalar>, R>& cols, const Eigen::Ref<const DecaySums>& gy,
+             Matrix<Scalar>& out, Index r0, Index r1) {
+    const Index n = gy.rows(), size = r1 - r0;
+    if (size == 1) return single_row(rows, cols, gy, out, r0);
+    Eigen::RowVectorXd top = gy.row(r0), bottom = gy.row(r1 - 1);
+    for (const PairRows<Scalar>& side : rows) {
+      top = top.cwiseMax(side.g.row(r0));
+      bottom = bottom.cwiseMin(side.g.row(r1 - 1));
+    }
+    if (size <= kDirect && (top - bottom).maxCoeff() <= kSpan) {
       const Eigen::RowVectorXd mid = 0.5 * (top + bottom);
-      scale_by_decay(x.middleRows(r0, rows), gx.middleRows(r0, rows), mid, 1.0, left_);
-      for (std::size_t t = 0; t < N; ++t) {
-        scale_by_decay(y[t]->middleRows(r0, rows), gy.middleRows(r0, rows), mid, -1.0, right_);
-        auto a = out[t]->block(r0, r0, rows, rows);
-        a.noalias() = left_ * right_.transpose();
-        for (Index i = 0; i < rows; ++i) {
-          const Index keep = diagonal ? i + 1 : i;
-          a.row(i).tail(rows - keep).setZero();
+      left_.resize(Index(L) * size, gy.cols());
+      right_.resize(Index(R) * size, gy.cols());
+      for (std::size_t l = 0; l < L; ++l) {
+        scale_by_decay(rows[l].x.middleRows(r0, size), rows[l].g.middleRows(r0, size), mid, 1.0,
+                       factor_, exponent_);
+        left_.middleRows(Index(l) * size, size) = factor_;
+      }
+      for (std::size_t r = 0; r < R; ++r) {
+        scale_by_decay(cols[r].middleRows(r0, size), gy.middleRows(r0, size), mid, -1.0, factor_,
+                       exponent_);
+        right_.middleRows(Index(r) * size, size) = factor_;
+      }
+      if (size == n) {
+        out.noalias() = left_ * right_.transpose();  // every block of the chunk at once
+      } else {
+        for (std::size_t l = 0; l < L; ++l) {
+          for (std::size_t r = 0; r < R; ++r) {
+            out.block(Index(l) * n + r0, Index(r) * n + r0, size, size).noalias() =
+                left_.middleRows(Index(l) * size, size) *
+                right_.middleRows(Index(r) * size, size).transpose();
+          }
+        }
+      }
+      for (std::size_t l = 0; l < L; ++l) {
+        for (std::size_t r = 0; r < R; ++r) {
+          auto a = out.block(Index(l) * n + r0, Index(r) * n + r0, size, size);
+          for (Index i = 0; i < size; ++i) {
+            const Index keep = rows[l].diagonal ? i + 1 : i;
+            a.row(i).tail(size - keep).setZero();
+          }
         }
       }
       return;
     }
-    const Index m = r0 + rows / 2;
-    const auto boundary = gy.row(m - 1);
-    scale_by_decay(x.middleRows(m, r1 - m), gx.middleRows(m, r1 - m), boundary, 1.0, left_);
-    for (std::size_t t = 0; t < N; ++t) {
-      scale_by_decay(y[t]->middleRows(r0, m - r0), gy.middleRows(r0, m - r0), boundary, -1.0,
-                     right_);
-      out[t]->block(m, r0, r1 - m, m - r0).noalias() = left_ * right_.transpose();
+    const Index m = r0 + size / 2;
+    const Eigen::RowVectorXd boundary = gy.row(m - 1);
+    for (std::size_t l = 0; l < L; ++l) {
+      scale_by_decay(rows[l].x.middleRows(m, r1 - m), rows[l].g.middleRows(m, r1 - m), boundary,
+                     1.0, left_, exponent_);
+      for (std::size_t r = 0; r < R; ++r) {
+        scale_by_decay(cols[r].middleRows(r0, m - r0), gy.middleRows(r0, m - r0), boundary, -1.0,
+                       right_, exponent_);
+        out.block(Index(l) * n + m, Index(r) * n + r0, r1 - m, m - r0).noalias() =
+            left_ * right_.transpose();
+        out.block(Index(l) * n + r0, Index(r) * n + m, m - r0, r1 - m).setZero();
+      }
     }
-    block(x, gx, y, gy, diagonal, out, r0, m);
-    block(x, gx, y, gy, diagonal, out, m, r1);
+    block(rows, cols, gy, out, r0, m);
+    block(rows, cols, gy, out, m, r1);
   }
 
-  Matrix<Scalar> left_, right_;
+  template <std::size_t L, std::size_t R>
+  static void single_row(const std::array<PairRows<Scalar>, L>& rows,
+                         const std::array<MatrixCRef<Scalar>, R>& cols,
+                         const Eigen::Ref<const DecaySums>& gy, Matrix<Scalar>& out, Index i) {
+    const Index n = gy.rows();
+    for (std::size_t l = 0; l < L; ++l) {
+      for (std::size_t r = 0; r < R; ++r) {
+        Scalar value(0);
+        if (rows[l].diagonal) {
+          value = (rows[l].x.row(i).array() * cols[r].row(i).array() *
+                   (rows[l].g.row(i) - gy.row(i)).template cast<Scalar>().array().exp())
+                      .sum();
+        }
+        out(Index(l) * n + i, Index(r) * n + i) = value;
+      }
+    }
+  }
+
+  Matrix<Scalar> left_, right_, factor_, exponent_;
 };
 
 /// Buffers of one per-channel decayed chunk, reused across the chunks of a call.
 template <class Scalar>
 struct ChannelChunkWorkspace {
   ChannelDecay decay;
-  DecayedPairs<Scalar, 1> pairs;
-  DecayedPairs<Scalar, 2> pairs2;
-  Matrix<Scalar> scores, scores2;  // C×C decayed-pair matrices
-  Matrix<Scalar> weighted;         // C×dk (rows scaled by decays)
-  Matrix<Scalar> values, reads;    // C×dv (pseudo-values, low-rank reads)
+  DecayedPairs<Scalar> pairs;
+  Matrix<Scalar> scores;    // the chunk's decayed-pair matrices
+  Matrix<Scalar> weighted;  // rows scaled by decays
+  Matrix<Scalar> exponent;  // the decays' exponents
+  Matrix<Scalar> values;    // pseudo-values, low-rank reads
+  Matrix<Scalar> products;  // products with the start state
 };
 
-/// The two terms of a chunk that touch its start state S (docs/math.md §7):
-/// `O += (Q ⊙ exp(Γ)) S`, then `S ← diag(exp(γ_C)) S + (K ⊙ exp(γ_C − Γ))ᵀ V`.
-template <class Scalar, class QBlock, class KBlock, class VBlock, class OBlock>
-void add_start_and_update(const QBlock& q, const KBlock& k, const VBlock& v, Matrix<Scalar>& state,
-                          OBlock&& out, ChannelChunkWorkspace<Scalar>& ws) {
-  const ChannelDecay& decay = ws.decay;
-  scale_by_decay(q, decay.inclusive(), Eigen::RowVectorXd::Zero(q.cols()), 1.0, ws.weighted);
-  out.noalias() += ws.weighted * state;
+/// Zero exponent: `x ⊙ exp(γ_i)` scales row i by the decay from the chunk start.
+inline Eigen::RowVectorXd from_start(Index width) {
+  return Eigen::RowVectorXd::Zero(width);
+}
+
+/// `S ← diag(exp(γ_C)) S`: the whole chunk's decay, row c of S by channel c's.
+template <class Scalar>
+void decay_state(Matrix<Scalar>& state, const ChannelDecay& decay) {
   state.array().colwise() *= decay.total().transpose().template cast<Scalar>().array().exp();
-  scale_by_decay(k, decay.inclusive(), decay.total(), -1.0, ws.weighted);
+}
+
+/// The chunk's write into its state after the decay (docs/math.md §7):
+/// `S ← diag(exp(γ_C)) S + (K ⊙ exp(γ_C − Γ))ᵀ V`, for keys K (C×dk) and values V (C×dv).
+template <class Scalar, class KBlock, class VBlock>
+void decay_and_write(const KBlock& k, const VBlock& v, Matrix<Scalar>& state,
+                     ChannelChunkWorkspace<Scalar>& ws) {
+  const ChannelDecay& decay = ws.decay;
+  decay_state(state, decay);
+  scale_by_decay(k, decay.inclusive(), decay.total(), -1.0, ws.weighted, ws.exponent);
   state.noalias() += ws.weighted.transpose() * v;
 }
 
@@ -162,15 +233,34 @@ void add_start_and_update(const QBlock& q, const KBlock& k, const VBlock& v, Mat
 ///     O = (Q ⊙ exp(Γ)) S + A V,     A_ij = Σ_c q_ic k_jc exp(γ_ic − γ_jc)  (j ≤ i)
 ///     S ← diag(exp(γ_C)) S + (K ⊙ exp(γ_C − Γ))ᵀ V
 ///
-/// Q is already scaled. KDA ends its chunk with this on its pseudo-values (§8).
+/// Q is already scaled.
 template <class Scalar, class QBlock, class KBlock, class VBlock, class OBlock>
 void channel_decayed_chunk(const QBlock& q, const KBlock& k, const VBlock& v, Matrix<Scalar>& state,
                            OBlock&& out, ChannelChunkWorkspace<Scalar>& ws) {
-  const ChannelDecay& decay = ws.decay;
-  ws.pairs.compute(q, decay.inclusive(), std::array{&k}, decay.inclusive(), /*diagonal=*/true,
-                   {&ws.scores});
+  const auto gamma = ws.decay.inclusive();
+  ws.pairs.compute(std::array{PairRows<Scalar>{q, gamma, true}}, std::array{MatrixCRef<Scalar>(k)},
+                   gamma, ws.scores);
   out.noalias() = ws.scores * v;
-  add_start_and_update(q, k, v, state, out, ws);
+  scale_by_decay(q, gamma, from_start(q.cols()), 1.0, ws.weighted, ws.exponent);
+  out.noalias() += ws.weighted * state;
+  decay_and_write(k, v, state, ws);
+}
+
+/// One token of a recurrent form in one pass over S (docs/math.md §7–§9): every row c of S
+/// becomes `decay(c)·row + write(c)` (`write(c)` an expression of the token's rank-1 terms for
+/// key channel c) and is read at once, `o = scale·q S`. Reading S while it is in cache is what
+/// keeps decode at one pass plus the read some layers need before the write (KDA's k S̃, the
+/// generalized rule's a S). One Eigen expression per row: unlike a GEMV plus a rank-1 update,
+/// it stays vectorized at -O2 as at -O3.
+template <class Scalar, class Decay, class QRow, class ORow, class Write>
+void decay_write_read(Matrix<Scalar>& S, const Decay& decay, const QRow& q, Scalar scale, ORow&& o,
+                      Write write) {
+  o.setZero();
+  for (Index c = 0; c < S.rows(); ++c) {
+    auto row = S.row(c);
+    row = decay(c) * row + write(c);
+    o.noalias() += (scale * q(c)) * row;
+  }
 }
 
 }  // namespace seqmem::detail

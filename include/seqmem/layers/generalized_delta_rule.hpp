@@ -47,7 +47,7 @@ class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
     Index value_dim = 0;
     std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
     /// Tokens per chunk of the chunkwise form.
-    Index chunk_size = 64;
+    Index chunk_size = 32;
     /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
     bool check_finite = true;
   };
@@ -109,8 +109,8 @@ class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
 
   /// The math of one checked call with T > 0.
   void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
+    if (form == Form::recurrent) return recurrent(in, state, out);
     const Matrix<Scalar> q = in.q * scale();
-    if (form == Form::recurrent) return recurrent(q, in, state, out);
     const Index chunk = form == Form::parallel ? q.rows() : options_.chunk_size;
     detail::ChannelChunkWorkspace<Scalar> ws;
     for (Index begin = 0; begin < q.rows(); begin += chunk) {
@@ -127,42 +127,60 @@ class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
   /// exclusive γ⁻, strictly lower; q-rows on γ, diagonal included):
   ///
   ///     (I − A^ab) R = A^ak V + (Ā ⊙ exp(Γ⁻)) S              (forward substitution)
-  ///     O = (Q ⊙ exp(Γ)) S + A^qk V + A^qb R
-  ///     S ← diag(exp(γ_C)) S + (K ⊙ exp(γ_C − Γ))ᵀ V + (B ⊙ exp(γ_C − Γ))ᵀ R
+  ///     O = (Q ⊙ exp(Γ)) S + A^qb R + A^qk V
+  ///     S ← diag(exp(γ_C)) S + ([B; K] ⊙ exp(γ_C − Γ))ᵀ [R; V]
+  ///
+  /// The four pair matrices come from one computation ([Ā; Q] against [B; K]), and the two
+  /// products with the start state from one GEMM.
   template <class QBlock, class KBlock, class VBlock, class ABlock, class BBlock, class OBlock>
   static void run_chunk(const QBlock& q, const KBlock& k, const VBlock& v, const ABlock& a,
                         const BBlock& b, Matrix<Scalar>& S, OBlock&& out,
                         detail::ChannelChunkWorkspace<Scalar>& ws) {
-    const auto gamma = ws.decay.inclusive();
-    const auto before = ws.decay.exclusive();
-    ws.pairs2.compute(a, before, std::array{&b, &k}, gamma, /*diagonal=*/false,
-                      {&ws.scores, &ws.scores2});
-    detail::scale_by_decay(a, before, Eigen::RowVectorXd::Zero(a.cols()), 1.0, ws.weighted);
-    ws.reads.noalias() = ws.weighted * S;
-    ws.reads.noalias() += ws.scores2 * v;
-    ws.scores = -ws.scores;
-    ws.scores.template triangularView<Eigen::UnitLower>().solveInPlace(ws.reads);
+    using detail::PairRows;
+    const Index n = k.rows(), dk = k.cols();
+    const detail::ChannelDecay& decay = ws.decay;
+    const auto gamma = decay.inclusive();
+    const auto before = decay.exclusive();
+    ws.pairs.compute(
+        std::array{PairRows<Scalar>{a, before, false}, PairRows<Scalar>{q, gamma, true}},
+        std::array{MatrixCRef<Scalar>(b), MatrixCRef<Scalar>(k)}, gamma, ws.scores);
+    ws.weighted.resize(2 * n, dk);
+    const auto start = detail::from_start(dk);
+    detail::scale_by_decay(a, before, start, 1.0, ws.weighted.topRows(n), ws.exponent);
+    detail::scale_by_decay(q, gamma, start, 1.0, ws.weighted.bottomRows(n), ws.exponent);
+    ws.products.noalias() = ws.weighted * S;
 
-    ws.pairs2.compute(q, gamma, std::array{&k, &b}, gamma, /*diagonal=*/true,
-                      {&ws.scores, &ws.scores2});
-    out.noalias() = ws.scores * v;
-    out.noalias() += ws.scores2 * ws.reads;
-    detail::add_start_and_update(q, k, v, S, out, ws);
-    detail::scale_by_decay(b, gamma, ws.decay.total(), -1.0, ws.weighted);
-    S.noalias() += ws.weighted.transpose() * ws.reads;
+    // [R; V]: the low-rank reads, solved, over the values.
+    ws.values.resize(2 * n, v.cols());
+    auto reads = ws.values.topRows(n);
+    ws.values.bottomRows(n) = v;
+    reads = ws.products.topRows(n);
+    reads.noalias() += ws.scores.block(0, n, n, n) * v;
+    auto ab = ws.scores.topLeftCorner(n, n);
+    ab = -ab;
+    ab.template triangularView<Eigen::UnitLower>().solveInPlace(reads);
+
+    out = ws.products.bottomRows(n);
+    out.noalias() += ws.scores.bottomRows(n) * ws.values;
+
+    detail::decay_state(S, decay);
+    detail::scale_by_decay(b, gamma, decay.total(), -1.0, ws.weighted.topRows(n), ws.exponent);
+    detail::scale_by_decay(k, gamma, decay.total(), -1.0, ws.weighted.bottomRows(n), ws.exponent);
+    S.noalias() += ws.weighted.transpose() * ws.values;
   }
 
-  /// The definition, token by token (q already scaled).
-  void recurrent(const Matrix<Scalar>& q, const Inputs& in, State& state,
-                 MatrixRef<Scalar>& out) const {
+  /// The definition, token by token: the read a_t S_{t−1}, then one pass over S.
+  void recurrent(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
     Vector<Scalar> decay(options_.key_dim);
     RowVector<Scalar> read(options_.value_dim);
-    for (Index t = 0; t < q.rows(); ++t) {
+    for (Index t = 0; t < in.q.rows(); ++t) {
       decay = in.log_decay.row(t).transpose().array().exp();
       read.noalias() = in.a.row(t) * state.S;  // a_t S_{t−1}: the undecayed state
-      state.S = decay.asDiagonal() * state.S + in.b.row(t).transpose().lazyProduct(read) +
-                in.k.row(t).transpose().lazyProduct(in.v.row(t));
-      out.row(t).noalias() = q.row(t) * state.S;
+      const auto b = in.b.row(t);
+      const auto k = in.k.row(t);
+      const auto v = in.v.row(t);
+      detail::decay_write_read(state.S, decay, in.q.row(t), scale(), out.row(t),
+                               [&](Index c) { return b(c) * read + k(c) * v; });
     }
   }
 

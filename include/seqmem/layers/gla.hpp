@@ -45,7 +45,7 @@ class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
     Index value_dim = 0;
     std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
     /// Tokens per chunk of the chunkwise form.
-    Index chunk_size = 64;
+    Index chunk_size = 32;
     /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
     bool check_finite = true;
   };
@@ -102,8 +102,8 @@ class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
 
   /// The math of one checked call with T > 0.
   void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
+    if (form == Form::recurrent) return recurrent(in, state, out);
     const Matrix<Scalar> q = in.q * scale();
-    if (form == Form::recurrent) return recurrent(q, in, state, out);
     const Index chunk = form == Form::parallel ? q.rows() : options_.chunk_size;
     detail::ChannelChunkWorkspace<Scalar> ws;
     for (Index begin = 0; begin < q.rows(); begin += chunk) {
@@ -116,14 +116,15 @@ class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
   }
 
  private:
-  /// The definition, token by token (q already scaled).
-  void recurrent(const Matrix<Scalar>& q, const Inputs& in, State& state,
-                 MatrixRef<Scalar>& out) const {
+  /// The definition, token by token, in one pass over S per token.
+  void recurrent(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
     Vector<Scalar> decay(options_.key_dim);
-    for (Index t = 0; t < q.rows(); ++t) {
+    for (Index t = 0; t < in.q.rows(); ++t) {
       decay = in.log_decay.row(t).transpose().array().exp();
-      state.S = decay.asDiagonal() * state.S + in.k.row(t).transpose().lazyProduct(in.v.row(t));
-      out.row(t).noalias() = q.row(t) * state.S;
+      const auto k = in.k.row(t);
+      const auto v = in.v.row(t);
+      detail::decay_write_read(state.S, decay, in.q.row(t), scale(), out.row(t),
+                               [&](Index c) { return k(c) * v; });
     }
   }
 

@@ -45,7 +45,7 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
     Index value_dim = 0;
     std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
     /// Tokens per chunk of the chunkwise form.
-    Index chunk_size = 64;
+    Index chunk_size = 32;
     /// Divide q and k rows by sqrt(Σx² + 1e-6) inside the layer, before `scale` (as KDA models
     /// do; fla's `use_qk_l2norm_in_kernel`).
     bool qk_l2norm = false;
@@ -108,66 +108,75 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
 
   /// The math of one checked call with T > 0.
   void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
-    Matrix<Scalar> q = in.q;
-    if (options_.qk_l2norm) {
-      detail::l2_normalize_rows(q);
-      Matrix<Scalar> k = in.k;
-      detail::l2_normalize_rows(k);
-      q *= scale();
-      run_form(form, q, k, in, state, out);
-    } else {
-      q *= scale();
-      run_form(form, q, in.k, in, state, out);
-    }
+    if (!options_.qk_l2norm) return run_form(form, in.q, in.k, in, state, out);
+    Matrix<Scalar> q = in.q, k = in.k;
+    detail::l2_normalize_rows(q);
+    detail::l2_normalize_rows(k);
+    run_form(form, q, k, in, state, out);
   }
 
  private:
-  template <class KMatrix>
-  void run_form(Form form, const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in,
-                State& state, MatrixRef<Scalar>& out) const {
-    if (form == Form::recurrent) return recurrent(q, k, in, state, out);
+  /// One call on q (not yet scaled) and k (normalized when `qk_l2norm`).
+  template <class QMatrix, class KMatrix>
+  void run_form(Form form, const QMatrix& q_in, const KMatrix& k, const Inputs& in, State& state,
+                MatrixRef<Scalar>& out) const {
+    if (form == Form::recurrent) return recurrent(q_in, k, in, state, out);
+    const Matrix<Scalar> q = q_in * scale();
     const Index chunk = form == Form::parallel ? q.rows() : options_.chunk_size;
     detail::ChannelChunkWorkspace<Scalar> ws;
     for (Index begin = 0; begin < q.rows(); begin += chunk) {
       const Index n = std::min(chunk, q.rows() - begin);
       ws.decay.assign(in.log_decay, begin, n);
-      const auto kc = k.middleRows(begin, n);
-      pseudo_values(kc, in.v.middleRows(begin, n), in.beta.middleRows(begin, n), state.S, ws);
-      detail::channel_decayed_chunk(q.middleRows(begin, n), kc, ws.values, state.S,
-                                    out.middleRows(begin, n), ws);
+      run_chunk(q.middleRows(begin, n), k.middleRows(begin, n), in.v.middleRows(begin, n),
+                in.beta.middleRows(begin, n), state.S, out.middleRows(begin, n), ws);
     }
   }
 
-  /// The values the delta rule actually writes in one chunk (docs/math.md §8):
-  ///     (I + A) V' = diag(β) (V − (K ⊙ exp(Γ)) S),   A_ij = β_i Σ_c k_ic k_jc e^{γ_ic − γ_jc}, j <
-  ///     i
-  /// solved by forward substitution (A is strictly lower triangular).
-  template <class KBlock, class VBlock, class BetaBlock>
-  static void pseudo_values(const KBlock& k, const VBlock& v, const BetaBlock& beta,
-                            const Matrix<Scalar>& S, detail::ChannelChunkWorkspace<Scalar>& ws) {
+  /// One chunk (docs/math.md §8): the pseudo-values V' the delta rule actually writes,
+  ///     (I + diag(β) A^kk) V' = diag(β) (V − (K ⊙ exp(Γ)) S)      (forward substitution)
+  /// then gated linear attention on them, O = (Q ⊙ exp(Γ)) S + A^qk V', S ← D S + (K ⊙ ·)ᵀ V'.
+  /// A^kk (strictly lower) and A^qk come from one pair computation, and (K ⊙ e^Γ) S and
+  /// (Q ⊙ e^Γ) S from one product.
+  template <class QBlock, class KBlock, class VBlock, class BetaBlock, class OBlock>
+  static void run_chunk(const QBlock& q, const KBlock& k, const VBlock& v, const BetaBlock& beta,
+                        Matrix<Scalar>& S, OBlock&& out,
+                        detail::ChannelChunkWorkspace<Scalar>& ws) {
+    using detail::PairRows;
+    const Index n = k.rows();
     const auto gamma = ws.decay.inclusive();
-    detail::scale_by_decay(k, gamma, Eigen::RowVectorXd::Zero(k.cols()), 1.0, ws.weighted);
-    ws.values = v;
-    ws.values.noalias() -= ws.weighted * S;
-    ws.values.array().colwise() *= beta.col(0).array();
-    ws.pairs.compute(k, gamma, std::array{&k}, gamma, /*diagonal=*/false, {&ws.scores});
-    ws.scores.array().colwise() *= beta.col(0).array();
-    ws.scores.template triangularView<Eigen::UnitLower>().solveInPlace(ws.values);
+    ws.pairs.compute(
+        std::array{PairRows<Scalar>{k, gamma, false}, PairRows<Scalar>{q, gamma, true}},
+        std::array{MatrixCRef<Scalar>(k)}, gamma, ws.scores);
+    ws.weighted.resize(2 * n, k.cols());
+    const auto start = detail::from_start(k.cols());
+    detail::scale_by_decay(k, gamma, start, 1.0, ws.weighted.topRows(n), ws.exponent);
+    detail::scale_by_decay(q, gamma, start, 1.0, ws.weighted.bottomRows(n), ws.exponent);
+    ws.products.noalias() = ws.weighted * S;
+
+    ws.values = (v - ws.products.topRows(n)).array().colwise() * beta.col(0).array();
+    auto kk = ws.scores.topRows(n);
+    kk.array().colwise() *= beta.col(0).array();
+    kk.template triangularView<Eigen::UnitLower>().solveInPlace(ws.values);
+
+    out = ws.products.bottomRows(n);
+    out.noalias() += ws.scores.bottomRows(n) * ws.values;
+    detail::decay_and_write(k, ws.values, S, ws);
   }
 
-  /// The definition, token by token (q already scaled).
-  template <class KMatrix>
-  void recurrent(const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in, State& state,
+  /// The definition, token by token: the read k_t S̃_t, then one pass over S.
+  template <class QMatrix, class KMatrix>
+  void recurrent(const QMatrix& q, const KMatrix& k, const Inputs& in, State& state,
                  MatrixRef<Scalar>& out) const {
     Vector<Scalar> decay(options_.key_dim);
     RowVector<Scalar> u(options_.value_dim);
     for (Index t = 0; t < q.rows(); ++t) {
-      // u = β (v − k S̃) with k S̃ = (k ⊙ e^g) S; then S = e^g S + kᵀu in one pass over S.
+      // u = β (v − k S̃) with k S̃ = (k ⊙ e^g) S; then S = e^g S + kᵀu.
       decay = in.log_decay.row(t).transpose().array().exp();
-      u.noalias() = (k.row(t).array() * decay.transpose().array()).matrix() * state.S;
+      const auto kt = k.row(t);
+      u.noalias() = (kt.array() * decay.transpose().array()).matrix() * state.S;
       u = in.beta(t, 0) * (in.v.row(t) - u);
-      state.S = decay.asDiagonal() * state.S + k.row(t).transpose().lazyProduct(u);
-      out.row(t).noalias() = q.row(t) * state.S;
+      detail::decay_write_read(state.S, decay, q.row(t), scale(), out.row(t),
+                               [&](Index c) { return kt(c) * u; });
     }
   }
 
