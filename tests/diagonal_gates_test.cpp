@@ -1,0 +1,292 @@
+// The diagonal-gate layers (docs/math.md §7–§9): GatedLinearAttention, KimiDeltaAttention and
+// GeneralizedDeltaRule. The conformance suite over their variants.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "conformance.hpp"
+
+namespace seqmem::test {
+namespace {
+
+/// True when `Layer` is `Family<Scalar>` for some Scalar.
+template <template <class> class Family, class Layer>
+inline constexpr bool is_a = false;
+template <template <class> class Family, class Scalar>
+inline constexpr bool is_a<Family, Family<Scalar>> = true;
+
+enum class Beta { uniform, extremes };  // KDA: β in U(0, 2), or only 0 and 2
+enum class LowRank { general, rwkv7 };  // GeneralizedDeltaRule's a, b
+
+struct ChannelVariant {
+  std::string name;
+  bool qk_l2norm = false;  // KDA only
+  Beta beta = Beta::uniform;
+  LowRank low_rank = LowRank::general;
+  Index key_dim = 6, value_dim = 5;
+};
+
+/// The layer's options: dims, chunk size and (KDA) qk_l2norm; everything else default.
+template <class Layer>
+typename Layer::Options options(Index dk, Index dv, Index chunk, bool qk_l2norm = false) {
+  typename Layer::Options o;
+  o.key_dim = dk;
+  o.value_dim = dv;
+  o.chunk_size = chunk;
+  if constexpr (is_a<KimiDeltaAttention, Layer>) o.qk_l2norm = qk_l2norm;
+  return o;
+}
+
+/// Every tensor one of the three layers takes: `g` is log_decay, `beta` only KDA's (`T×1`, or
+/// `T×H` packed), `a` and `b` only GeneralizedDeltaRule's; the others stay empty.
+template <class Layer>
+struct ChannelData {
+  using Scalar = typename Layer::Scalar;
+  using Inputs = typename Layer::Inputs;
+  Matrix<Scalar> q, k, v, g, a, b, beta;
+
+  /// Rows [begin, begin + n).
+  Inputs slice(Index begin, Index n) const { return bind(begin, n, false); }
+  /// Every tensor as it is, even when a bad-input test gave it the wrong shape.
+  Inputs whole() const { return bind(0, q.rows(), true); }
+
+ private:
+  Inputs bind(Index begin, Index n, bool whole) const {
+    const auto rows = [&](const Matrix<Scalar>& x) {
+      return whole ? InputRef<Scalar>(x) : InputRef<Scalar>(x.middleRows(begin, n));
+    };
+    if constexpr (is_a<GatedLinearAttention, Layer>) {
+      return {.q = rows(q), .k = rows(k), .v = rows(v), .log_decay = rows(g)};
+    } else if constexpr (is_a<KimiDeltaAttention, Layer>) {
+      const GateRef<Scalar> gate =
+          whole ? GateRef<Scalar>(beta) : GateRef<Scalar>(beta.middleRows(begin, n));
+      return {.q = rows(q), .k = rows(k), .v = rows(v), .beta = gate, .log_decay = rows(g)};
+    } else {
+      static_assert(is_a<GeneralizedDeltaRule, Layer>);
+      return {.q = rows(q),
+              .k = rows(k),
+              .v = rows(v),
+              .a = rows(a),
+              .b = rows(b),
+              .log_decay = rows(g)};
+    }
+  }
+};
+
+template <class Scalar>
+Matrix<Scalar> unit_rows(Matrix<Scalar> x) {
+  x.rowwise().normalize();
+  return x;
+}
+
+template <class Scalar>
+Matrix<Scalar> gaussian(Rng& rng, Index rows, Index cols, double sd) {
+  std::normal_distribution<double> dist(0.0, sd);
+  Matrix<Scalar> m(rows, cols);
+  for (Index i = 0; i < rows; ++i)
+    for (Index j = 0; j < cols; ++j)
+      m(i, j) = static_cast<Scalar>(dist(rng));
+  return m;
+}
+
+/// A log_decay as docs/math.md §7 allows it: mostly small negative (U(−0.5, 0)), about 5 % of
+/// the entries exactly 0 and 3 % at −30.
+template <class Scalar>
+Matrix<Scalar> channel_log_decay(Rng& rng, Index T, Index dk) {
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  Matrix<Scalar> g(T, dk);
+  for (Index t = 0; t < T; ++t) {
+    for (Index c = 0; c < dk; ++c) {
+      const double r = u(rng);
+      g(t, c) = static_cast<Scalar>(r < 0.05 ? 0.0 : r < 0.08 ? -30.0 : -0.5 * u(rng));
+    }
+  }
+  return g;
+}
+
+/// GeneralizedDeltaRule's a, b: independent 0.6·N(0, 1)/sqrt(dk) entries, or RWKV-7's
+/// a = −κ̂, b = κ̂ ⊙ α with unit rows κ̂ and α in (0, 1).
+template <class Scalar>
+void low_rank(LowRank kind, Rng& rng, Index T, Index dk, Matrix<Scalar>& a, Matrix<Scalar>& b) {
+  if (kind == LowRank::general) {
+    const double sd = 0.6 / std::sqrt(static_cast<double>(dk));
+    a = gaussian<Scalar>(rng, T, dk, sd);
+    b = gaussian<Scalar>(rng, T, dk, sd);
+  } else {
+    const Matrix<Scalar> kappa = unit_rows(uniform<Scalar>(rng, T, dk));
+    a = -kappa;
+    b = kappa.cwiseProduct(uniform<Scalar>(rng, T, dk, 0.01, 0.99));
+  }
+}
+
+/// Random inputs of T tokens for `layer`. KDA's keys are unit rows (the delta rule's stable
+/// regime) unless the layer normalizes them itself.
+template <class Layer>
+ChannelData<Layer> make_data(const ChannelVariant& var, const Layer& layer, Index T, Rng& rng) {
+  using Scalar = typename Layer::Scalar;
+  const Index dk = layer.key_dim(), dv = layer.value_dim();
+  ChannelData<Layer> d;
+  d.q = uniform<Scalar>(rng, T, dk);
+  d.k = uniform<Scalar>(rng, T, dk);
+  d.v = uniform<Scalar>(rng, T, dv);
+  d.g = channel_log_decay<Scalar>(rng, T, dk);
+  if constexpr (is_a<KimiDeltaAttention, Layer>) {
+    if (!var.qk_l2norm) d.k = unit_rows(d.k);
+    d.beta = uniform<Scalar>(rng, T, 1, 0.0, 2.0);
+    if (var.beta == Beta::extremes) {
+      for (Index t = 0; t < T; ++t)
+        d.beta(t, 0) = Scalar(2 * uniform_index(rng, 0, 1));
+    }
+  }
+  if constexpr (is_a<GeneralizedDeltaRule, Layer>) low_rank(var.low_rank, rng, T, dk, d.a, d.b);
+  return d;
+}
+
+/// What the conformance suite needs, written once for the three layers.
+template <class Layer>
+struct ChannelCase {
+  using Scalar = typename Layer::Scalar;
+  using State = typename Layer::State;
+  using Variant = ChannelVariant;
+  using Data = ChannelData<Layer>;
+
+  static Layer make(const Variant& v, Index chunk) {
+    return Layer(options<Layer>(v.key_dim, v.value_dim, chunk, v.qk_l2norm));
+  }
+
+  static Data data(const Variant& var, const Layer& layer, Index T, Rng& rng) {
+    return make_data(var, layer, T, rng);
+  }
+
+  static void randomize(const Layer&, State& state, Rng& rng) {
+    state.S = uniform<Scalar>(rng, state.S.rows(), state.S.cols());
+  }
+
+  static std::vector<Matrix<Scalar>> tensors(const State& s) { return {s.S}; }
+  static bool defined(const Layer&, Form, const State&, Index) { return true; }
+
+  /// For the first variant (key_dim 6, value_dim 5) and T = 6.
+  static std::vector<BadInput<Data>> bad_inputs() {
+    constexpr Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
+    constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+    std::vector<BadInput<Data>> bad = {
+        {"k with fewer rows",
+         [](Data& d) { d.k.conservativeResize(d.k.rows() - 1, Eigen::NoChange); },
+         "k must be 6x6, got 5x6"},
+        {"v with a wrong dim", [](Data& d) { d.v = Matrix<Scalar>::Ones(d.v.rows(), 2); },
+         "v must be 6x5, got 6x2"},
+        {"NaN in q", [](Data& d) { d.q(2, 3) = nan; }, "q(2, 3) must be finite"},
+        {"per-token log_decay (T x 1)", [](Data& d) { d.g = Matrix<Scalar>::Zero(6, 1); },
+         "log_decay must be 6x6, got 6x1"},
+        {"log_decay with fewer rows", [](Data& d) { d.g = Matrix<Scalar>::Zero(5, 6); },
+         "log_decay must be 6x6, got 5x6"},
+        {"positive log_decay", [](Data& d) { d.g(3, 2) = Scalar(0.5); },
+         "log_decay[3, 2] must be finite and <= 0, got 0.5"},
+        {"tiny positive log_decay", [](Data& d) { d.g(0, 5) = Scalar(1e-30); },
+         "log_decay[0, 5] must be finite and <= 0, got 1e-30"},
+        {"NaN log_decay", [](Data& d) { d.g(1, 4) = nan; }, "log_decay[1, 4] must be finite"},
+        {"-Inf log_decay", [](Data& d) { d.g(5, 0) = -inf; }, "log_decay[5, 0] must be finite"},
+        {"+Inf log_decay", [](Data& d) { d.g(4, 1) = inf; }, "log_decay[4, 1] must be finite"},
+    };
+    if constexpr (is_a<KimiDeltaAttention, Layer>) {
+      bad.insert(bad.end(),
+                 {
+                     {"beta above 2", [](Data& d) { d.beta(4, 0) = Scalar(2.5); },
+                      "beta[4] must be finite and in [0, 2], got 2.5"},
+                     {"beta just above 2",
+                      [](Data& d) { d.beta(2, 0) = std::nextafter(Scalar(2), Scalar(3)); },
+                      "beta[2] must be finite and in [0, 2]"},
+                     {"negative beta", [](Data& d) { d.beta(0, 0) = Scalar(-0.25); },
+                      "beta[0] must be finite and in [0, 2], got -0.25"},
+                     {"NaN beta", [](Data& d) { d.beta(1, 0) = nan; }, "beta[1] must be finite"},
+                     {"beta too short", [](Data& d) { d.beta = Matrix<Scalar>::Ones(5, 1); },
+                      "beta must be 6x1, got 5x1"},
+                     {"beta per key channel", [](Data& d) { d.beta = Matrix<Scalar>::Ones(6, 6); },
+                      "beta must be 6x1, got 6x6"},
+                 });
+    }
+    if constexpr (is_a<GeneralizedDeltaRule, Layer>) {
+      bad.insert(bad.end(),
+                 {
+                     {"NaN in a", [](Data& d) { d.a(2, 1) = nan; }, "a[2, 1] must be finite"},
+                     {"Inf in a", [](Data& d) { d.a(0, 0) = inf; }, "a[0, 0] must be finite"},
+                     {"NaN in b", [](Data& d) { d.b(5, 3) = nan; }, "b[5, 3] must be finite"},
+                     {"-Inf in b", [](Data& d) { d.b(3, 5) = -inf; }, "b[3, 5] must be finite"},
+                     {"a with a wrong dim", [](Data& d) { d.a = Matrix<Scalar>::Zero(6, 5); },
+                      "a must be 6x6, got 6x5"},
+                     {"a per token (T x 1)", [](Data& d) { d.a = Matrix<Scalar>::Zero(6, 1); },
+                      "a must be 6x6, got 6x1"},
+                     {"b with fewer rows", [](Data& d) { d.b = Matrix<Scalar>::Zero(5, 6); },
+                      "b must be 6x6, got 5x6"},
+                 });
+    }
+    return bad;
+  }
+
+  static std::vector<BadOption<Layer>> bad_options() {
+    return {
+        {"key_dim 0", [] { return Layer({.key_dim = 0, .value_dim = 4}); },
+         "key_dim must be > 0, got 0"},
+        {"value_dim 0", [] { return Layer({.key_dim = 4, .value_dim = 0}); },
+         "value_dim must be > 0, got 0"},
+        {"chunk_size 0", [] { return Layer({.key_dim = 4, .value_dim = 4, .chunk_size = 0}); },
+         "chunk_size must be > 0, got 0"},
+        {"NaN scale",
+         [] {
+           return Layer(
+               {.key_dim = 4, .value_dim = 4, .scale = std::numeric_limits<Scalar>::quiet_NaN()});
+         },
+         "scale must be finite"},
+    };
+  }
+};
+
+}  // namespace
+
+template <class Scalar>
+struct LayerCase<GatedLinearAttention<Scalar>> : ChannelCase<GatedLinearAttention<Scalar>> {
+  static std::vector<ChannelVariant> variants() {
+    return {{.name = "plain"}, {.name = "plain, dk 12, dv 3", .key_dim = 12, .value_dim = 3}};
+  }
+};
+
+template <class Scalar>
+struct LayerCase<KimiDeltaAttention<Scalar>> : ChannelCase<KimiDeltaAttention<Scalar>> {
+  static std::vector<ChannelVariant> variants() {
+    return {
+        {.name = "plain"},
+        {.name = "qk_l2norm", .qk_l2norm = true, .key_dim = 8, .value_dim = 4},
+        {.name = "beta 0 and 2", .beta = Beta::extremes},
+    };
+  }
+};
+
+template <class Scalar>
+struct LayerCase<GeneralizedDeltaRule<Scalar>> : ChannelCase<GeneralizedDeltaRule<Scalar>> {
+  static std::vector<ChannelVariant> variants() {
+    return {
+        {.name = "general a, b"},
+        {.name = "RWKV-7 a = -k, b = k * alpha",
+         .low_rank = LowRank::rwkv7,
+         .key_dim = 8,
+         .value_dim = 4},
+    };
+  }
+};
+
+using GlaTypes = ::testing::Types<GatedLinearAttention<float>, GatedLinearAttention<double>>;
+INSTANTIATE_TYPED_TEST_SUITE_P(GatedLinearAttention, Conformance, GlaTypes);
+using KdaTypes = ::testing::Types<KimiDeltaAttention<float>, KimiDeltaAttention<double>>;
+INSTANTIATE_TYPED_TEST_SUITE_P(KimiDeltaAttention, Conformance, KdaTypes);
+using GdrTypes = ::testing::Types<GeneralizedDeltaRule<float>, GeneralizedDeltaRule<double>>;
+INSTANTIATE_TYPED_TEST_SUITE_P(GeneralizedDeltaRule, Conformance, GdrTypes);
+
+}  // namespace seqmem::test
