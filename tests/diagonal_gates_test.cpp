@@ -1,5 +1,7 @@
 // The diagonal-gate layers (docs/math.md §7–§9): GatedLinearAttention, KimiDeltaAttention and
-// GeneralizedDeltaRule. The conformance suite over their variants.
+// GeneralizedDeltaRule. The conformance suite over their variants; the identities with
+// LinearAttention, DeltaNet and with one another; and a test that tells §9's transition
+// D + bᵀa from D + aᵀb.
 
 #include <gtest/gtest.h>
 
@@ -289,4 +291,307 @@ INSTANTIATE_TYPED_TEST_SUITE_P(KimiDeltaAttention, Conformance, KdaTypes);
 using GdrTypes = ::testing::Types<GeneralizedDeltaRule<float>, GeneralizedDeltaRule<double>>;
 INSTANTIATE_TYPED_TEST_SUITE_P(GeneralizedDeltaRule, Conformance, GdrTypes);
 
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Identities (double, every form, nonzero initial states, several calls)
+// ---------------------------------------------------------------------------------------------
+
+constexpr double kIdentityTol = 1e-10;
+
+/// The forms of a sequence of calls: call c runs in schedule[c % size].
+using Schedule = std::vector<Form>;
+const std::vector<Schedule> kSchedules = {{Form::recurrent},
+                                          {Form::parallel},
+                                          {Form::chunkwise},
+                                          {Form::chunkwise, Form::recurrent, Form::parallel}};
+
+std::string describe(const Schedule& schedule) {
+  std::string s;
+  for (Form form : schedule)
+    s += std::string(s.empty() ? "" : ", ") + std::string(to_string(form));
+  return s;
+}
+
+/// Runs `layer` over the rows between consecutive `cuts` (one call each, in the schedule's
+/// forms), from `state`; `inputs(begin, n)` gives a call's inputs. Returns all outputs.
+template <class Layer, class MakeInputs>
+Matrix<typename Layer::Scalar> run_calls(const Layer& layer, const Schedule& schedule,
+                                         const std::vector<Index>& cuts,
+                                         typename Layer::State& state, MakeInputs&& inputs) {
+  Matrix<typename Layer::Scalar> out(cuts.back(), layer.output_dim());
+  for (std::size_t c = 0; c + 1 < cuts.size(); ++c) {
+    const Index begin = cuts[c], n = cuts[c + 1] - begin;
+    out.middleRows(begin, n) =
+        forward(layer, schedule[c % schedule.size()], inputs(begin, n), state);
+  }
+  return out;
+}
+
+const std::vector<Index> kCuts = {0, 37, 38, 101, 150};  // four calls, one of a single token
+constexpr Index kT = 150;
+
+/// One per-token log_decay (T×1) of the kind channel_log_decay draws.
+Vector<double> token_log_decay(Rng& rng, Index T) {
+  return channel_log_decay<double>(rng, T, 1).col(0);
+}
+
+// GLA with all channels of a token equal is LinearAttention with that scalar log_decay (§7).
+TEST(DiagonalGateIdentities, GlaWithEqualChannelsIsLinearAttention) {
+  using Gla = GatedLinearAttention<double>;
+  using Linear = LinearAttention<double>;
+  Rng rng(101);
+  const Index dk = 8, dv = 5;
+  const Matrix<double> q = uniform<double>(rng, kT, dk), k = uniform<double>(rng, kT, dk),
+                       v = uniform<double>(rng, kT, dv), S0 = uniform<double>(rng, dk, dv);
+  const Vector<double> g = token_log_decay(rng, kT);
+  const Matrix<double> G = g.replicate(1, dk);
+  const Gla gla({.key_dim = dk, .value_dim = dv, .chunk_size = 16});
+  const Linear linear({.key_dim = dk, .value_dim = dv, .chunk_size = 7});
+  for (const auto& schedule : kSchedules) {
+    SCOPED_TRACE(describe(schedule));
+    auto gs = gla.initial_state();
+    auto ls = linear.initial_state();
+    gs.S = ls.S = S0;
+    const auto og = run_calls(gla, schedule, kCuts, gs, [&](Index b, Index n) {
+      return Gla::Inputs{.q = q.middleRows(b, n),
+                         .k = k.middleRows(b, n),
+                         .v = v.middleRows(b, n),
+                         .log_decay = G.middleRows(b, n)};
+    });
+    const auto ol = run_calls(linear, schedule, kCuts, ls, [&](Index b, Index n) {
+      return Linear::Inputs{.q = q.middleRows(b, n),
+                            .k = k.middleRows(b, n),
+                            .v = v.middleRows(b, n),
+                            .log_decay = GateRef<double>(g.segment(b, n))};
+    });
+    EXPECT_TRUE(near(og, ol, kIdentityTol)) << "outputs";
+    EXPECT_TRUE(near(gs.S, ls.S, kIdentityTol)) << "state";
+  }
+}
+
+/// KDA and DeltaNet on the same q, k, v, β; KDA's log_decay `G` (`T×dk`), DeltaNet's `g`
+/// (`T×1`, or none when empty).
+void expect_kda_is_delta_net(const Matrix<double>& q, const Matrix<double>& k,
+                             const Matrix<double>& v, const Vector<double>& beta,
+                             const Matrix<double>& G, const Vector<double>& g, bool qk_l2norm,
+                             const Matrix<double>& S0) {
+  using Kda = KimiDeltaAttention<double>;
+  using Delta = DeltaNet<double>;
+  const Index dk = q.cols(), dv = v.cols();
+  const Kda kda({.key_dim = dk, .value_dim = dv, .chunk_size = 16, .qk_l2norm = qk_l2norm});
+  const Delta delta({.key_dim = dk, .value_dim = dv, .chunk_size = 7, .qk_l2norm = qk_l2norm});
+  for (const auto& schedule : kSchedules) {
+    SCOPED_TRACE(describe(schedule));
+    auto ks = kda.initial_state();
+    auto ds = delta.initial_state();
+    ks.S = ds.S = S0;
+    const auto ok = run_calls(kda, schedule, kCuts, ks, [&](Index b, Index n) {
+      return Kda::Inputs{.q = q.middleRows(b, n),
+                         .k = k.middleRows(b, n),
+                         .v = v.middleRows(b, n),
+                         .beta = GateRef<double>(beta.segment(b, n)),
+                         .log_decay = G.middleRows(b, n)};
+    });
+    const auto od = run_calls(delta, schedule, kCuts, ds, [&](Index b, Index n) {
+      Delta::Inputs in{.q = q.middleRows(b, n),
+                       .k = k.middleRows(b, n),
+                       .v = v.middleRows(b, n),
+                       .beta = GateRef<double>(beta.segment(b, n))};
+      if (g.size() > 0) in.log_decay.emplace(g.segment(b, n));
+      return in;
+    });
+    EXPECT_TRUE(near(ok, od, kIdentityTol)) << "outputs";
+    EXPECT_TRUE(near(ks.S, ds.S, kIdentityTol)) << "state";
+  }
+}
+
+// KDA with all channels of a token equal is gated DeltaNet with that scalar log_decay (§8).
+TEST(DiagonalGateIdentities, KdaWithEqualChannelsIsGatedDeltaNet) {
+  for (bool qk_l2norm : {false, true}) {
+    SCOPED_TRACE(qk_l2norm ? "qk_l2norm" : "unit keys");
+    Rng rng(qk_l2norm ? 202 : 201);
+    const Index dk = 8, dv = 6;
+    const Matrix<double> q = uniform<double>(rng, kT, dk), v = uniform<double>(rng, kT, dv);
+    Matrix<double> k = uniform<double>(rng, kT, dk);
+    if (!qk_l2norm) k = unit_rows(k);
+    const Vector<double> beta = uniform<double>(rng, kT, 1, 0.0, 2.0).col(0);
+    const Vector<double> g = token_log_decay(rng, kT);
+    expect_kda_is_delta_net(q, k, v, beta, g.replicate(1, dk), g, qk_l2norm,
+                            uniform<double>(rng, dk, dv));
+  }
+}
+
+// KDA with g = 0 is plain DeltaNet (§8).
+TEST(DiagonalGateIdentities, KdaWithoutDecayIsDeltaNet) {
+  for (bool qk_l2norm : {false, true}) {
+    SCOPED_TRACE(qk_l2norm ? "qk_l2norm" : "unit keys");
+    Rng rng(qk_l2norm ? 302 : 301);
+    const Index dk = 7, dv = 4;
+    const Matrix<double> q = uniform<double>(rng, kT, dk), v = uniform<double>(rng, kT, dv);
+    Matrix<double> k = uniform<double>(rng, kT, dk);
+    if (!qk_l2norm) k = unit_rows(k);
+    const Vector<double> beta = uniform<double>(rng, kT, 1, 0.0, 2.0).col(0);
+    expect_kda_is_delta_net(q, k, v, beta, Matrix<double>::Zero(kT, dk), Vector<double>(),
+                            qk_l2norm, uniform<double>(rng, dk, dv));
+  }
+}
+
+using Gdr = GeneralizedDeltaRule<double>;
+
+/// GeneralizedDeltaRule's outputs and state over kCuts in `schedule` (chunk 16).
+Matrix<double> run_gdr(const Schedule& schedule, const Matrix<double>& q, const Matrix<double>& k,
+                       const Matrix<double>& v, const Matrix<double>& a, const Matrix<double>& b,
+                       const Matrix<double>& G, Gdr::State& state) {
+  const Gdr gdr({.key_dim = q.cols(), .value_dim = v.cols(), .chunk_size = 16});
+  return run_calls(gdr, schedule, kCuts, state, [&](Index r, Index n) {
+    return Gdr::Inputs{.q = q.middleRows(r, n),
+                       .k = k.middleRows(r, n),
+                       .v = v.middleRows(r, n),
+                       .a = a.middleRows(r, n),
+                       .b = b.middleRows(r, n),
+                       .log_decay = G.middleRows(r, n)};
+  });
+}
+
+// GeneralizedDeltaRule with g = 0, a = −k, b = β k and the written key β k is DeltaNet on unit
+// keys k (§9).
+TEST(DiagonalGateIdentities, GeneralizedDeltaRuleIsDeltaNet) {
+  using Delta = DeltaNet<double>;
+  Rng rng(401);
+  const Index dk = 8, dv = 5;
+  const Matrix<double> q = uniform<double>(rng, kT, dk), v = uniform<double>(rng, kT, dv);
+  const Matrix<double> k = unit_rows(uniform<double>(rng, kT, dk));
+  const Vector<double> beta = uniform<double>(rng, kT, 1, 0.0, 2.0).col(0);
+  const Matrix<double> S0 = uniform<double>(rng, dk, dv);
+  const Matrix<double> beta_k = beta.asDiagonal() * k;
+  const Delta delta({.key_dim = dk, .value_dim = dv, .chunk_size = 5});
+  for (const auto& schedule : kSchedules) {
+    SCOPED_TRACE(describe(schedule));
+    Gdr::State gs{S0};
+    const auto og = run_gdr(schedule, q, beta_k, v, -k, beta_k, Matrix<double>::Zero(kT, dk), gs);
+    auto ds = delta.initial_state();
+    ds.S = S0;
+    const auto od = run_calls(delta, schedule, kCuts, ds, [&](Index b, Index n) {
+      return Delta::Inputs{.q = q.middleRows(b, n),
+                           .k = k.middleRows(b, n),
+                           .v = v.middleRows(b, n),
+                           .beta = GateRef<double>(beta.segment(b, n))};
+    });
+    EXPECT_TRUE(near(og, od, kIdentityTol)) << "outputs";
+    EXPECT_TRUE(near(gs.S, ds.S, kIdentityTol)) << "state";
+  }
+}
+
+// GeneralizedDeltaRule with a = −k ⊙ exp(g), b = β k and the written key β k is KDA (§9): the
+// factor exp(g) because this rule reads the undecayed state.
+TEST(DiagonalGateIdentities, GeneralizedDeltaRuleIsKda) {
+  using Kda = KimiDeltaAttention<double>;
+  Rng rng(501);
+  const Index dk = 8, dv = 6;
+  const Matrix<double> q = uniform<double>(rng, kT, dk), v = uniform<double>(rng, kT, dv);
+  const Matrix<double> k = unit_rows(uniform<double>(rng, kT, dk));
+  const Vector<double> beta = uniform<double>(rng, kT, 1, 0.0, 2.0).col(0);
+  const Matrix<double> G = channel_log_decay<double>(rng, kT, dk);
+  const Matrix<double> S0 = uniform<double>(rng, dk, dv);
+  const Matrix<double> beta_k = beta.asDiagonal() * k;
+  const Matrix<double> a = -k.cwiseProduct(G.array().exp().matrix());
+  const Kda kda({.key_dim = dk, .value_dim = dv, .chunk_size = 7});
+  for (const auto& schedule : kSchedules) {
+    SCOPED_TRACE(describe(schedule));
+    Gdr::State gs{S0};
+    const auto og = run_gdr(schedule, q, beta_k, v, a, beta_k, G, gs);
+    Kda::State ks{S0};
+    const auto ok = run_calls(kda, schedule, kCuts, ks, [&](Index b, Index n) {
+      return Kda::Inputs{.q = q.middleRows(b, n),
+                         .k = k.middleRows(b, n),
+                         .v = v.middleRows(b, n),
+                         .beta = GateRef<double>(beta.segment(b, n)),
+                         .log_decay = G.middleRows(b, n)};
+    });
+    EXPECT_TRUE(near(og, ok, kIdentityTol)) << "outputs";
+    EXPECT_TRUE(near(gs.S, ks.S, kIdentityTol)) << "state";
+  }
+}
+
+// GeneralizedDeltaRule with a = b = 0 is GLA (§9).
+TEST(DiagonalGateIdentities, GeneralizedDeltaRuleWithoutLowRankIsGla) {
+  using Gla = GatedLinearAttention<double>;
+  Rng rng(601);
+  const Index dk = 6, dv = 7;
+  const Matrix<double> q = uniform<double>(rng, kT, dk), k = uniform<double>(rng, kT, dk),
+                       v = uniform<double>(rng, kT, dv), S0 = uniform<double>(rng, dk, dv);
+  const Matrix<double> G = channel_log_decay<double>(rng, kT, dk),
+                       zero = Matrix<double>::Zero(kT, dk);
+  const Gla gla({.key_dim = dk, .value_dim = dv, .chunk_size = 7});
+  for (const auto& schedule : kSchedules) {
+    SCOPED_TRACE(describe(schedule));
+    Gdr::State gs{S0};
+    const auto og = run_gdr(schedule, q, k, v, zero, zero, G, gs);
+    Gla::State ls{S0};
+    const auto ol = run_calls(gla, schedule, kCuts, ls, [&](Index b, Index n) {
+      return Gla::Inputs{.q = q.middleRows(b, n),
+                         .k = k.middleRows(b, n),
+                         .v = v.middleRows(b, n),
+                         .log_decay = G.middleRows(b, n)};
+    });
+    EXPECT_TRUE(near(og, ol, kIdentityTol)) << "outputs";
+    EXPECT_TRUE(near(gs.S, ls.S, kIdentityTol)) << "state";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// D + bᵀa, not D + aᵀb (§9)
+// ---------------------------------------------------------------------------------------------
+
+/// §9's recurrence written out token by token from state S (updated):
+///     S_t = (diag(exp g_t) + b_tᵀ a_t) S_{t−1} + k_tᵀ v_t,   o_t = scale·q_t S_t
+/// or, `swapped`, with the transition diag(exp g_t) + a_tᵀ b_t.
+Matrix<double> dplr_loop(const Matrix<double>& q, const Matrix<double>& k, const Matrix<double>& v,
+                         const Matrix<double>& a, const Matrix<double>& b, const Matrix<double>& g,
+                         double scale, bool swapped, Matrix<double>& S) {
+  const Index T = q.rows(), dk = q.cols();
+  Matrix<double> out(T, v.cols());
+  Matrix<double> transition(dk, dk);
+  for (Index t = 0; t < T; ++t) {
+    transition.setZero();
+    transition.diagonal() = g.row(t).array().exp().matrix().transpose();
+    if (swapped) {
+      transition += a.row(t).transpose() * b.row(t);
+    } else {
+      transition += b.row(t).transpose() * a.row(t);
+    }
+    S = (transition * S + k.row(t).transpose() * v.row(t)).eval();
+    out.row(t) = scale * q.row(t) * S;
+  }
+  return out;
+}
+
+TEST(GeneralizedDeltaRule, TransitionIsDPlusBTransposeA) {
+  for (LowRank kind : {LowRank::general, LowRank::rwkv7}) {
+    SCOPED_TRACE(kind == LowRank::general ? "general a, b" : "RWKV-7 a, b");
+    Rng rng(kind == LowRank::general ? 701 : 702);
+    const Index dk = 8, dv = 6;
+    const Matrix<double> q = uniform<double>(rng, kT, dk), k = uniform<double>(rng, kT, dk),
+                         v = uniform<double>(rng, kT, dv), S0 = uniform<double>(rng, dk, dv);
+    const Matrix<double> G = channel_log_decay<double>(rng, kT, dk);
+    Matrix<double> a, b;
+    low_rank(kind, rng, kT, dk, a, b);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(dk));
+    Matrix<double> right_S = S0, swapped_S = S0;
+    const auto right = dplr_loop(q, k, v, a, b, G, scale, false, right_S);
+    const auto swapped = dplr_loop(q, k, v, a, b, G, scale, true, swapped_S);
+    for (const auto& schedule : kSchedules) {
+      SCOPED_TRACE(describe(schedule));
+      Gdr::State state{S0};
+      const auto out = run_gdr(schedule, q, k, v, a, b, G, state);
+      EXPECT_TRUE(near(out, right, kIdentityTol)) << "outputs";
+      EXPECT_TRUE(near(state.S, right_S, kIdentityTol)) << "state";
+      EXPECT_GT((out - swapped).cwiseAbs().maxCoeff(), 1e-3) << "outputs as with D + aᵀb";
+      EXPECT_GT((state.S - swapped_S).cwiseAbs().maxCoeff(), 1e-3) << "state as with D + aᵀb";
+    }
+  }
+}
+
+}  // namespace
 }  // namespace seqmem::test
