@@ -1,7 +1,7 @@
 // The diagonal-gate layers (docs/math.md §7–§9): GatedLinearAttention, KimiDeltaAttention and
 // GeneralizedDeltaRule. The conformance suite over their variants; the identities with
-// LinearAttention, DeltaNet and with one another; and a test that tells §9's transition
-// D + bᵀa from D + aᵀb.
+// LinearAttention, DeltaNet and with one another; a test that tells §9's transition
+// D + bᵀa from D + aᵀb; and strong decays in float against the double definition.
 
 #include <gtest/gtest.h>
 
@@ -590,6 +590,187 @@ TEST(GeneralizedDeltaRule, TransitionIsDPlusBTransposeA) {
       EXPECT_GT((out - swapped).cwiseAbs().maxCoeff(), 1e-3) << "outputs as with D + aᵀb";
       EXPECT_GT((state.S - swapped_S).cwiseAbs().maxCoeff(), 1e-3) << "state as with D + aᵀb";
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strong decays in float (§7 item 2, §9's property list)
+// ---------------------------------------------------------------------------------------------
+
+/// `x` rounded to float and back: inputs that the float and the double runs both hold exactly.
+Matrix<double> float_values(const Matrix<double>& x) {
+  return x.cast<float>().cast<double>();
+}
+
+Matrix<float> to_float(const Matrix<double>& x) {
+  return x.cast<float>();
+}
+
+/// Every float form (recurrent, parallel, chunkwise with chunk 64, 16 and 7) agrees with the
+/// double recurrent form within 2e-4·(1 + max|value|) and holds no NaN or Inf, outputs and
+/// final state, from a random initial state.
+template <template <class> class Family>
+void expect_float_agrees(ChannelData<Family<double>> d, bool qk_l2norm, Rng& rng) {
+  using LD = Family<double>;
+  using LF = Family<float>;
+  for (Matrix<double>* x : {&d.q, &d.k, &d.v, &d.g, &d.a, &d.b, &d.beta})
+    *x = float_values(*x);
+  ChannelData<LF> f;
+  f.q = to_float(d.q);
+  f.k = to_float(d.k);
+  f.v = to_float(d.v);
+  f.g = to_float(d.g);
+  f.a = to_float(d.a);
+  f.b = to_float(d.b);
+  f.beta = to_float(d.beta);
+  const Index dk = d.q.cols(), dv = d.v.cols();
+  const Matrix<double> S0 = float_values(uniform<double>(rng, dk, dv));
+
+  const LD reference(options<LD>(dk, dv, 64, qk_l2norm));
+  typename LD::State want_state{S0};
+  const Matrix<double> want = forward(reference, Form::recurrent, d.whole(), want_state);
+  ASSERT_TRUE(want.allFinite() && want_state.S.allFinite()) << "double recurrent";
+
+  struct Run {
+    Form form;
+    Index chunk;
+  };
+  for (const Run run : {Run{Form::recurrent, 64}, Run{Form::parallel, 64}, Run{Form::chunkwise, 64},
+                        Run{Form::chunkwise, 16}, Run{Form::chunkwise, 7}}) {
+    SCOPED_TRACE(::testing::Message()
+                 << "float " << to_string(run.form) << ", chunk " << run.chunk);
+    const LF layer(options<LF>(dk, dv, run.chunk, qk_l2norm));
+    typename LF::State state{S0.cast<float>()};
+    const Matrix<float> out = forward(layer, run.form, f.whole(), state);
+    EXPECT_TRUE(out.allFinite()) << "outputs hold NaN or Inf";
+    EXPECT_TRUE(state.S.allFinite()) << "state holds NaN or Inf";
+    EXPECT_TRUE(near(out, want, 2e-4)) << "outputs";
+    EXPECT_TRUE(near(state.S, want_state.S, 2e-4)) << "state";
+  }
+}
+
+/// Mild log-decays U(−0.5, 0): the background the strong ones are put into.
+Matrix<double> mild_log_decay(Rng& rng, Index T, Index dk) {
+  return uniform<double>(rng, T, dk, -0.5, 0.0);
+}
+
+/// Runs expect_float_agrees for GLA, KDA (unit keys, and qk_l2norm) and GeneralizedDeltaRule
+/// (general a, b and RWKV-7's) with dk = dv = 16 and 32, on T tokens whose log_decay
+/// `gate(rng, T, dk)` makes. `beta(rng, T)` gives KDA's β (default U(0, 2)).
+template <class Gate>
+void strong_decay_everywhere(Index T, Gate&& gate,
+                             const std::function<Matrix<double>(Rng&, Index)>& beta = {}) {
+  for (Index dk : {16, 32}) {
+    SCOPED_TRACE(::testing::Message() << "dk = dv = " << dk << ", T " << T);
+    Rng rng(static_cast<std::uint64_t>(1000 + dk));
+    {
+      SCOPED_TRACE("GatedLinearAttention");
+      using L = GatedLinearAttention<double>;
+      auto d = make_data({.name = ""}, L(options<L>(dk, dk, 64)), T, rng);
+      d.g = gate(rng, T, dk);
+      expect_float_agrees<GatedLinearAttention>(d, false, rng);
+    }
+    for (bool qk_l2norm : {false, true}) {
+      SCOPED_TRACE(qk_l2norm ? "KimiDeltaAttention, qk_l2norm" : "KimiDeltaAttention");
+      using L = KimiDeltaAttention<double>;
+      auto d = make_data({.name = "", .qk_l2norm = qk_l2norm}, L(options<L>(dk, dk, 64, qk_l2norm)),
+                         T, rng);
+      d.g = gate(rng, T, dk);
+      if (beta) d.beta = beta(rng, T);
+      expect_float_agrees<KimiDeltaAttention>(d, qk_l2norm, rng);
+    }
+    for (LowRank kind : {LowRank::general, LowRank::rwkv7}) {
+      SCOPED_TRACE(kind == LowRank::general ? "GeneralizedDeltaRule, general a, b"
+                                            : "GeneralizedDeltaRule, RWKV-7 a, b");
+      using L = GeneralizedDeltaRule<double>;
+      auto d = make_data({.name = "", .low_rank = kind}, L(options<L>(dk, dk, 64)), T, rng);
+      d.g = gate(rng, T, dk);
+      expect_float_agrees<GeneralizedDeltaRule>(d, false, rng);
+    }
+  }
+}
+
+TEST(DiagonalGatesStrongDecay, SingleEntriesAtMinus30) {
+  strong_decay_everywhere(257, [](Rng& rng, Index T, Index dk) {
+    Matrix<double> g = mild_log_decay(rng, T, dk);
+    std::bernoulli_distribution pick(0.04);
+    for (Index t = 0; t < T; ++t)
+      for (Index c = 0; c < dk; ++c)
+        if (pick(rng)) g(t, c) = -30.0;
+    return g;
+  });
+}
+
+TEST(DiagonalGatesStrongDecay, WholeTokensAtMinus30) {
+  strong_decay_everywhere(257, [](Rng& rng, Index T, Index dk) {
+    Matrix<double> g = mild_log_decay(rng, T, dk);
+    for (Index t : {0, 5, 6, 63, 64, 100, 101, 102, 200, 256})
+      g.row(t).setConstant(-30.0);
+    return g;
+  });
+}
+
+TEST(DiagonalGatesStrongDecay, OneChannelAtMinus30OnEveryToken) {
+  strong_decay_everywhere(257, [](Rng& rng, Index T, Index dk) {
+    Matrix<double> g = mild_log_decay(rng, T, dk);
+    g.col(3).setConstant(-30.0);
+    return g;
+  });
+}
+
+// A channel at g in U(−6, −3) on every token: within a chunk its cumulative decay leaves
+// float's exp range (e^{−88}) after 15 to 30 tokens.
+TEST(DiagonalGatesStrongDecay, OneChannelBetweenMinus6AndMinus3OnEveryToken) {
+  strong_decay_everywhere(200, [](Rng& rng, Index T, Index dk) {
+    Matrix<double> g = mild_log_decay(rng, T, dk);
+    g.col(dk - 1) = uniform<double>(rng, T, 1, -6.0, -3.0);
+    return g;
+  });
+}
+
+TEST(DiagonalGatesStrongDecay, OneChannelWithoutDecay) {
+  strong_decay_everywhere(257, [](Rng& rng, Index T, Index dk) {
+    Matrix<double> g = mild_log_decay(rng, T, dk);
+    g.col(0).setZero();
+    g.col(5).setConstant(-30.0);  // next to a channel that forgets everything
+    return g;
+  });
+}
+
+// g = −1e30 (finite in float and double): on single entries, a whole token and a whole
+// channel.
+TEST(DiagonalGatesStrongDecay, MinusOneE30) {
+  strong_decay_everywhere(257, [](Rng& rng, Index T, Index dk) {
+    Matrix<double> g = mild_log_decay(rng, T, dk);
+    std::bernoulli_distribution pick(0.03);
+    for (Index t = 0; t < T; ++t)
+      for (Index c = 0; c < dk; ++c)
+        if (pick(rng)) g(t, c) = -1e30;
+    g.row(70).setConstant(-1e30);
+    g.col(2).setConstant(-1e30);
+    return g;
+  });
+}
+
+// KDA's β at the ends of [0, 2] (β = 2: the write reflects), with strong decays.
+TEST(DiagonalGatesStrongDecay, KdaBetaZeroAndTwo) {
+  const auto gate = [](Rng& rng, Index T, Index dk) {
+    Matrix<double> g = mild_log_decay(rng, T, dk);
+    std::bernoulli_distribution pick(0.04);
+    for (Index t = 0; t < T; ++t)
+      for (Index c = 0; c < dk; ++c)
+        if (pick(rng)) g(t, c) = -30.0;
+    g.col(1).setZero();
+    return g;
+  };
+  for (const double fixed : {0.0, 2.0, -1.0}) {  // −1: 0 or 2 at random
+    SCOPED_TRACE(fixed < 0 ? "beta 0 or 2" : fixed == 0 ? "beta 0" : "beta 2");
+    strong_decay_everywhere(211, gate, [fixed](Rng& rng, Index T) {
+      Matrix<double> beta(T, 1);
+      for (Index t = 0; t < T; ++t)
+        beta(t, 0) = fixed >= 0 ? fixed : 2.0 * static_cast<double>(uniform_index(rng, 0, 1));
+      return beta;
+    });
   }
 }
 
