@@ -1,7 +1,8 @@
 // The diagonal-gate layers (docs/math.md §7–§9): GatedLinearAttention, KimiDeltaAttention and
 // GeneralizedDeltaRule. The conformance suite over their variants; the identities with
 // LinearAttention, DeltaNet and with one another; a test that tells §9's transition
-// D + bᵀa from D + aᵀb; and strong decays in float against the double definition.
+// D + bᵀa from D + aᵀb; strong decays in float against the double definition; and heads
+// packed side by side under MultiHead.
 
 #include <gtest/gtest.h>
 
@@ -772,6 +773,107 @@ TEST(DiagonalGatesStrongDecay, KdaBetaZeroAndTwo) {
       return beta;
     });
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MultiHead: heads packed side by side
+// ---------------------------------------------------------------------------------------------
+
+/// H = 3 heads packed side by side (q, k, log_decay, a, b `T×(3·dk)`, v `T×(3·dv)`, beta
+/// `T×3`): each head's outputs and state equal the head run alone, over several calls in every
+/// schedule; a log_decay one column short throws naming log_decay and changes no state.
+template <template <class> class Family>
+void expect_heads_run_alone(bool qk_l2norm) {
+  using Layer = Family<double>;
+  const Index H = 3, dk = 8, dv = 5;
+  Rng rng(801);
+  const Layer layer(options<Layer>(dk, dv, 16, qk_l2norm));
+  ChannelData<Layer> packed;
+  packed.q = uniform<double>(rng, kT, H * dk);
+  packed.k = uniform<double>(rng, kT, H * dk);
+  if (!qk_l2norm) {
+    for (Index h = 0; h < H; ++h)
+      packed.k.middleCols(h * dk, dk).rowwise().normalize();
+  }
+  packed.v = uniform<double>(rng, kT, H * dv);
+  packed.g = channel_log_decay<double>(rng, kT, H * dk);
+  if constexpr (is_a<KimiDeltaAttention, Layer>) {
+    packed.beta = uniform<double>(rng, kT, H, 0.0, 2.0);
+  }
+  if constexpr (is_a<GeneralizedDeltaRule, Layer>) {
+    low_rank(LowRank::general, rng, kT, H * dk, packed.a, packed.b);
+  }
+  std::vector<ChannelData<Layer>> alone(static_cast<std::size_t>(H));
+  std::vector<Matrix<double>> S0;
+  for (Index h = 0; h < H; ++h) {
+    ChannelData<Layer>& d = alone[std::size_t(h)];
+    d.q = packed.q.middleCols(h * dk, dk);
+    d.k = packed.k.middleCols(h * dk, dk);
+    d.v = packed.v.middleCols(h * dv, dv);
+    d.g = packed.g.middleCols(h * dk, dk);
+    if (packed.beta.size() > 0) d.beta = packed.beta.col(h);
+    if (packed.a.size() > 0) {
+      d.a = packed.a.middleCols(h * dk, dk);
+      d.b = packed.b.middleCols(h * dk, dk);
+    }
+    S0.push_back(uniform<double>(rng, dk, dv));
+  }
+
+  const MultiHead<Layer> heads(layer, H);
+  for (const auto& schedule : kSchedules) {
+    SCOPED_TRACE(describe(schedule));
+    auto states = heads.initial_state();
+    for (Index h = 0; h < H; ++h)
+      states[std::size_t(h)].S = S0[std::size_t(h)];
+    Matrix<double> out(kT, H * dv);
+    for (std::size_t c = 0; c + 1 < kCuts.size(); ++c) {
+      const Index begin = kCuts[c], n = kCuts[c + 1] - begin;
+      out.middleRows(begin, n) =
+          forward(heads, schedule[c % schedule.size()], packed.slice(begin, n), states);
+    }
+    for (Index h = 0; h < H; ++h) {
+      SCOPED_TRACE(::testing::Message() << "head " << h);
+      const ChannelData<Layer>& d = alone[std::size_t(h)];
+      typename Layer::State state{S0[std::size_t(h)]};
+      const auto want =
+          run_calls(layer, schedule, kCuts, state, [&](Index b, Index n) { return d.slice(b, n); });
+      EXPECT_TRUE(near(out.middleCols(h * dv, dv), want, 1e-12)) << "outputs";
+      EXPECT_TRUE(near(states[std::size_t(h)].S, state.S, 1e-12)) << "state";
+    }
+  }
+
+  ChannelData<Layer> narrow = packed;
+  narrow.g = packed.g.leftCols(H * dk - 1);
+  for (Form form : all_forms) {
+    SCOPED_TRACE(to_string(form));
+    auto states = heads.initial_state();
+    for (Index h = 0; h < H; ++h)
+      states[std::size_t(h)].S = S0[std::size_t(h)];
+    const auto before = states;
+    try {
+      (void)forward(heads, form, narrow.whole(), states);
+      ADD_FAILURE() << "no exception";
+    } catch (const invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("log_decay (3 heads packed side by side) must be"),
+                std::string::npos)
+          << e.what();
+    }
+    for (Index h = 0; h < H; ++h)
+      EXPECT_EQ(states[std::size_t(h)].S, before[std::size_t(h)].S) << "head " << h;
+  }
+}
+
+TEST(DiagonalGatesMultiHead, GlaHeadsRunAlone) {
+  expect_heads_run_alone<GatedLinearAttention>(false);
+}
+
+TEST(DiagonalGatesMultiHead, KdaHeadsRunAlone) {
+  expect_heads_run_alone<KimiDeltaAttention>(false);
+  expect_heads_run_alone<KimiDeltaAttention>(true);
+}
+
+TEST(DiagonalGatesMultiHead, GeneralizedDeltaRuleHeadsRunAlone) {
+  expect_heads_run_alone<GeneralizedDeltaRule>(false);
 }
 
 }  // namespace
