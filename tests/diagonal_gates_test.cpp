@@ -609,9 +609,9 @@ Matrix<float> to_float(const Matrix<double>& x) {
 
 /// Every float form (recurrent, parallel, chunkwise with chunk 64, 16 and 7) agrees with the
 /// double recurrent form within 2e-4·(1 + max|value|) and holds no NaN or Inf, outputs and
-/// final state, from a random initial state.
+/// final state, from a random initial state; so do the double forms, within 1e-10.
 template <template <class> class Family>
-void expect_float_agrees(ChannelData<Family<double>> d, bool qk_l2norm, Rng& rng) {
+void expect_every_form_agrees(ChannelData<Family<double>> d, bool qk_l2norm, Rng& rng) {
   using LD = Family<double>;
   using LF = Family<float>;
   for (Matrix<double>* x : {&d.q, &d.k, &d.v, &d.g, &d.a, &d.b, &d.beta})
@@ -647,6 +647,13 @@ void expect_float_agrees(ChannelData<Family<double>> d, bool qk_l2norm, Rng& rng
     EXPECT_TRUE(state.S.allFinite()) << "state holds NaN or Inf";
     EXPECT_TRUE(near(out, want, 2e-4)) << "outputs";
     EXPECT_TRUE(near(state.S, want_state.S, 2e-4)) << "state";
+    if (run.form == Form::recurrent) continue;
+    SCOPED_TRACE("double");
+    const LD same_in_double(options<LD>(dk, dv, run.chunk, qk_l2norm));
+    typename LD::State double_state{S0};
+    const Matrix<double> double_out = forward(same_in_double, run.form, d.whole(), double_state);
+    EXPECT_TRUE(near(double_out, want, 1e-10)) << "outputs";
+    EXPECT_TRUE(near(double_state.S, want_state.S, 1e-10)) << "state";
   }
 }
 
@@ -655,7 +662,7 @@ Matrix<double> mild_log_decay(Rng& rng, Index T, Index dk) {
   return uniform<double>(rng, T, dk, -0.5, 0.0);
 }
 
-/// Runs expect_float_agrees for GLA, KDA (unit keys, and qk_l2norm) and GeneralizedDeltaRule
+/// Runs expect_every_form_agrees for GLA, KDA (unit keys, and qk_l2norm) and GeneralizedDeltaRule
 /// (general a, b and RWKV-7's) with dk = dv = 16 and 32, on T tokens whose log_decay
 /// `gate(rng, T, dk)` makes. `beta(rng, T)` gives KDA's β (default U(0, 2)).
 template <class Gate>
@@ -669,7 +676,7 @@ void strong_decay_everywhere(Index T, Gate&& gate,
       using L = GatedLinearAttention<double>;
       auto d = make_data({.name = ""}, L(options<L>(dk, dk, 64)), T, rng);
       d.g = gate(rng, T, dk);
-      expect_float_agrees<GatedLinearAttention>(d, false, rng);
+      expect_every_form_agrees<GatedLinearAttention>(d, false, rng);
     }
     for (bool qk_l2norm : {false, true}) {
       SCOPED_TRACE(qk_l2norm ? "KimiDeltaAttention, qk_l2norm" : "KimiDeltaAttention");
@@ -678,7 +685,7 @@ void strong_decay_everywhere(Index T, Gate&& gate,
                          T, rng);
       d.g = gate(rng, T, dk);
       if (beta) d.beta = beta(rng, T);
-      expect_float_agrees<KimiDeltaAttention>(d, qk_l2norm, rng);
+      expect_every_form_agrees<KimiDeltaAttention>(d, qk_l2norm, rng);
     }
     for (LowRank kind : {LowRank::general, LowRank::rwkv7}) {
       SCOPED_TRACE(kind == LowRank::general ? "GeneralizedDeltaRule, general a, b"
@@ -686,7 +693,7 @@ void strong_decay_everywhere(Index T, Gate&& gate,
       using L = GeneralizedDeltaRule<double>;
       auto d = make_data({.name = "", .low_rank = kind}, L(options<L>(dk, dk, 64)), T, rng);
       d.g = gate(rng, T, dk);
-      expect_float_agrees<GeneralizedDeltaRule>(d, false, rng);
+      expect_every_form_agrees<GeneralizedDeltaRule>(d, false, rng);
     }
   }
 }
