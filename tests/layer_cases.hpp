@@ -6,7 +6,8 @@
 // suites describe their layers in more detail: conformance.hpp, property_test.cpp.)
 //
 //   Case<Layer>::Data                 packed inputs of H heads (q, k: T×(H·key_dim),
-//                                     v: T×(H·value_dim), gates: T×H) with all() and
+//                                     v: T×(H·value_dim), gates: T×H, per-key-channel
+//                                     gates T×(H·key_dim)) with all() and
 //                                     slice(begin, n) (rows [begin, begin + n))
 //   Case<Layer>::data(layer, T, H, rng)
 //   Case<Layer>::parts(state)         every part of a state (integers as 1×1 matrices)
