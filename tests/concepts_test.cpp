@@ -16,18 +16,27 @@ constexpr bool layers_satisfy_concepts() {
   static_assert(SequenceMemory<TTTLinear<Scalar>>);
   static_assert(SequenceMemory<TTTMLP<Scalar>>);
   static_assert(SequenceMemory<TitansMemory<Scalar>>);
+  static_assert(SequenceMemory<GatedLinearAttention<Scalar>>);
+  static_assert(SequenceMemory<KimiDeltaAttention<Scalar>>);
+  static_assert(SequenceMemory<GeneralizedDeltaRule<Scalar>>);
   static_assert(MultiHeadLayer<LinearAttention<Scalar>>);
   static_assert(MultiHeadLayer<SoftmaxAttention<Scalar>>);
   static_assert(MultiHeadLayer<DeltaNet<Scalar>>);
   static_assert(MultiHeadLayer<TTTLinear<Scalar>>);
   static_assert(MultiHeadLayer<TTTMLP<Scalar>>);
   static_assert(MultiHeadLayer<TitansMemory<Scalar>>);
+  static_assert(MultiHeadLayer<GatedLinearAttention<Scalar>>);
+  static_assert(MultiHeadLayer<KimiDeltaAttention<Scalar>>);
+  static_assert(MultiHeadLayer<GeneralizedDeltaRule<Scalar>>);
   static_assert(PersistentLayer<LinearAttention<Scalar>>);
   static_assert(PersistentLayer<SoftmaxAttention<Scalar>>);
   static_assert(PersistentLayer<DeltaNet<Scalar>>);
   static_assert(PersistentLayer<TTTLinear<Scalar>>);
   static_assert(PersistentLayer<TTTMLP<Scalar>>);
   static_assert(PersistentLayer<TitansMemory<Scalar>>);
+  static_assert(PersistentLayer<GatedLinearAttention<Scalar>>);
+  static_assert(PersistentLayer<KimiDeltaAttention<Scalar>>);
+  static_assert(PersistentLayer<GeneralizedDeltaRule<Scalar>>);
   return true;
 }
 static_assert(layers_satisfy_concepts<float>());
@@ -39,11 +48,19 @@ concept QkvAlone = requires(const Matrix<typename Layer::Scalar>& x) {
 };
 static_assert(QkvAlone<LinearAttention<double>>);  // its only gate is optional
 static_assert(QkvAlone<SoftmaxAttention<double>>);
-static_assert(!QkvAlone<DeltaNet<double>>);      // beta
-static_assert(!QkvAlone<TTTLinear<double>>);     // eta
-static_assert(!QkvAlone<TitansMemory<double>>);  // theta, alpha, momentum
+static_assert(!QkvAlone<DeltaNet<double>>);              // beta
+static_assert(!QkvAlone<TTTLinear<double>>);             // eta
+static_assert(!QkvAlone<TitansMemory<double>>);          // theta, alpha, momentum
+static_assert(!QkvAlone<GatedLinearAttention<double>>);  // log_decay (T×key_dim)
+static_assert(!QkvAlone<KimiDeltaAttention<double>>);    // beta, log_decay
+static_assert(!QkvAlone<GeneralizedDeltaRule<double>>);  // a, b, log_decay
 static_assert(requires(const Matrix<double>& x, const Vector<double>& b) {
   DeltaNet<double>::Inputs{.q = x, .k = x, .v = x, .beta = b};
+});
+static_assert(requires(const Matrix<double>& x, const Vector<double>& b) {
+  GatedLinearAttention<double>::Inputs{.q = x, .k = x, .v = x, .log_decay = x};
+  KimiDeltaAttention<double>::Inputs{.q = x, .k = x, .v = x, .beta = b, .log_decay = x};
+  GeneralizedDeltaRule<double>::Inputs{.q = x, .k = x, .v = x, .a = x, .b = x, .log_decay = x};
 });
 static_assert(layers_satisfy_concepts<double>());
 

@@ -6,7 +6,8 @@
 // suites describe their layers in more detail: conformance.hpp, property_test.cpp.)
 //
 //   Case<Layer>::Data                 packed inputs of H heads (q, k: T×(H·key_dim),
-//                                     v: T×(H·value_dim), gates: T×H) with all() and
+//                                     v: T×(H·value_dim), gates: T×H, per-key-channel
+//                                     gates T×(H·key_dim)) with all() and
 //                                     slice(begin, n) (rows [begin, begin + n))
 //   Case<Layer>::data(layer, T, H, rng)
 //   Case<Layer>::parts(state)         every part of a state (integers as 1×1 matrices)
@@ -123,6 +124,91 @@ struct Case<DeltaNet<Scalar>> {
     return {uniform<Scalar>(rng, T, H * dk), cases::unit_keys<Scalar>(rng, T, H, dk),
             uniform<Scalar>(rng, T, dv), uniform<Scalar>(rng, T, H, 0.0, 2.0),
             uniform<Scalar>(rng, T, H, -0.2, 0.0)};
+  }
+  static std::vector<Matrix<Scalar>> parts(const typename Layer::State& s) { return {s.S}; }
+  static Index parallel_limit(const Layer&, const typename Layer::State&) {
+    return std::numeric_limits<Index>::max();
+  }
+};
+
+/// Per-key-channel log-decays `T×(H·dk)` for the diagonal-gate layers (docs/math.md §7–§9).
+template <class Scalar>
+struct Case<GatedLinearAttention<Scalar>> {
+  using Layer = GatedLinearAttention<Scalar>;
+  struct Data {
+    Matrix<Scalar> q, k, v, g;
+    typename Layer::Inputs all() const { return {.q = q, .k = k, .v = v, .log_decay = g}; }
+    typename Layer::Inputs slice(Index b, Index n) const {
+      return {.q = q.middleRows(b, n),
+              .k = k.middleRows(b, n),
+              .v = v.middleRows(b, n),
+              .log_decay = g.middleRows(b, n)};
+    }
+  };
+  static Data data(const Layer& layer, Index T, Index H, Rng& rng) {
+    const Index dk = H * layer.key_dim(), dv = H * layer.value_dim();
+    return {uniform<Scalar>(rng, T, dk), uniform<Scalar>(rng, T, dk), uniform<Scalar>(rng, T, dv),
+            uniform<Scalar>(rng, T, dk, -0.5, 0.0)};
+  }
+  static std::vector<Matrix<Scalar>> parts(const typename Layer::State& s) { return {s.S}; }
+  static Index parallel_limit(const Layer&, const typename Layer::State&) {
+    return std::numeric_limits<Index>::max();
+  }
+};
+
+template <class Scalar>
+struct Case<KimiDeltaAttention<Scalar>> {
+  using Layer = KimiDeltaAttention<Scalar>;
+  struct Data {
+    Matrix<Scalar> q, k, v, beta, g;
+    typename Layer::Inputs all() const {
+      return {.q = q, .k = k, .v = v, .beta = beta, .log_decay = g};
+    }
+    typename Layer::Inputs slice(Index b, Index n) const {
+      return {.q = q.middleRows(b, n),
+              .k = k.middleRows(b, n),
+              .v = v.middleRows(b, n),
+              .beta = cases::rows(beta, b, n),
+              .log_decay = g.middleRows(b, n)};
+    }
+  };
+  static Data data(const Layer& layer, Index T, Index H, Rng& rng) {
+    const Index dk = layer.key_dim(), dv = H * layer.value_dim();
+    return {uniform<Scalar>(rng, T, H * dk), cases::unit_keys<Scalar>(rng, T, H, dk),
+            uniform<Scalar>(rng, T, dv), uniform<Scalar>(rng, T, H, 0.0, 2.0),
+            uniform<Scalar>(rng, T, H * dk, -0.5, 0.0)};
+  }
+  static std::vector<Matrix<Scalar>> parts(const typename Layer::State& s) { return {s.S}; }
+  static Index parallel_limit(const Layer&, const typename Layer::State&) {
+    return std::numeric_limits<Index>::max();
+  }
+};
+
+/// RWKV-7's a = −κ̂, b = κ̂ ⊙ α (κ̂ unit rows per head, α in (0, 1)).
+template <class Scalar>
+struct Case<GeneralizedDeltaRule<Scalar>> {
+  using Layer = GeneralizedDeltaRule<Scalar>;
+  struct Data {
+    Matrix<Scalar> q, k, v, a, b, g;
+    typename Layer::Inputs all() const {
+      return {.q = q, .k = k, .v = v, .a = a, .b = b, .log_decay = g};
+    }
+    typename Layer::Inputs slice(Index r, Index n) const {
+      return {.q = q.middleRows(r, n),
+              .k = k.middleRows(r, n),
+              .v = v.middleRows(r, n),
+              .a = a.middleRows(r, n),
+              .b = b.middleRows(r, n),
+              .log_decay = g.middleRows(r, n)};
+    }
+  };
+  static Data data(const Layer& layer, Index T, Index H, Rng& rng) {
+    const Index dk = layer.key_dim(), dv = H * layer.value_dim();
+    const Matrix<Scalar> kappa = cases::unit_keys<Scalar>(rng, T, H, dk);
+    const Matrix<Scalar> alpha = uniform<Scalar>(rng, T, H * dk, 0.01, 0.99);
+    return {uniform<Scalar>(rng, T, H * dk), uniform<Scalar>(rng, T, H * dk),
+            uniform<Scalar>(rng, T, dv),     -kappa,
+            kappa.cwiseProduct(alpha),       uniform<Scalar>(rng, T, H * dk, -0.5, 0.0)};
   }
   static std::vector<Matrix<Scalar>> parts(const typename Layer::State& s) { return {s.S}; }
   static Index parallel_limit(const Layer&, const typename Layer::State&) {

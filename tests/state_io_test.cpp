@@ -142,6 +142,12 @@ void for_each_layer(F&& f) {
     SoftmaxAttention<Scalar>({.key_dim = 4, .value_dim = 3, .window = 5, .chunk_size = 4}));
   f("gated DeltaNet, qk l2norm",
     DeltaNet<Scalar>({.key_dim = 4, .value_dim = 3, .chunk_size = 4, .qk_l2norm = true}));
+  f("GatedLinearAttention",
+    GatedLinearAttention<Scalar>({.key_dim = 4, .value_dim = 3, .chunk_size = 4}));
+  f("KimiDeltaAttention, qk l2norm",
+    KimiDeltaAttention<Scalar>({.key_dim = 4, .value_dim = 3, .chunk_size = 4, .qk_l2norm = true}));
+  f("GeneralizedDeltaRule",
+    GeneralizedDeltaRule<Scalar>({.key_dim = 4, .value_dim = 3, .chunk_size = 4}));
   f("TTT-Linear", TTTLinear<Scalar>({.key_dim = 4, .mini_batch = 8}));
   f("TTT-MLP", TTTMLP<Scalar>({.key_dim = 4, .mini_batch = 8, .expansion = 2}));
   f("Titans depth 1", TitansMemory<Scalar>({.key_dim = 4, .value_dim = 3, .mini_batch = 8}));
@@ -270,6 +276,33 @@ TYPED_TEST(StateIo, WrongLayerThrows) {
   EXPECT_CONTAINS(load_error(titans, save(softmax, softmax.initial_state())), "wrong layer");
 }
 
+// The diagonal-gate layers have DeltaNet's state (one key_dim×value_dim S) under kinds of their
+// own: a file of one is refused by each of the others, both ways, and by DeltaNet.
+TYPED_TEST(StateIo, WrongDiagonalGateLayerThrows) {
+  using S = TypeParam;
+  const DeltaNet<S> delta({.key_dim = 4, .value_dim = 3});
+  const GatedLinearAttention<S> gla({.key_dim = 4, .value_dim = 3});
+  const KimiDeltaAttention<S> kda({.key_dim = 4, .value_dim = 3});
+  const GeneralizedDeltaRule<S> gdr({.key_dim = 4, .value_dim = 3});
+  const auto refused = [](const auto& saver, const auto& loader, const std::string& saved,
+                          const std::string& loading) {
+    SCOPED_TRACE(saved + " file loaded by " + loading);
+    const std::string message = load_error(loader, save(saver, saver.initial_state()));
+    EXPECT_CONTAINS(message, "wrong layer");
+    EXPECT_CONTAINS(message, "the file holds a " + saved + " state, the layer is " + loading);
+  };
+  refused(gla, kda, "GatedLinearAttention", "KimiDeltaAttention");
+  refused(kda, gla, "KimiDeltaAttention", "GatedLinearAttention");
+  refused(kda, gdr, "KimiDeltaAttention", "GeneralizedDeltaRule");
+  refused(gdr, kda, "GeneralizedDeltaRule", "KimiDeltaAttention");
+  refused(gdr, gla, "GeneralizedDeltaRule", "GatedLinearAttention");
+  refused(gla, gdr, "GatedLinearAttention", "GeneralizedDeltaRule");
+  refused(delta, kda, "DeltaNet", "KimiDeltaAttention");
+  refused(kda, delta, "KimiDeltaAttention", "DeltaNet");
+  refused(gla, delta, "GatedLinearAttention", "DeltaNet");
+  refused(gdr, delta, "GeneralizedDeltaRule", "DeltaNet");
+}
+
 // A file saved by the same layer kind with other dims/options that shape the state.
 TYPED_TEST(StateIo, WrongDimsThrows) {
   using S = TypeParam;
@@ -288,6 +321,12 @@ TYPED_TEST(StateIo, WrongDimsThrows) {
          "window = 5");
   expect(DeltaNet<S>({.key_dim = 4, .value_dim = 3}), DeltaNet<S>({.key_dim = 4, .value_dim = 2}),
          "value_dim = 3");
+  using GLA = GatedLinearAttention<S>;
+  expect(GLA({.key_dim = 4, .value_dim = 3}), GLA({.key_dim = 5, .value_dim = 3}), "key_dim = 4");
+  using KDA = KimiDeltaAttention<S>;
+  expect(KDA({.key_dim = 4, .value_dim = 3}), KDA({.key_dim = 4, .value_dim = 2}), "value_dim = 3");
+  using GDR = GeneralizedDeltaRule<S>;
+  expect(GDR({.key_dim = 4, .value_dim = 3}), GDR({.key_dim = 3, .value_dim = 4}), "key_dim = 4");
   expect(TTTLinear<S>({.key_dim = 4, .mini_batch = 8}), TTTLinear<S>({.key_dim = 4}),
          "mini_batch = 8");
   expect(TTTLinear<S>({.key_dim = 4, .bias = false}), TTTLinear<S>({.key_dim = 4}), "bias = 0");
