@@ -169,18 +169,24 @@ class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
     S.noalias() += ws.weighted.transpose() * ws.values;
   }
 
-  /// The definition, token by token: the read a_t S_{t−1}, then one pass over S.
+  /// The definition, token by token: the reads of the old state S_{t−1},
+  ///     r = a S_{t−1},   o = scale·((q ⊙ e^g) S_{t−1} + (q·b) r + (q·k) v),
+  /// then one pass that updates S = e^g S + bᵀr + kᵀv.
   void recurrent(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
     Vector<Scalar> decay(options_.key_dim);
-    RowVector<Scalar> read(options_.value_dim);
+    RowVector<Scalar> decayed_q(options_.key_dim), read(options_.value_dim);
     for (Index t = 0; t < in.q.rows(); ++t) {
       decay = in.log_decay.row(t).transpose().array().exp();
-      read.noalias() = in.a.row(t) * state.S;  // a_t S_{t−1}: the undecayed state
+      const auto q = in.q.row(t);
+      const auto a = in.a.row(t);
       const auto b = in.b.row(t);
       const auto k = in.k.row(t);
       const auto v = in.v.row(t);
-      detail::decay_write_read(state.S, decay, in.q.row(t), scale(), out.row(t),
-                               [&](Index c) { return b(c) * read + k(c) * v; });
+      read.noalias() = a * state.S;  // the undecayed state
+      decayed_q = q.cwiseProduct(decay.transpose());
+      out.row(t).noalias() = decayed_q * state.S;
+      out.row(t) = scale() * (out.row(t) + q.dot(b) * read + q.dot(k) * v);
+      detail::decay_and_write_rows(state.S, decay, detail::RankOne{b, read}, detail::RankOne{k, v});
     }
   }
 

@@ -116,15 +116,20 @@ class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
   }
 
  private:
-  /// The definition, token by token, in one pass over S per token.
+  /// The definition, token by token: the output from the old state,
+  /// o = scale·((q ⊙ e^g) S_{t−1} + (q·k) v), then one pass that updates S.
   void recurrent(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
     Vector<Scalar> decay(options_.key_dim);
+    RowVector<Scalar> decayed_q(options_.key_dim);
     for (Index t = 0; t < in.q.rows(); ++t) {
       decay = in.log_decay.row(t).transpose().array().exp();
+      const auto q = in.q.row(t);
       const auto k = in.k.row(t);
       const auto v = in.v.row(t);
-      detail::decay_write_read(state.S, decay, in.q.row(t), scale(), out.row(t),
-                               [&](Index c) { return k(c) * v; });
+      decayed_q = q.cwiseProduct(decay.transpose());
+      out.row(t).noalias() = decayed_q * state.S;
+      out.row(t) = scale() * (out.row(t) + q.dot(k) * v);
+      detail::decay_and_write_rows(state.S, decay, detail::RankOne{k, v});
     }
   }
 

@@ -163,20 +163,25 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
     detail::decay_and_write(k, ws.values, S, ws);
   }
 
-  /// The definition, token by token: the read k_t S̃_t, then one pass over S.
+  /// The definition, token by token: the reads of the old state S_{t−1},
+  ///     u = β (v − (k ⊙ e^g) S_{t−1}),   o = scale·((q ⊙ e^g) S_{t−1} + (q·k) u),
+  /// then one pass that updates S = e^g S + kᵀu.
   template <class QMatrix, class KMatrix>
   void recurrent(const QMatrix& q, const KMatrix& k, const Inputs& in, State& state,
                  MatrixRef<Scalar>& out) const {
     Vector<Scalar> decay(options_.key_dim);
-    RowVector<Scalar> u(options_.value_dim);
+    RowVector<Scalar> decayed(options_.key_dim), u(options_.value_dim);
     for (Index t = 0; t < q.rows(); ++t) {
-      // u = β (v − k S̃) with k S̃ = (k ⊙ e^g) S; then S = e^g S + kᵀu.
       decay = in.log_decay.row(t).transpose().array().exp();
       const auto kt = k.row(t);
-      u.noalias() = (kt.array() * decay.transpose().array()).matrix() * state.S;
+      const auto qt = q.row(t);
+      decayed = kt.cwiseProduct(decay.transpose());
+      u.noalias() = decayed * state.S;
       u = in.beta(t, 0) * (in.v.row(t) - u);
-      detail::decay_write_read(state.S, decay, q.row(t), scale(), out.row(t),
-                               [&](Index c) { return kt(c) * u; });
+      decayed = qt.cwiseProduct(decay.transpose());
+      out.row(t).noalias() = decayed * state.S;
+      out.row(t) = scale() * (out.row(t) + qt.dot(kt) * u);
+      detail::decay_and_write_rows(state.S, decay, detail::RankOne{kt, u});
     }
   }
 
