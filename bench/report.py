@@ -36,6 +36,9 @@ LAYERS = [  # (bench name, display name)
     ("ttt_mlp", "TTT-MLP"),
     ("titans_L1", "Titans L=1"),
     ("titans_L2", "Titans L=2"),
+    ("gla", "GLA"),
+    ("kda", "KDA"),
+    ("generalized_delta_rule", "generalized delta rule"),
 ]
 DISPLAY = dict(LAYERS)
 FORMS = ["recurrent", "parallel", "chunkwise"]
@@ -517,7 +520,40 @@ def targets_section(idx: Index, memory: list[dict]) -> list[str]:
 
     # (f)
     out += memory_section(memory, heading=False)
+
+    # (g)
+    out += diagonal_section(idx, gemm)
     return out
+
+
+def diagonal_section(idx: "Index", gemm) -> list[str]:
+    """Issue 16's targets for the diagonal-gate layers (docs/math.md §7–§9)."""
+    targets = {"gla": 40, "kda": 30, "generalized_delta_rule": 30}
+    per_token = {"gla": 4, "kda": 6, "generalized_delta_rule": 8}  # recurrent FLOPs / (dk·dv)
+    rows = []
+    for layer, floor in targets.items():
+        for d in (64, 128):
+            one = idx.get(layer, "chunkwise", 4096, d, "useful_GFLOP/s")
+            rate = idx.cpu_rate(layer, "chunkwise", 4096, d, heads=4, threads=1)
+            four = None if rate is None else rate * per_token[layer] * d * d * 1e-9
+            dec1 = idx.decode.get((layer, d, 1))
+            dec4 = idx.decode.get((layer, d, 4))
+            if one is None and four is None and dec1 is None:
+                continue
+            rows.append([DISPLAY[layer], d, fmt(one), pct(one, gemm), fmt(four), pct(four, gemm),
+                         f"≥ {floor}%" if d == 128 else DASH,
+                         fmt(dec1.values.get("us/head_token") if dec1 else None, 3, " µs"),
+                         fmt(dec4.values.get("us/head_token") if dec4 else None, 3, " µs"),
+                         "≤ 2 µs" if d == 128 else DASH])
+    if not rows:
+        return []
+    return ["**(g)** Diagonal gates (docs/math.md §7–§9), T=4096: chunkwise useful GFLOP/s "
+            "(one head; 4 heads through MultiHead on one thread, by the process's CPU time so "
+            "that other load cancels out) as % of the same run's Eigen "
+            "GEMM 128, and the decode step per head-token:", "",
+            table(["layer", "d", "1 head useful GFLOP/s", "% GEMM", "4 heads useful GFLOP/s",
+                   "% GEMM", "target (d=128)", "decode 1 head", "decode 4 heads",
+                   "target (d=128)"], rows), ""]
 
 
 def memory_section(memory: list[dict], heading=True) -> list[str]:
@@ -850,6 +886,15 @@ def main() -> int:
         only = q.parse_args()
         cases = [c for path in only.json for c in load_from_x(path)]
         print("\n".join(from_x_section(cases, heading=False)))
+        return 0
+    if "--diagonal-only" in sys.argv:  # print just table (g) of a --suite=diagonal run
+        q = argparse.ArgumentParser()
+        q.add_argument("--diagonal-only", action="store_true")
+        q.add_argument("--json", required=True)
+        only = q.parse_args()
+        _, cases = load_cases(only.json)
+        idx = Index(cases)
+        print("\n".join(diagonal_section(idx, idx.gemm_rate(128))))
         return 0
     args = p.parse_args()
 
