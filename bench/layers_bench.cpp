@@ -444,8 +444,10 @@ using TTTLinear = TTTCase<Scalar, seqmem::TTTModel::linear>;
 template <class Scalar>
 using TTTMLP = TTTCase<Scalar, seqmem::TTTModel::mlp>;
 
-/// Titans memory of depth L at b = 16 (no bias, no LayerNorm: the defaults).
-template <class Scalar, Index Depth>
+/// Titans memory of depth L at b = 16 (no bias, no LayerNorm: the defaults); forgetting
+/// α ∈ [0, 0.2] (its weights decay toward zero: the subnormal cliff case), or α = 0 when not
+/// `Forgetting` (the same arithmetic on weights that stay large).
+template <class Scalar, Index Depth, bool Forgetting = true>
 struct TitansCase {
   using Layer = seqmem::TitansMemory<Scalar>;
   static Layer make_layer(Index d) {
@@ -467,7 +469,7 @@ struct TitansCase {
               .k = random_normal<Scalar>(rng, T, H * d, 1.0),
               .v = random_normal<Scalar>(rng, T, H * d, 1.0),
               .theta = random_uniform<Scalar>(rng, T, H, 0.005, 0.05),
-              .alpha = random_uniform<Scalar>(rng, T, H, 0.0, 0.2),
+              .alpha = random_uniform<Scalar>(rng, T, H, 0.0, Forgetting ? 0.2 : 0.0),
               .eta = random_uniform<Scalar>(rng, T, H, 0.5, 0.95)};
     normalize_heads(data.k, d);
     return data;
@@ -484,6 +486,8 @@ template <class Scalar>
 using TitansL1 = TitansCase<Scalar, 1>;
 template <class Scalar>
 using TitansL2 = TitansCase<Scalar, 2>;
+template <class Scalar>
+using TitansL2NoForgetting = TitansCase<Scalar, 2, false>;
 
 // ---------------------------------------------------------------------------------------------
 // The harness: one generic throughput benchmark and one decode benchmark.
@@ -912,6 +916,12 @@ void register_guard() {
   add("delta_net", Form::chunkwise, 1024);
   add("linear_attention_gated", Form::parallel, 4096);
   add("linear_attention_gated", Form::chunkwise, 4096);
+  // The subnormal cliff: Titans L = 2 with forgetting (weights decay toward zero) vs α = 0.
+  for (const Form form : {Form::recurrent, Form::chunkwise}) {
+    add("titans_L2", form, 4096);
+    register_case<TitansL2NoForgetting<float>>("titans_L2_no_forgetting",
+                                               {.form = form, .T = 4096, .d = 64});
+  }
 }
 
 /// Chunk-size sweep of the chunked layers (how the default chunk_size was chosen).

@@ -28,6 +28,7 @@
 
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/checks.hpp"
+#include "seqmem/detail/flush_denormals.hpp"
 
 namespace seqmem {
 namespace detail {
@@ -189,6 +190,7 @@ class LayerBase {
                          MatrixRef<typename L::Scalar> out) const {
     detail::require_shape(Layer::kName, "out", out, in.q.rows(), output_dim());
     if (in.q.rows() == 0) return;
+    const detail::FlushDenormals no_subnormals;  // no slow path when a state decays to zero
     self().run(form, in, state, out);
   }
 

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "seqmem/core/types.hpp"
+#include "seqmem/detail/math.hpp"
 
 namespace seqmem::detail {
 
@@ -244,30 +245,6 @@ void channel_decayed_chunk(const QBlock& q, const KBlock& k, const VBlock& v, Ma
   scale_by_decay(q, gamma, from_start(q.cols()), 1.0, ws.weighted, ws.exponent);
   out.noalias() += ws.weighted * state;
   decay_and_write(k, v, state, ws);
-}
-
-/// One rank-1 term `xᵀ y` of a token's write into S: x over key channels, y over values.
-template <class X, class Y>
-struct RankOne {
-  const X& x;
-  const Y& y;
-};
-template <class X, class Y>
-RankOne(const X&, const Y&) -> RankOne<X, Y>;
-
-/// One token's update of S in one pass (docs/math.md §7–§9): row c becomes
-/// `decay(c)·S_c + Σ_n x_n(c)·y_n` for the token's rank-1 `terms`. The recurrent forms read
-/// what they need from the old state first (GEMVs: q's output, KDA's k S̃, the generalized
-/// rule's a S) and then make this one read-write pass, which is cheaper than folding the
-/// output's read into it (measured: 1.3 vs 1.9 µs per token at d = 128, float). One Eigen
-/// expression per row stays vectorized at -O2; a whole-matrix `diag(d) S + kᵀ.lazyProduct(v)`
-/// does not.
-template <class Scalar, class Decay, class... Terms>
-void decay_and_write_rows(Matrix<Scalar>& S, const Decay& decay, const Terms&... terms) {
-  for (Index c = 0; c < S.rows(); ++c) {
-    auto row = S.row(c);
-    row = ((decay(c) * row) + ... + (terms.x(c) * terms.y));
-  }
 }
 
 }  // namespace seqmem::detail

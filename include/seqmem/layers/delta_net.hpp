@@ -152,18 +152,25 @@ class DeltaNet : public LayerBase<DeltaNet<Scalar_>> {
     ws.scores.template triangularView<Eigen::UnitLower>().solveInPlace(ws.values);
   }
 
-  /// The definition, token by token (docs/math.md §3; q already scaled).
+  /// The definition, token by token (docs/math.md §3; q already scaled): the reads of the old
+  /// state S_{t−1} by GEMVs,
+  ///     u = β (v − e^g k S_{t−1}),   o = q S_t = e^g q S_{t−1} + (q·k) u,
+  /// then one pass that updates S = e^g S + kᵀu (detail::decay_and_write_rows).
   template <class KMatrix>
   void recurrent(const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in, State& state,
                  MatrixRef<Scalar>& out) const {
     RowVector<Scalar> u(options_.value_dim);
     for (Index t = 0; t < q.rows(); ++t) {
-      // S_t = e^g S + kᵀu with u = β(v − k e^g S): one pass over S for the update.
       const Scalar decay = in.log_decay ? std::exp((*in.log_decay)(t, 0)) : Scalar(1);
-      u.noalias() = k.row(t) * state.S;
+      const auto qt = q.row(t);
+      const auto kt = k.row(t);
+      auto o = out.row(t);
+      u.noalias() = kt * state.S;
       u = in.beta(t, 0) * (in.v.row(t) - decay * u);
-      state.S = decay * state.S + k.row(t).transpose().lazyProduct(u);
-      out.row(t).noalias() = q.row(t) * state.S;
+      o.noalias() = qt * state.S;
+      o = decay * o + qt.dot(kt) * u;
+      detail::decay_and_write_rows(
+          state.S, [decay](Index) { return decay; }, detail::RankOne{kt, u});
     }
   }
 

@@ -153,22 +153,25 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
     }
   }
 
-  /// The definition, token by token.
+  /// The definition, token by token: the output from the old state,
+  /// scale·φ(q) S_t = e^g (scale·φ(q) S_{t−1}) + (scale·φ(q)·φ(k)) v, by a GEMV, then one pass
+  /// that updates S = e^g S + φ(k)ᵀ v (detail::decay_and_write_rows).
   template <class KMatrix>
   void recurrent(const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in, State& state,
                  MatrixRef<Scalar>& out) const {
     for (Index t = 0; t < q.rows(); ++t) {
-      if (in.log_decay) {  // S ← e^g S + kᵀv in one pass over S
-        const Scalar decay = std::exp((*in.log_decay)(t, 0));
-        state.S = decay * state.S + k.row(t).transpose().lazyProduct(in.v.row(t));
-        if (options_.normalize) state.z *= decay;
-      } else {
-        state.S.noalias() += k.row(t).transpose() * in.v.row(t);
-      }
-      out.row(t).noalias() = q.row(t) * state.S;
+      const Scalar decay = in.log_decay ? std::exp((*in.log_decay)(t, 0)) : Scalar(1);
+      const auto qt = q.row(t);
+      const auto kt = k.row(t);
+      const auto v = in.v.row(t);
+      auto o = out.row(t);
+      o.noalias() = qt * state.S;
+      o = decay * o + qt.dot(kt) * v;
+      detail::decay_and_write_rows(
+          state.S, [decay](Index) { return decay; }, detail::RankOne{kt, v});
       if (options_.normalize) {
-        state.z += k.row(t);
-        out.row(t) /= q.row(t).dot(state.z.row(0)) + options_.norm_eps;
+        state.z = decay * state.z + kt;
+        o /= qt.dot(state.z.row(0)) + options_.norm_eps;
       }
     }
   }
