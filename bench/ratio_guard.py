@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Performance regression guard built not to flake on a slow or busy machine.
 
-Runs `layers_bench --suite=guard` (15 small cases, about 25 s) and checks
+Runs `layers_bench --suite=guard` (19 small cases, about 25 s) and checks
 RATIOS of tokens/s between cases of the same run, each with a wide margin below what was
 measured (docs/benchmarks.md, "Regression guard"). No absolute time is ever checked. Every
 case is repeated and its best repetition is used (interference from other processes only

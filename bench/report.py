@@ -730,7 +730,7 @@ def guard_section(guard_json: str | None, idx: Index) -> list[str]:
                 counts[b.get("run_name", b["name"])] += 1
         reps = max(counts.values(), default=0)
     out = ["## Regression guard (`ctest -R bench.ratio_guard`)", "",
-           "`bench/ratio_guard.py` runs `layers_bench --suite=guard` (15 small cases, "
+           "`bench/ratio_guard.py` runs `layers_bench --suite=guard` (19 small cases, "
            f"{' '.join(ratio_guard.GUARD_ARGS[1:])}; about 25 s here) and checks only ratios "
            "of tokens/s between cases of the same run, each case's best repetition, with wide "
            "margins; never absolute times. A failing check reruns the suite once and uses the "
