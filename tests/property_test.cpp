@@ -1344,5 +1344,144 @@ TYPED_TEST(Property, RandomSplitsMatchOneRecurrentCall) {
       << "too many ill-conditioned or diverging configurations: tighten the generator's ranges";
 }
 
+// ---------------------------------------------------------------------------------------------
+// Identities of the diagonal-gate layers (docs/math.md §7–§9)
+// ---------------------------------------------------------------------------------------------
+//
+// The split property compares a layer's forms with its own recurrence: a recurrence that is
+// wrong in the same way in every form passes it. These compare each diagonal-gate layer with
+// the layer it generalizes, on random inputs (one random form per layer and case, different
+// chunk sizes), within the cross-form tolerance:
+//   GatedLinearAttention with g_{t,c} = g_t on every channel  =  gated LinearAttention (§2);
+//   KimiDeltaAttention with g_{t,c} = g_t                       =  gated DeltaNet (§3);
+//   GeneralizedDeltaRule with a = b = 0                         =  GatedLinearAttention (§7);
+//   GeneralizedDeltaRule with a_t = −k_t ⊙ exp(g_t), b_t = β_t k_t and the written key β_t k_t
+//                                                               =  KimiDeltaAttention (§8).
+// In the last, a_t ∦ b_t wherever g_t differs between channels, so a rule that applied
+// D + aᵀb instead of D + bᵀa would fail it.
+
+/// One case: random sizes, inputs, start state and forms; returns the failures, if any.
+template <class Scalar>
+std::vector<std::string> identity_case(std::uint64_t seed) {
+  using Mat = Matrix<Scalar>;
+  Rng rng(seed);
+  const Index T = draw_length(rng), dk = draw_dim(rng), dv = draw_dim(rng);
+  const auto form = [&rng] { return all_forms[uniform_index(rng, 0, 2)]; };
+  const auto chunk = [&rng, T] { return draw_chunk(rng, T); };
+  const bool l2norm = chance(rng, 0.5);
+  const ChannelDecays decays = ChannelDecays::draw(rng, dk);
+  const Mat q = uniform<Scalar>(rng, T, dk), v = uniform<Scalar>(rng, T, dv);
+  const Matrix<double> k_raw = uniform<double>(rng, T, dk), k = unit_rows(k_raw);
+  const Vector<Scalar> beta = draw_beta<Scalar>(rng, T, chance(rng, 0.25));
+  const Matrix<double> g = decays.template values<double>(rng, T, dk);
+  const Vector<Scalar> g_token = draw_log_decay<Scalar>(rng, T);
+  const Mat g_shared = g_token.replicate(1, dk);
+  const Mat S0 = uniform<Scalar>(rng, dk, dv);
+  const Mat ks = k.cast<Scalar>(), gs = g.cast<Scalar>();
+  const Mat k_delta = l2norm ? Mat(k_raw.cast<Scalar>()) : ks;  // the layers normalize k
+
+  std::vector<std::string> failures;
+  std::ostringstream where;
+  where << "T " << T << ", key_dim " << dk << ", value_dim " << dv << ", qk_l2norm " << l2norm
+        << ", " << decays.describe();
+  const auto compare = [&](const char* what, const Mat& got, const Mat& want, Form f1, Form f2) {
+    if (auto r = near(got, want, cross_form_tolerance<Scalar>()); !r) {
+      std::ostringstream f;
+      f << what << " (" << to_string(f1) << " vs " << to_string(f2) << "; " << where.str()
+        << "): " << r.message();
+      failures.push_back(f.str());
+    }
+  };
+
+  {  // GLA with shared channels = gated linear attention
+    const GatedLinearAttention<Scalar> gla({.key_dim = dk, .value_dim = dv, .chunk_size = chunk()});
+    const LinearAttention<Scalar> lin({.key_dim = dk, .value_dim = dv, .chunk_size = chunk()});
+    typename GatedLinearAttention<Scalar>::State s1{S0};
+    auto s2 = lin.initial_state();
+    s2.S = S0;
+    const Form f1 = form(), f2 = form();
+    const Mat o1 = forward(gla, f1, {.q = q, .k = ks, .v = v, .log_decay = g_shared}, s1);
+    const Mat o2 =
+        forward(lin, f2, {.q = q, .k = ks, .v = v, .log_decay = GateRef<Scalar>(g_token)}, s2);
+    compare("GLA with shared channels vs gated LinearAttention: outputs", o1, o2, f1, f2);
+    compare("GLA with shared channels vs gated LinearAttention: state", s1.S, s2.S, f1, f2);
+  }
+  {  // KDA with shared channels = gated DeltaNet
+    const KimiDeltaAttention<Scalar> kda(
+        {.key_dim = dk, .value_dim = dv, .chunk_size = chunk(), .qk_l2norm = l2norm});
+    const DeltaNet<Scalar> delta(
+        {.key_dim = dk, .value_dim = dv, .chunk_size = chunk(), .qk_l2norm = l2norm});
+    typename KimiDeltaAttention<Scalar>::State s1{S0};
+    typename DeltaNet<Scalar>::State s2{S0};
+    const Form f1 = form(), f2 = form();
+    const Mat o1 = forward(
+        kda, f1,
+        {.q = q, .k = k_delta, .v = v, .beta = GateRef<Scalar>(beta), .log_decay = g_shared}, s1);
+    const Mat o2 = forward(delta, f2,
+                           {.q = q,
+                            .k = k_delta,
+                            .v = v,
+                            .beta = GateRef<Scalar>(beta),
+                            .log_decay = GateRef<Scalar>(g_token)},
+                           s2);
+    compare("KDA with shared channels vs gated DeltaNet: outputs", o1, o2, f1, f2);
+    compare("KDA with shared channels vs gated DeltaNet: state", s1.S, s2.S, f1, f2);
+  }
+  {  // generalized delta rule with a = b = 0 = GLA
+    const GeneralizedDeltaRule<Scalar> gdr({.key_dim = dk, .value_dim = dv, .chunk_size = chunk()});
+    const GatedLinearAttention<Scalar> gla({.key_dim = dk, .value_dim = dv, .chunk_size = chunk()});
+    typename GeneralizedDeltaRule<Scalar>::State s1{S0};
+    typename GatedLinearAttention<Scalar>::State s2{S0};
+    const Mat zero = Mat::Zero(T, dk);
+    const Form f1 = form(), f2 = form();
+    const Mat o1 =
+        forward(gdr, f1, {.q = q, .k = ks, .v = v, .a = zero, .b = zero, .log_decay = gs}, s1);
+    const Mat o2 = forward(gla, f2, {.q = q, .k = ks, .v = v, .log_decay = gs}, s2);
+    compare("GeneralizedDeltaRule with a = b = 0 vs GLA: outputs", o1, o2, f1, f2);
+    compare("GeneralizedDeltaRule with a = b = 0 vs GLA: state", s1.S, s2.S, f1, f2);
+  }
+  {  // generalized delta rule with KDA's a, b and written key = KDA (unit keys, no l2norm)
+    const GeneralizedDeltaRule<Scalar> gdr({.key_dim = dk, .value_dim = dv, .chunk_size = chunk()});
+    const KimiDeltaAttention<Scalar> kda({.key_dim = dk, .value_dim = dv, .chunk_size = chunk()});
+    typename GeneralizedDeltaRule<Scalar>::State s1{S0};
+    typename KimiDeltaAttention<Scalar>::State s2{S0};
+    const Matrix<double> b = beta.template cast<double>().asDiagonal() * k;
+    const Mat a = (-k.cwiseProduct(g.array().exp().matrix())).template cast<Scalar>();
+    const Mat bs = b.cast<Scalar>();
+    const Form f1 = form(), f2 = form();
+    const Mat o1 =
+        forward(gdr, f1, {.q = q, .k = bs, .v = v, .a = a, .b = bs, .log_decay = gs}, s1);
+    const Mat o2 = forward(
+        kda, f2, {.q = q, .k = ks, .v = v, .beta = GateRef<Scalar>(beta), .log_decay = gs}, s2);
+    compare("GeneralizedDeltaRule with KDA's a, b vs KDA: outputs", o1, o2, f1, f2);
+    compare("GeneralizedDeltaRule with KDA's a, b vs KDA: state", s1.S, s2.S, f1, f2);
+  }
+  return failures;
+}
+
+template <class Scalar>
+void check_identities() {
+  const int cases = property_cases();
+  const std::uint64_t seed = property_seed();
+  int failed = 0;
+  for (int i = 0; i < cases && failed < 5; ++i) {
+    const std::uint64_t s = seed + static_cast<std::uint64_t>(i);
+    const auto failures = identity_case<Scalar>(s);
+    for (const auto& f : failures)
+      ADD_FAILURE() << "case seed " << s << ": " << f;
+    failed += failures.empty() ? 0 : 1;
+  }
+  std::cout << "[ property ] diagonal-gate identities ("
+            << (std::is_same_v<Scalar, float> ? "float" : "double") << "): " << cases << " cases, "
+            << failed << " failed\n";
+}
+
+TEST(DiagonalGateIdentities, Float) {
+  check_identities<float>();
+}
+TEST(DiagonalGateIdentities, Double) {
+  check_identities<double>();
+}
+
 }  // namespace
 }  // namespace seqmem::test
