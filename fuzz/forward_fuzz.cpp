@@ -1,9 +1,12 @@
-// libFuzzer target over input validation: the fuzz input decodes to a layer (any of the six,
+// libFuzzer target over input validation: the fuzz input decodes to a layer (any of the nine,
 // float or double, alone or under seqmem::MultiHead), its options (dims 0–8, chunk sizes,
 // mini_batch, window, depth, expansion, flags, scale and epsilons including NaN/Inf, bad
 // outer-loop parameters), a possibly broken state, and up to three calls of random forms with
 // shapes that may be wrong (T, mismatched dims, wrong gate lengths or widths, missing gates)
-// and values from a palette that includes NaN, ±Inf, subnormals and out-of-range gates.
+// and values from a palette that includes NaN, ±Inf, subnormals and out-of-range gates. The
+// per-key-channel gates of the diagonal-gate layers (docs/math.md §7–§9: log-decays, a, b) also
+// get whole tokens or channels at one special value (−30, −1e30, the lowest finite value, …)
+// and single entries just above their bound, NaN or ±Inf.
 //
 // Properties (a violation aborts, so libFuzzer saves the input):
 //   - a constructor either succeeds or throws seqmem::invalid_argument;
@@ -11,8 +14,16 @@
 //     was, or returns an output of shape T × output_dim (MultiHead: T × H·output_dim);
 //   - layer.check(form, inputs, state) agrees with forward on whether the call is valid;
 //   - after a successful call every gate was finite and in its range;
+//   - the diagonal-gate layers: a successful single-head call with moderate inputs and state,
+//     whose outputs and state are bounded a priori (a bound that ignores the log-decays, since
+//     decay only shrinks the state), returns finite outputs and state, however strong the
+//     decays;
 //   - no other exception, no crash, no sanitizer report (ASan, UBSan, Eigen's and libstdc++'s
 //     assertions).
+//
+// The first byte picks the layer (bits 0–6 modulo 9, in the order of `dispatch`) and the
+// scalar type (bit 7: float). SEQMEM_FUZZ_LAYER=<0..8> fuzzes one layer alone (a developer's
+// run; CI leaves it unset).
 //
 // Index options also take huge values (2^31 up to 2^63 − 1) where that allocates nothing in
 // proportion (chunk_size, window, Titans' mini_batch). `expansion` takes only values ≥ 2^62,
@@ -22,7 +33,9 @@
 // huge allocation, not a bug.
 
 #include <algorithm>
+#include <cmath>
 #include <exception>
+#include <limits>
 #include <new>
 #include <optional>
 #include <string>
@@ -406,6 +419,231 @@ struct Fuzz<TitansMemory<S>> {
   }
 };
 
+// The diagonal-gate layers (docs/math.md §7–§9) --------------------------------------------
+
+/// A per-key-channel gate, T×width (width = H·key_dim): uniform in [lo, hi] plus specials
+/// (which include the valid −0, −30, −1e30 and the lowest finite value for a log-decay);
+/// sometimes one token or one channel set to a single special value throughout, one entry
+/// broken (just above `limit`, the gate's upper bound, NaN or ±Inf), the wrong length or
+/// width, or absent (which the inputs cannot express: a 0×0 gate).
+template <class S>
+std::optional<Matrix<S>> channel_gate(Bytes& in, Index T, Index width, double lo, double hi,
+                                      double limit, std::mt19937& gen) {
+  const std::uint8_t mode = in.u8() % 16;
+  if (mode == 15) return std::nullopt;
+  const Index rows = mode == 13 ? clamp0(T - 1) : mode == 14 ? T + 1 : T;
+  const Index cols = mode == 11 ? clamp0(width - 1) : mode == 12 ? width + 1 : width;
+  Matrix<S> g = tensor<S>(in, rows, cols, lo, hi, gen);
+  if (g.size() == 0 || mode < 8 || mode > 10) return g;
+  const Index i = in.u8() % g.rows(), j = in.u8() % g.cols();
+  using L = std::numeric_limits<S>;
+  switch (mode) {
+    case 8: g.row(i).setConstant(special<S>(in)); break;  // one token, every channel
+    case 9: g.col(j).setConstant(special<S>(in)); break;  // one channel, every token
+    default:
+      switch (in.u8() % 4) {
+        case 0: g(i, j) = std::nextafter(static_cast<S>(limit), L::infinity()); break;
+        case 1: g(i, j) = L::quiet_NaN(); break;
+        case 2: g(i, j) = L::infinity(); break;
+        default: g(i, j) = -L::infinity(); break;
+      }
+      break;
+  }
+  return g;
+}
+
+/// A required per-key-channel gate: an absent one becomes 0×0, which the layer must refuse.
+template <class S>
+InputRef<S> required_channels(const std::optional<Matrix<S>>& g) {
+  static const Matrix<S> kEmpty(0, 0);
+  return g ? InputRef<S>(*g) : InputRef<S>(kEmpty);
+}
+
+/// Bounds of the finiteness property below: inputs and state of at most kModerate in magnitude,
+/// and a bound on every output and state entry of at most kFiniteBound<S>.
+constexpr double kModerate = 1e3;
+template <class S>
+constexpr double kFiniteBound = sizeof(S) == 4 ? 1e20 : 1e200;
+
+template <class M>
+bool moderate(const M& m) {
+  for (Index i = 0; i < m.rows(); ++i)
+    for (Index j = 0; j < m.cols(); ++j)
+      if (!(std::abs(static_cast<double>(m(i, j))) <= kModerate)) return false;
+  return true;
+}
+
+template <class M>
+double row_norm(const M& m, Index t) {
+  return m.row(t).template cast<double>().norm();
+}
+
+/// For a matrix memory with ‖S_t‖ ≤ growth(t)·‖S_{t−1}‖ + write(t) and o_t = scale·q_t S_t: a
+/// bound on every |output| and every entry of S over a call of T tokens (q_norm(t) ≥ ‖q_t‖ as
+/// the layer uses it), or +Inf unless the scale and the start state are moderate (the caller
+/// checks the inputs). Whatever the log-decays (finite and ≤ 0, however strong), a call under
+/// a moderate bound must return finite outputs and state (docs/math.md §7: strong decays work
+/// without NaN/Inf).
+template <class S, class QNorm, class Growth, class Write>
+double memory_bound(Index T, S scale, const Matrix<S>& state, QNorm q_norm, Growth growth,
+                    Write write) {
+  if (!moderate(state) || !(std::abs(double(scale)) <= kModerate)) return HUGE_VAL;
+  double s = state.template cast<double>().norm(), worst = s;
+  for (Index t = 0; t < T; ++t) {
+    s = growth(t) * s + write(t);
+    worst = std::max({worst, s, std::abs(double(scale)) * q_norm(t) * s});
+  }
+  return worst;
+}
+
+template <class S>
+struct Fuzz<GatedLinearAttention<S>> {
+  using Layer = GatedLinearAttention<S>;
+  static Layer make(Bytes& in) {
+    typename Layer::Options o;
+    o.key_dim = (in.u8() + 3) % 9;
+    o.value_dim = (in.u8() + 2) % 9;
+    o.scale = optional_scalar<S>(in);
+    o.check_finite = !(in.u8() & 1);
+    o.chunk_size = option(in, 4, -2, 12);
+    return Layer(o);
+  }
+  struct Data {
+    QKV<S> x;
+    std::optional<Matrix<S>> g;
+    typename Layer::Inputs inputs() const {
+      return {.q = x.q, .k = x.k, .v = x.v, .log_decay = required_channels(g)};
+    }
+    bool gates_valid() const { return g && all_in(g, -HUGE_VAL, 0.0); }
+  };
+  static Data data(Bytes& in, const Layer& l, Index T, Index H, std::mt19937& gen) {
+    const Index dk = l.options().key_dim;
+    Data d{qkv<S>(in, T, H * dk, H * l.options().value_dim, gen), std::nullopt};
+    d.g = channel_gate<S>(in, T, H * dk, -1.0, 0.0, 0.0, gen);
+    return d;
+  }
+  /// ‖S_t‖ ≤ ‖S_{t−1}‖ + ‖k_t‖‖v_t‖ (a decay only shrinks S).
+  static double output_bound(const Layer& l, const Data& d, const typename Layer::State& s) {
+    if (!moderate(d.x.q) || !moderate(d.x.k) || !moderate(d.x.v)) return HUGE_VAL;
+    return memory_bound(
+        d.x.q.rows(), l.scale(), s.S, [&](Index t) { return row_norm(d.x.q, t); },
+        [](Index) { return 1.0; },
+        [&](Index t) { return row_norm(d.x.k, t) * row_norm(d.x.v, t); });
+  }
+  static void break_state(Bytes& in, const Layer&, typename Layer::State& s) {
+    break_tensor(in, s.S);
+  }
+  static std::vector<Matrix<S>> tensors(const typename Layer::State& s) { return {s.S}; }
+};
+
+template <class S>
+struct Fuzz<KimiDeltaAttention<S>> {
+  using Layer = KimiDeltaAttention<S>;
+  static Layer make(Bytes& in) {
+    typename Layer::Options o;
+    o.key_dim = (in.u8() + 3) % 9;
+    o.value_dim = (in.u8() + 2) % 9;
+    o.scale = optional_scalar<S>(in);
+    const std::uint8_t flags = in.u8();
+    o.qk_l2norm = flags & 1;
+    o.check_finite = !(flags & 2);
+    o.chunk_size = option(in, 4, -2, 12);
+    return Layer(o);
+  }
+  struct Data {
+    QKV<S> x;
+    std::optional<Matrix<S>> beta, g;
+    typename Layer::Inputs inputs() const {
+      return {
+          .q = x.q, .k = x.k, .v = x.v, .beta = required(beta), .log_decay = required_channels(g)};
+    }
+    bool gates_valid() const {
+      return beta && all_in(beta, 0.0, 2.0) && g && all_in(g, -HUGE_VAL, 0.0);
+    }
+  };
+  static Data data(Bytes& in, const Layer& l, Index T, Index H, std::mt19937& gen) {
+    const Index dk = l.options().key_dim;
+    Data d{qkv<S>(in, T, H * dk, H * l.options().value_dim, gen), std::nullopt, std::nullopt};
+    d.beta = gate<S>(in, T, H, 0.0, 2.0, gen);
+    d.g = channel_gate<S>(in, T, H * dk, -1.0, 0.0, 0.0, gen);
+    return d;
+  }
+  /// With k̃ the key the layer uses (‖k̃‖ ≤ 1 under qk_l2norm): ‖S_t‖ ≤ (1 + β‖k̃‖²)‖S_{t−1}‖ +
+  /// β‖k̃‖‖v‖ (S̃ = diag(e^g) S only shrinks, and ‖I − β k̃ᵀk̃‖ ≤ 1 + β‖k̃‖²).
+  static double output_bound(const Layer& l, const Data& d, const typename Layer::State& s) {
+    const bool unit = l.options().qk_l2norm;
+    const bool inputs_ok =
+        unit ? d.x.q.allFinite() && d.x.k.allFinite() : moderate(d.x.q) && moderate(d.x.k);
+    if (!inputs_ok || !moderate(d.x.v)) return HUGE_VAL;
+    const auto key = [&](Index t) { return unit ? 1.0 : row_norm(d.x.k, t); };
+    const auto beta = [&](Index t) { return static_cast<double>((*d.beta)(t, 0)); };
+    return memory_bound(
+        d.x.q.rows(), l.scale(), s.S, [&](Index t) { return unit ? 1.0 : row_norm(d.x.q, t); },
+        [&](Index t) { return 1.0 + beta(t) * key(t) * key(t); },
+        [&](Index t) { return beta(t) * key(t) * row_norm(d.x.v, t); });
+  }
+  static void break_state(Bytes& in, const Layer&, typename Layer::State& s) {
+    break_tensor(in, s.S);
+  }
+  static std::vector<Matrix<S>> tensors(const typename Layer::State& s) { return {s.S}; }
+};
+
+template <class S>
+struct Fuzz<GeneralizedDeltaRule<S>> {
+  using Layer = GeneralizedDeltaRule<S>;
+  static Layer make(Bytes& in) {
+    typename Layer::Options o;
+    o.key_dim = (in.u8() + 3) % 9;
+    o.value_dim = (in.u8() + 2) % 9;
+    o.scale = optional_scalar<S>(in);
+    o.check_finite = !(in.u8() & 1);
+    o.chunk_size = option(in, 4, -2, 12);
+    return Layer(o);
+  }
+  struct Data {
+    QKV<S> x;
+    std::optional<Matrix<S>> a, b, g;
+    typename Layer::Inputs inputs() const {
+      return {.q = x.q,
+              .k = x.k,
+              .v = x.v,
+              .a = required_channels(a),
+              .b = required_channels(b),
+              .log_decay = required_channels(g)};
+    }
+    bool gates_valid() const {
+      return a && b && g && all_in(a, -HUGE_VAL, HUGE_VAL) && all_in(b, -HUGE_VAL, HUGE_VAL) &&
+             all_in(g, -HUGE_VAL, 0.0);
+    }
+  };
+  /// a, b in [−0.5, 0.5] (RWKV-7's a = −κ̂, b = κ̂ ⊙ α have entries in [−1, 1]); broken ones
+  /// get NaN or ±Inf (nothing finite is out of range).
+  static Data data(Bytes& in, const Layer& l, Index T, Index H, std::mt19937& gen) {
+    const Index dk = l.options().key_dim;
+    Data d{qkv<S>(in, T, H * dk, H * l.options().value_dim, gen), std::nullopt, std::nullopt,
+           std::nullopt};
+    d.a = channel_gate<S>(in, T, H * dk, -0.5, 0.5, HUGE_VAL, gen);
+    d.b = channel_gate<S>(in, T, H * dk, -0.5, 0.5, HUGE_VAL, gen);
+    d.g = channel_gate<S>(in, T, H * dk, -1.0, 0.0, 0.0, gen);
+    return d;
+  }
+  /// ‖S_t‖ ≤ (1 + ‖a_t‖‖b_t‖)‖S_{t−1}‖ + ‖k_t‖‖v_t‖.
+  static double output_bound(const Layer& l, const Data& d, const typename Layer::State& s) {
+    if (!moderate(d.x.q) || !moderate(d.x.k) || !moderate(d.x.v) || !moderate(*d.a) ||
+        !moderate(*d.b)) {
+      return HUGE_VAL;
+    }
+    return memory_bound(
+        d.x.q.rows(), l.scale(), s.S, [&](Index t) { return row_norm(d.x.q, t); },
+        [&](Index t) { return 1.0 + row_norm(*d.a, t) * row_norm(*d.b, t); },
+        [&](Index t) { return row_norm(d.x.k, t) * row_norm(d.x.v, t); });
+  }
+  static void break_state(Bytes& in, const Layer&, typename Layer::State& s) {
+    break_tensor(in, s.S);
+  }
+  static std::vector<Matrix<S>> tensors(const typename Layer::State& s) { return {s.S}; }
+};
+
 // ---------------------------------------------------------------------------------------------
 
 template <class Layer>
@@ -462,6 +700,13 @@ void run_single(Bytes& in, const Layer& layer, std::mt19937& gen) {
     FUZZ_REQUIRE(!check_threw);
     FUZZ_REQUIRE(out.rows() == rows && out.cols() == cols);
     FUZZ_REQUIRE(data.gates_valid());
+    if constexpr (requires { F::output_bound(layer, data, copy); }) {
+      if (F::output_bound(layer, data, copy) <= kFiniteBound<S>) {
+        FUZZ_REQUIRE(out.allFinite());
+        for (const auto& m : F::tensors(state))
+          FUZZ_REQUIRE(m.allFinite());
+      }
+    }
   }
 }
 
@@ -520,15 +765,31 @@ void run(Bytes& in) {
   }
 }
 
+/// SEQMEM_FUZZ_LAYER=0..8 (the order of `dispatch`) fuzzes that layer alone, whatever the
+/// first byte says (its bit 7 still picks float or double); unset: −1, every layer.
+inline int only_layer() {
+  const char* text = std::getenv("SEQMEM_FUZZ_LAYER");
+  if (text == nullptr || *text == '\0') return -1;
+  const int layer = std::atoi(text);
+  if (layer < 0 || layer > 8) {
+    std::fprintf(stderr, "SEQMEM_FUZZ_LAYER=%s: want 0..8\n", text);
+    std::abort();
+  }
+  return layer;
+}
+
 template <class S>
 void dispatch(Bytes& in, std::uint8_t which) {
-  switch (which % 6) {
+  switch (which % 9) {
     case 0: return run<LinearAttention<S>>(in);
     case 1: return run<SoftmaxAttention<S>>(in);
     case 2: return run<DeltaNet<S>>(in);
     case 3: return run<TTTLinear<S>>(in);
     case 4: return run<TTTMLP<S>>(in);
-    default: return run<TitansMemory<S>>(in);
+    case 5: return run<TitansMemory<S>>(in);
+    case 6: return run<GatedLinearAttention<S>>(in);
+    case 7: return run<KimiDeltaAttention<S>>(in);
+    default: return run<GeneralizedDeltaRule<S>>(in);
   }
 }
 
@@ -538,11 +799,13 @@ void dispatch(Bytes& in, std::uint8_t which) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   seqmem_fuzz::Bytes in(data, size);
   const std::uint8_t head = in.u8();  // layer (low bits), scalar type (bit 7)
+  static const int only = seqmem_fuzz::only_layer();
+  const std::uint8_t which = only >= 0 ? static_cast<std::uint8_t>(only) : head & 0x7f;
   try {
     if (head & 0x80) {
-      seqmem_fuzz::dispatch<float>(in, head & 0x7f);
+      seqmem_fuzz::dispatch<float>(in, which);
     } else {
-      seqmem_fuzz::dispatch<double>(in, head);
+      seqmem_fuzz::dispatch<double>(in, which);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "unexpected exception: %s\n", e.what());

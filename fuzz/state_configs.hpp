@@ -11,7 +11,7 @@ namespace seqmem_fuzz {
 
 using seqmem::Index;
 
-inline constexpr int kStateConfigs = 10;
+inline constexpr int kStateConfigs = 16;
 
 /// Calls fn(layer) with configuration `i` (0 ≤ i < kStateConfigs).
 template <class Fn>
@@ -47,7 +47,15 @@ void with_state_config(int i, Fn&& fn) {
                                .bias = true,
                                .mini_batch = 4}));
       break;
-    default: fn(TitansMemory<float>({.key_dim = 2, .value_dim = 2, .mini_batch = 2})); break;
+    case 9: fn(TitansMemory<float>({.key_dim = 2, .value_dim = 2, .mini_batch = 2})); break;
+    case 10: fn(GatedLinearAttention<double>({.key_dim = 3, .value_dim = 2})); break;
+    case 11: fn(GatedLinearAttention<float>({.key_dim = 2, .value_dim = 3})); break;
+    case 12:
+      fn(KimiDeltaAttention<double>({.key_dim = 2, .value_dim = 3, .qk_l2norm = true}));
+      break;
+    case 13: fn(KimiDeltaAttention<float>({.key_dim = 3, .value_dim = 2})); break;
+    case 14: fn(GeneralizedDeltaRule<double>({.key_dim = 3, .value_dim = 3})); break;
+    default: fn(GeneralizedDeltaRule<float>({.key_dim = 2, .value_dim = 2})); break;
   }
 }
 
@@ -126,6 +134,53 @@ void valid_call(const seqmem::TitansMemory<S>& l, typename seqmem::TitansMemory<
                    .learning_rate = seqmem::GateRef<S>(theta),
                    .forgetting = seqmem::GateRef<S>(alpha),
                    .momentum_decay = seqmem::GateRef<S>(eta)},
+                  st);
+}
+
+/// Per-key-channel log-decays T×dk in [−1, 0] (docs/math.md §7–§9).
+template <class S>
+seqmem::Matrix<S> channel_decays(Index T, Index dk, std::mt19937& gen) {
+  return uniform_matrix<S>(T, dk, -1, 0, gen);
+}
+
+template <class S>
+void valid_call(const seqmem::GatedLinearAttention<S>& l,
+                typename seqmem::GatedLinearAttention<S>::State& st, Index T, std::mt19937& gen) {
+  const auto& o = l.options();
+  const auto q = uniform_matrix<S>(T, o.key_dim, -1, 1, gen),
+             k = uniform_matrix<S>(T, o.key_dim, -1, 1, gen),
+             v = uniform_matrix<S>(T, o.value_dim, -1, 1, gen),
+             g = channel_decays<S>(T, o.key_dim, gen);
+  (void)l.forward(seqmem::Form::recurrent, {.q = q, .k = k, .v = v, .log_decay = g}, st);
+}
+
+template <class S>
+void valid_call(const seqmem::KimiDeltaAttention<S>& l,
+                typename seqmem::KimiDeltaAttention<S>::State& st, Index T, std::mt19937& gen) {
+  const auto& o = l.options();
+  auto k = uniform_matrix<S>(T, o.key_dim, 0.1, 1, gen);
+  k.rowwise().normalize();
+  const auto q = uniform_matrix<S>(T, o.key_dim, -1, 1, gen),
+             v = uniform_matrix<S>(T, o.value_dim, -1, 1, gen),
+             b = uniform_matrix<S>(T, 1, 0, 2, gen), g = channel_decays<S>(T, o.key_dim, gen);
+  (void)l.forward(seqmem::Form::recurrent,
+                  {.q = q, .k = k, .v = v, .beta = seqmem::GateRef<S>(b), .log_decay = g}, st);
+}
+
+/// RWKV-7-like a = −κ̂, b = κ̂ ⊙ α (docs/math.md §9).
+template <class S>
+void valid_call(const seqmem::GeneralizedDeltaRule<S>& l,
+                typename seqmem::GeneralizedDeltaRule<S>::State& st, Index T, std::mt19937& gen) {
+  const auto& o = l.options();
+  auto kappa = uniform_matrix<S>(T, o.key_dim, 0.1, 1, gen);
+  kappa.rowwise().normalize();
+  const seqmem::Matrix<S> a = -kappa,
+                          b = kappa.cwiseProduct(uniform_matrix<S>(T, o.key_dim, 0, 1, gen));
+  const auto q = uniform_matrix<S>(T, o.key_dim, -1, 1, gen),
+             k = uniform_matrix<S>(T, o.key_dim, -1, 1, gen),
+             v = uniform_matrix<S>(T, o.value_dim, -1, 1, gen),
+             g = channel_decays<S>(T, o.key_dim, gen);
+  (void)l.forward(seqmem::Form::recurrent, {.q = q, .k = k, .v = v, .a = a, .b = b, .log_decay = g},
                   st);
 }
 

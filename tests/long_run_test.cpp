@@ -1,9 +1,10 @@
 // Long streams: 1,000,000 tokens (d = 16, double) through every layer in calls of random
-// length (single tokens, short and long calls), with decay / forgetting on. The recurrent
-// form runs the whole stream and a chunkwise copy of the state runs the same calls alongside,
-// so the two are compared after a million tokens of independent rounding. Every output of
-// both must stay finite, and at the end the last 1,000 outputs and the final states of the
-// two must still agree within the cross-form tolerance of docs/math.md §6 (1e-10·(1 + max|value|)).
+// length (single tokens, short and long calls), with decay / forgetting on (per key channel for
+// the diagonal-gate layers of docs/math.md §7–§9). The recurrent form runs the whole stream and
+// a chunkwise copy of the state runs the same calls alongside, so the two are compared after a
+// million tokens of independent rounding. Every output of both must stay finite, and at the end
+// the last 1,000 outputs and the final states of the two must still agree within the cross-form
+// tolerance of docs/math.md §6 (1e-10·(1 + max|value|)).
 // Softmax attention with a window must keep its KV cache bounded: at most window − 1 cached
 // rows, and a buffer (measured through the public keys() view) that does not grow with the
 // stream.
@@ -15,6 +16,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <iomanip>
@@ -247,6 +249,88 @@ struct TitansCase {
   static std::string report() { return {}; }
 };
 
+/// Per-channel log-decays (T×dk, docs/math.md §7–§9): channel c in [−r_c, 0], with the rates
+/// r_c spread from 0.01 (a memory of ~200 tokens) to 0.5 over the channels.
+Matrix<double> channel_decay(Rng& rng, Index n) {
+  Matrix<double> g(n, kDim);
+  for (Index c = 0; c < kDim; ++c) {
+    const double rate = std::pow(10.0, -2.0 + 1.7 * double(c) / double(kDim - 1));
+    g.col(c) = gate(rng, n, -rate, 0.0);
+  }
+  return g;
+}
+
+struct GlaCase {
+  using Layer = GatedLinearAttention<double>;
+  static constexpr const char* kName = "GatedLinearAttention (per-channel decay)";
+  static Layer make() { return Layer({.key_dim = kDim, .value_dim = kDim, .chunk_size = 64}); }
+  struct Data {
+    Matrix<double> q, k, v, g;
+    Layer::Inputs inputs() const { return {.q = q, .k = k, .v = v, .log_decay = g}; }
+  };
+  static Data data(Index n, Rng& rng) {
+    return {uniform<double>(rng, n, kDim), uniform<double>(rng, n, kDim),
+            uniform<double>(rng, n, kDim), channel_decay(rng, n)};
+  }
+  static std::vector<Matrix<double>> tensors(const Layer::State& s) { return {s.S}; }
+  static void check(const Layer::State&) {}
+  static std::string report() { return {}; }
+};
+
+struct KdaCase {
+  using Layer = KimiDeltaAttention<double>;
+  static constexpr const char* kName = "KimiDeltaAttention (per-channel decay)";
+  static Layer make() { return Layer({.key_dim = kDim, .value_dim = kDim, .chunk_size = 64}); }
+  struct Data {
+    Matrix<double> q, k, v;
+    Vector<double> beta;
+    Matrix<double> g;
+    Layer::Inputs inputs() const {
+      return {.q = q, .k = k, .v = v, .beta = GateRef<double>(beta), .log_decay = g};
+    }
+  };
+  /// Unit keys and β ∈ (0, 1): each write (I − β kᵀk) diag(e^g) has norm ≤ 1.
+  static Data data(Index n, Rng& rng) {
+    return {uniform<double>(rng, n, kDim), unit_rows(uniform<double>(rng, n, kDim)),
+            uniform<double>(rng, n, kDim), gate(rng, n, 0.0, 1.0), channel_decay(rng, n)};
+  }
+  static std::vector<Matrix<double>> tensors(const Layer::State& s) { return {s.S}; }
+  static void check(const Layer::State&) {}
+  static std::string report() { return {}; }
+};
+
+struct GeneralizedDeltaCase {
+  using Layer = GeneralizedDeltaRule<double>;
+  static constexpr const char* kName = "GeneralizedDeltaRule (RWKV-7 a, b and decay)";
+  static Layer make() {
+    return Layer({.key_dim = kDim, .value_dim = kDim, .scale = 1.0, .chunk_size = 64});
+  }
+  struct Data {
+    Matrix<double> q, k, v, a, b, g;
+    Layer::Inputs inputs() const {
+      return {.q = q, .k = k, .v = v, .a = a, .b = b, .log_decay = g};
+    }
+  };
+  /// As RWKV-7 (docs/math.md §9): a = −κ̂, b = κ̂ ⊙ α with κ̂ unit rows and α ∈ (0, 1), and
+  /// g = −e^{−½}·σ(x) ∈ (−0.607, 0) with x ∈ [−6, 6]; scale 1.
+  static Data data(Index n, Rng& rng) {
+    Data d{uniform<double>(rng, n, kDim),
+           uniform<double>(rng, n, kDim),
+           uniform<double>(rng, n, kDim),
+           -unit_rows(uniform<double>(rng, n, kDim)),
+           Matrix<double>(),
+           Matrix<double>()};
+    d.b = -d.a.cwiseProduct(uniform<double>(rng, n, kDim, 0.0, 1.0));
+    d.g = uniform<double>(rng, n, kDim, -6.0, 6.0).unaryExpr([](double x) {
+      return -std::exp(-0.5) / (1.0 + std::exp(-x));
+    });
+    return d;
+  }
+  static std::vector<Matrix<double>> tensors(const Layer::State& s) { return {s.S}; }
+  static void check(const Layer::State&) {}
+  static std::string report() { return {}; }
+};
+
 // ---------------------------------------------------------------------------------------------
 // The stream
 // ---------------------------------------------------------------------------------------------
@@ -336,6 +420,15 @@ TEST(LongRun, TitansLinearMemory) {
 }
 TEST(LongRun, TitansMLPMemory) {
   stream<TitansCase<2, 4>>(7);
+}
+TEST(LongRun, GatedLinearAttention) {
+  stream<GlaCase>(9);
+}
+TEST(LongRun, KimiDeltaAttention) {
+  stream<KdaCase>(10);
+}
+TEST(LongRun, GeneralizedDeltaRule) {
+  stream<GeneralizedDeltaCase>(11);
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
 // Randomized property suite: for every layer, in float and double, random configurations —
 // dims 1–48, T 1–300, chunk sizes, options, gates including their extremes (β ∈ {0, 2},
-// g = −30, α ∈ {0, 1}, η ∈ {0, 1}, θ = 0, eta = 0), random initial states — and a random split
-// of the sequence into calls of random forms (TTT and Titans parallel calls kept inside the
-// current mini-batch) must give the outputs and final state of one recurrent call, within the
-// cross-form tolerance of docs/math.md §6 (double 1e-10·(1 + max|value|), float 2e-4·(1 +
-// max|value|)).
+// g = −30, α ∈ {0, 1}, η ∈ {0, 1}, θ = 0, eta = 0; per-channel log-decays with g = −30 (or
+// −100, −1000, −1e30) on single entries, whole tokens and whole channels and g = 0 on whole
+// channels; the generalized delta rule's a, b general and RWKV-7-like), random initial states —
+// and a random split of the sequence into calls of random forms (TTT and Titans parallel calls
+// kept inside the current mini-batch) must give the outputs and final state of one recurrent
+// call, within the cross-form tolerance of docs/math.md §6 (double 1e-10·(1 + max|value|),
+// float 2e-4·(1 + max|value|)).
 //
 // Environment:
 //   SEQMEM_PROPERTY_CASES  configurations per layer and scalar type (default 200)
@@ -22,11 +24,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <iostream>
 #include <limits>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -126,6 +130,24 @@ Vector<Scalar> draw_log_decay(Rng& rng, Index T) {
                                          : real(rng, -30, -1));
   }
   return g;
+}
+
+/// Delta-rule write strengths β ∈ [0, 2]: only 0 and 2 (`extremes`), or 10% exactly 0, 10%
+/// exactly 2, 50% in [0, 1], 30% in [1, 2].
+template <class Scalar>
+Vector<Scalar> draw_beta(Rng& rng, Index T, bool extremes) {
+  Vector<Scalar> beta(T);
+  for (Index t = 0; t < T; ++t) {
+    const double u = real(rng, 0, 1);
+    double b = 0;
+    if (extremes) {
+      b = u < 0.5 ? 0.0 : 2.0;
+    } else {
+      b = u < 0.1 ? 0.0 : u < 0.2 ? 2.0 : u < 0.7 ? real(rng, 0, 1) : real(rng, 1, 2);
+    }
+    beta(t) = static_cast<Scalar>(b);
+  }
+  return beta;
 }
 
 template <class Scalar>
@@ -401,18 +423,351 @@ struct Family<DeltaNet<Scalar>> {
     Matrix<double> k = uniform<double>(rng, c.T, c.dk);
     if (!c.qk_l2norm) k = unit_rows(k);
     Data d{uniform<Scalar>(rng, c.T, c.dk), k.cast<Scalar>(), uniform<Scalar>(rng, c.T, c.dv),
-           Vector<Scalar>(c.T), std::nullopt};
-    for (Index t = 0; t < c.T; ++t) {
-      const double u = real(rng, 0, 1);
-      double b = 0;
-      if (c.betas == Betas::extremes) {
-        b = u < 0.5 ? 0.0 : 2.0;
-      } else {
-        b = u < 0.1 ? 0.0 : u < 0.2 ? 2.0 : u < 0.7 ? real(rng, 0, 1) : real(rng, 1, 2);
-      }
-      d.beta(t) = static_cast<Scalar>(b);
-    }
+           draw_beta<Scalar>(rng, c.T, c.betas == Betas::extremes), std::nullopt};
     if (c.gated) d.g = draw_log_decay<Scalar>(rng, c.T);
+    return d;
+  }
+
+  static State init(const Config& c, const Layer& layer, Rng& rng) {
+    State s = layer.initial_state();
+    if (c.random_state) s.S = uniform<Scalar>(rng, c.dk, c.dv);
+    return s;
+  }
+
+  static std::vector<Matrix<Scalar>> tensors(const State& s) { return {s.S}; }
+  static Index parallel_limit(const Layer&, const State&) { return kUnlimited; }
+};
+
+// Diagonal gates (docs/math.md §7–§9): per-channel log-decays -------------------------------
+
+/// How a case draws its per-key-channel log-decays G (T×dk, every entry ≤ 0): a base pattern,
+/// then optional overlays (docs/math.md §9's property list). The strong value s is −30 in most
+/// cases, sometimes −100 (exp(∓100) under- and overflows float), −1000 (double too) or −1e30
+/// (the layers accept any finite g ≤ 0): a chunk form that splits exp(γ_i − γ_j) into factors
+/// of which one exceeds 1 breaks only on such values.
+///   base mixed:    per entry 82% in [−1, 0], 10% exactly 0, 3% exactly s (single (token,
+///                  channel) entries), 5% in [−5, −1];
+///   base rates:    channel c decays at its own rate, entries in [−r_c, 0] with
+///                  r_c = 10^u, u ∈ [−3, 0.5] (slow and fast channels side by side);
+///   base slow:     entries in [−0.05, 0], 10% exactly 0 (long memories);
+///   base shared:   one mixed value per token for all channels (§2's scalar decay);
+///   base zero:     g = 0 everywhere (no decay: plain linear attention / DeltaNet);
+///   open channel:  one channel exactly 0 on every token;
+///   dead channel:  one channel at s on every token;
+///   strong tokens: each token with probability 0.1 at s on every channel (drawn last).
+struct ChannelDecays {
+  enum class Base { mixed, rates, slow, shared, zero };
+  Base base = Base::mixed;
+  double strong = -30.0;
+  Index open_channel = -1, dead_channel = -1;
+  bool strong_tokens = false;
+
+  static ChannelDecays draw(Rng& rng, Index dk) {
+    ChannelDecays d;
+    const double u = real(rng, 0, 1);
+    d.base = u < 0.45   ? Base::mixed
+             : u < 0.65 ? Base::rates
+             : u < 0.8  ? Base::slow
+             : u < 0.9  ? Base::shared
+                        : Base::zero;
+    const double v = real(rng, 0, 1);
+    d.strong = v < 0.6 ? -30.0 : v < 0.75 ? -100.0 : v < 0.85 ? -1000.0 : -1e30;
+    if (chance(rng, 0.3)) d.open_channel = uniform_index(rng, 0, dk - 1);
+    if (chance(rng, 0.25)) d.dead_channel = uniform_index(rng, 0, dk - 1);
+    if (d.dead_channel == d.open_channel) d.open_channel = -1;
+    d.strong_tokens = chance(rng, 0.25);
+    return d;
+  }
+
+  std::string describe() const {
+    static constexpr const char* kBase[] = {"mixed", "per-channel rates", "slow", "shared", "zero"};
+    std::ostringstream s;
+    s << "log_decay " << kBase[static_cast<int>(base)] << " (strong " << strong << ")";
+    if (open_channel >= 0) s << ", channel " << open_channel << " at 0";
+    if (dead_channel >= 0) s << ", channel " << dead_channel << " strong";
+    if (strong_tokens) s << ", strong tokens";
+    return s.str();
+  }
+
+  template <class Scalar>
+  Matrix<Scalar> values(Rng& rng, Index T, Index dk) const {
+    const auto mixed = [&] {
+      const double u = real(rng, 0, 1);
+      return u < 0.82 ? real(rng, -1, 0) : u < 0.92 ? 0.0 : u < 0.95 ? strong : real(rng, -5, -1);
+    };
+    Matrix<double> g = Matrix<double>::Zero(T, dk);
+    std::vector<double> rates;
+    if (base == Base::rates) {
+      for (Index c = 0; c < dk; ++c)
+        rates.push_back(std::pow(10.0, real(rng, -3, 0.5)));
+    }
+    for (Index t = 0; t < T; ++t) {
+      if (base == Base::shared) {
+        g.row(t).setConstant(mixed());
+        continue;
+      }
+      for (Index c = 0; c < dk; ++c) {
+        switch (base) {
+          case Base::mixed: g(t, c) = mixed(); break;
+          case Base::rates: g(t, c) = -real(rng, 0, rates[static_cast<std::size_t>(c)]); break;
+          case Base::slow: g(t, c) = chance(rng, 0.1) ? 0.0 : real(rng, -0.05, 0); break;
+          case Base::shared:
+          case Base::zero: break;
+        }
+      }
+    }
+    if (open_channel >= 0) g.col(open_channel).setZero();
+    if (dead_channel >= 0) g.col(dead_channel).setConstant(strong);
+    if (strong_tokens) {
+      for (Index t = 0; t < T; ++t)
+        if (chance(rng, 0.1)) g.row(t).setConstant(strong);
+    }
+    return g.cast<Scalar>();
+  }
+};
+
+std::string describe_scale(const std::optional<double>& scale) {
+  return scale ? std::to_string(*scale) : "default";
+}
+
+// Gated linear attention (docs/math.md §7) ---------------------------------------------------
+
+template <class Scalar>
+struct Family<GatedLinearAttention<Scalar>> {
+  using Layer = GatedLinearAttention<Scalar>;
+  using State = typename Layer::State;
+  using Inputs = typename Layer::Inputs;
+
+  struct Config {
+    Index T = 1, dk = 1, dv = 1, chunk = 1;
+    bool random_state = false;
+    ChannelDecays decays;
+    std::optional<double> scale;
+    std::string describe() const {
+      std::ostringstream s;
+      s << "T " << T << ", key_dim " << dk << ", value_dim " << dv << ", chunk " << chunk << ", "
+        << decays.describe() << ", scale " << describe_scale(scale) << ", random state "
+        << random_state;
+      return s.str();
+    }
+  };
+
+  static Config draw(Rng& rng) {
+    Config c;
+    c.T = draw_length(rng);
+    c.dk = draw_dim(rng);
+    c.dv = draw_dim(rng);
+    c.chunk = draw_chunk(rng, c.T);
+    c.decays = ChannelDecays::draw(rng, c.dk);
+    c.random_state = chance(rng, 0.6);
+    if (chance(rng, 0.2)) c.scale = real(rng, 0.1, 2.0);
+    return c;
+  }
+
+  static Layer make(const Config& c, Rng&) {
+    return Layer({.key_dim = c.dk,
+                  .value_dim = c.dv,
+                  .scale = c.scale ? std::optional<Scalar>(Scalar(*c.scale)) : std::nullopt,
+                  .chunk_size = c.chunk});
+  }
+
+  struct Data {
+    Matrix<Scalar> q, k, v, g;
+    Inputs slice(Index b, Index n) const {
+      return {.q = q.middleRows(b, n),
+              .k = k.middleRows(b, n),
+              .v = v.middleRows(b, n),
+              .log_decay = g.middleRows(b, n)};
+    }
+  };
+
+  static Data data(const Config& c, const Layer&, Rng& rng) {
+    Data d{uniform<Scalar>(rng, c.T, c.dk), uniform<Scalar>(rng, c.T, c.dk),
+           uniform<Scalar>(rng, c.T, c.dv), Matrix<Scalar>()};
+    d.g = c.decays.template values<Scalar>(rng, c.T, c.dk);
+    return d;
+  }
+
+  static State init(const Config& c, const Layer& layer, Rng& rng) {
+    State s = layer.initial_state();
+    if (c.random_state) s.S = uniform<Scalar>(rng, c.dk, c.dv);
+    return s;
+  }
+
+  static std::vector<Matrix<Scalar>> tensors(const State& s) { return {s.S}; }
+  static Index parallel_limit(const Layer&, const State&) { return kUnlimited; }
+};
+
+// Kimi delta attention (docs/math.md §8) -----------------------------------------------------
+
+template <class Scalar>
+struct Family<KimiDeltaAttention<Scalar>> {
+  using Layer = KimiDeltaAttention<Scalar>;
+  using State = typename Layer::State;
+  using Inputs = typename Layer::Inputs;
+
+  struct Config {
+    Index T = 1, dk = 1, dv = 1, chunk = 1;
+    bool qk_l2norm = false, extreme_betas = false, random_state = false;
+    ChannelDecays decays;
+    std::optional<double> scale;
+    std::string describe() const {
+      std::ostringstream s;
+      s << "T " << T << ", key_dim " << dk << ", value_dim " << dv << ", chunk " << chunk
+        << ", qk_l2norm " << qk_l2norm << ", beta "
+        << (extreme_betas ? "only 0 and 2" : "mixed (incl. 0 and 2)") << ", " << decays.describe()
+        << ", scale " << describe_scale(scale) << ", random state " << random_state;
+      return s.str();
+    }
+  };
+
+  static Config draw(Rng& rng) {
+    Config c;
+    c.T = draw_length(rng);
+    c.dk = draw_dim(rng);
+    c.dv = draw_dim(rng);
+    c.chunk = draw_chunk(rng, c.T);
+    c.qk_l2norm = chance(rng, 0.5);
+    c.extreme_betas = chance(rng, 0.25);
+    c.decays = ChannelDecays::draw(rng, c.dk);
+    c.random_state = chance(rng, 0.6);
+    if (chance(rng, 0.2)) c.scale = real(rng, 0.1, 2.0);
+    return c;
+  }
+
+  static Layer make(const Config& c, Rng&) {
+    return Layer({.key_dim = c.dk,
+                  .value_dim = c.dv,
+                  .scale = c.scale ? std::optional<Scalar>(Scalar(*c.scale)) : std::nullopt,
+                  .chunk_size = c.chunk,
+                  .qk_l2norm = c.qk_l2norm});
+  }
+
+  struct Data {
+    Matrix<Scalar> q, k, v;
+    Vector<Scalar> beta;
+    Matrix<Scalar> g;
+    Inputs slice(Index b, Index n) const {
+      return {.q = q.middleRows(b, n),
+              .k = k.middleRows(b, n),
+              .v = v.middleRows(b, n),
+              .beta = GateRef<Scalar>(beta.segment(b, n)),
+              .log_decay = g.middleRows(b, n)};
+    }
+  };
+
+  /// Unit keys (or normalized by the layer, qk_l2norm): with β ∈ [0, 2] the write
+  /// (I − β kᵀk) diag(e^g) has norm ≤ 1, as for DeltaNet.
+  static Data data(const Config& c, const Layer&, Rng& rng) {
+    Matrix<double> k = uniform<double>(rng, c.T, c.dk);
+    if (!c.qk_l2norm) k = unit_rows(k);
+    Data d{uniform<Scalar>(rng, c.T, c.dk), k.cast<Scalar>(), uniform<Scalar>(rng, c.T, c.dv),
+           draw_beta<Scalar>(rng, c.T, c.extreme_betas), Matrix<Scalar>()};
+    d.g = c.decays.template values<Scalar>(rng, c.T, c.dk);
+    return d;
+  }
+
+  static State init(const Config& c, const Layer& layer, Rng& rng) {
+    State s = layer.initial_state();
+    if (c.random_state) s.S = uniform<Scalar>(rng, c.dk, c.dv);
+    return s;
+  }
+
+  static std::vector<Matrix<Scalar>> tensors(const State& s) { return {s.S}; }
+  static Index parallel_limit(const Layer&, const State&) { return kUnlimited; }
+};
+
+// Generalized delta rule (docs/math.md §9) ---------------------------------------------------
+
+template <class Scalar>
+struct Family<GeneralizedDeltaRule<Scalar>> {
+  using Layer = GeneralizedDeltaRule<Scalar>;
+  using State = typename Layer::State;
+  using Inputs = typename Layer::Inputs;
+
+  /// The low-rank vectors a, b (T×dk), never parallel (a test that cannot tell D + bᵀa from
+  /// D + aᵀb does not test §9):
+  ///   general: a, b independent, entries 0.6·N(0, 1)/sqrt(dk) (‖a‖, ‖b‖ ≈ 0.6, so the
+  ///            transition's extra eigenvalue 1 + a·b stays near 1);
+  ///   rwkv7:   a = −κ̂, b = κ̂ ⊙ α with κ̂ unit rows, α ∈ (0, 1) per channel (RWKV-7);
+  ///   zero:    a = b = 0 (gated linear attention).
+  enum class LowRank { general, rwkv7, zero };
+
+  struct Config {
+    Index T = 1, dk = 1, dv = 1, chunk = 1;
+    LowRank low_rank = LowRank::general;
+    bool random_state = false;
+    ChannelDecays decays;
+    std::optional<double> scale;
+    std::string describe() const {
+      static constexpr const char* kLowRank[] = {"general", "rwkv7", "zero"};
+      std::ostringstream s;
+      s << "T " << T << ", key_dim " << dk << ", value_dim " << dv << ", chunk " << chunk
+        << ", a/b " << kLowRank[static_cast<int>(low_rank)] << ", " << decays.describe()
+        << ", scale " << describe_scale(scale) << ", random state " << random_state;
+      return s.str();
+    }
+  };
+
+  static Config draw(Rng& rng) {
+    Config c;
+    c.T = draw_length(rng);
+    c.dk = draw_dim(rng);
+    c.dv = draw_dim(rng);
+    c.chunk = draw_chunk(rng, c.T);
+    const double u = real(rng, 0, 1);
+    c.low_rank = u < 0.45 ? LowRank::general : u < 0.9 ? LowRank::rwkv7 : LowRank::zero;
+    c.decays = ChannelDecays::draw(rng, c.dk);
+    c.random_state = chance(rng, 0.6);
+    if (chance(rng, 0.2)) c.scale = real(rng, 0.1, 2.0);
+    return c;
+  }
+
+  static Layer make(const Config& c, Rng&) {
+    return Layer({.key_dim = c.dk,
+                  .value_dim = c.dv,
+                  .scale = c.scale ? std::optional<Scalar>(Scalar(*c.scale)) : std::nullopt,
+                  .chunk_size = c.chunk});
+  }
+
+  struct Data {
+    Matrix<Scalar> q, k, v, a, b, g;
+    Inputs slice(Index b0, Index n) const {
+      return {.q = q.middleRows(b0, n),
+              .k = k.middleRows(b0, n),
+              .v = v.middleRows(b0, n),
+              .a = a.middleRows(b0, n),
+              .b = b.middleRows(b0, n),
+              .log_decay = g.middleRows(b0, n)};
+    }
+  };
+
+  static Data data(const Config& c, const Layer&, Rng& rng) {
+    Data d{uniform<Scalar>(rng, c.T, c.dk),
+           uniform<Scalar>(rng, c.T, c.dk),
+           uniform<Scalar>(rng, c.T, c.dv),
+           Matrix<Scalar>(),
+           Matrix<Scalar>(),
+           Matrix<Scalar>()};
+    Matrix<double> a = Matrix<double>::Zero(c.T, c.dk), b = a;
+    switch (c.low_rank) {
+      case LowRank::general: {
+        std::normal_distribution<double> normal(0.0, 0.6 / std::sqrt(static_cast<double>(c.dk)));
+        a = a.unaryExpr([&](double) { return normal(rng); });
+        b = b.unaryExpr([&](double) { return normal(rng); });
+        break;
+      }
+      case LowRank::rwkv7: {
+        const Matrix<double> kappa = unit_rows(uniform<double>(rng, c.T, c.dk));
+        a = -kappa;
+        b = kappa.cwiseProduct(uniform<double>(rng, c.T, c.dk, 0.0, 1.0));
+        break;
+      }
+      case LowRank::zero: break;
+    }
+    d.a = a.cast<Scalar>();
+    d.b = b.cast<Scalar>();
+    d.g = c.decays.template values<Scalar>(rng, c.T, c.dk);
     return d;
   }
 
@@ -753,6 +1108,12 @@ const char* layer_name() {
   if constexpr (std::is_same_v<Layer, TTTMLP<S>>) return f ? "TTTMLP<float>" : "TTTMLP<double>";
   if constexpr (std::is_same_v<Layer, TitansMemory<S>>)
     return f ? "TitansMemory<float>" : "TitansMemory<double>";
+  if constexpr (std::is_same_v<Layer, GatedLinearAttention<S>>)
+    return f ? "GatedLinearAttention<float>" : "GatedLinearAttention<double>";
+  if constexpr (std::is_same_v<Layer, KimiDeltaAttention<S>>)
+    return f ? "KimiDeltaAttention<float>" : "KimiDeltaAttention<double>";
+  if constexpr (std::is_same_v<Layer, GeneralizedDeltaRule<S>>)
+    return f ? "GeneralizedDeltaRule<float>" : "GeneralizedDeltaRule<double>";
   return "?";
 }
 
@@ -931,11 +1292,12 @@ Outcome check_case(std::uint64_t seed, Tally& tally) {
 template <class Layer>
 class Property : public ::testing::Test {};
 
-using Layers =
-    ::testing::Types<LinearAttention<float>, LinearAttention<double>, SoftmaxAttention<float>,
-                     SoftmaxAttention<double>, DeltaNet<float>, DeltaNet<double>, TTTLinear<float>,
-                     TTTLinear<double>, TTTMLP<float>, TTTMLP<double>, TitansMemory<float>,
-                     TitansMemory<double>>;
+using Layers = ::testing::Types<
+    LinearAttention<float>, LinearAttention<double>, SoftmaxAttention<float>,
+    SoftmaxAttention<double>, DeltaNet<float>, DeltaNet<double>, TTTLinear<float>,
+    TTTLinear<double>, TTTMLP<float>, TTTMLP<double>, TitansMemory<float>, TitansMemory<double>,
+    GatedLinearAttention<float>, GatedLinearAttention<double>, KimiDeltaAttention<float>,
+    KimiDeltaAttention<double>, GeneralizedDeltaRule<float>, GeneralizedDeltaRule<double>>;
 
 class LayerNames {
  public:
@@ -980,6 +1342,145 @@ TYPED_TEST(Property, RandomSplitsMatchOneRecurrentCall) {
   const int skipped = tally.ill_conditioned + tally.diverged;
   EXPECT_LE(skipped, std::max(3, tally.cases / 20))
       << "too many ill-conditioned or diverging configurations: tighten the generator's ranges";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identities of the diagonal-gate layers (docs/math.md §7–§9)
+// ---------------------------------------------------------------------------------------------
+//
+// The split property compares a layer's forms with its own recurrence: a recurrence that is
+// wrong in the same way in every form passes it. These compare each diagonal-gate layer with
+// the layer it generalizes, on random inputs (one random form per layer and case, different
+// chunk sizes), within the cross-form tolerance:
+//   GatedLinearAttention with g_{t,c} = g_t on every channel  =  gated LinearAttention (§2);
+//   KimiDeltaAttention with g_{t,c} = g_t                       =  gated DeltaNet (§3);
+//   GeneralizedDeltaRule with a = b = 0                         =  GatedLinearAttention (§7);
+//   GeneralizedDeltaRule with a_t = −k_t ⊙ exp(g_t), b_t = β_t k_t and the written key β_t k_t
+//                                                               =  KimiDeltaAttention (§8).
+// In the last, a_t ∦ b_t wherever g_t differs between channels, so a rule that applied
+// D + aᵀb instead of D + bᵀa would fail it.
+
+/// One case: random sizes, inputs, start state and forms; returns the failures, if any.
+template <class Scalar>
+std::vector<std::string> identity_case(std::uint64_t seed) {
+  using Mat = Matrix<Scalar>;
+  Rng rng(seed);
+  const Index T = draw_length(rng), dk = draw_dim(rng), dv = draw_dim(rng);
+  const auto form = [&rng] { return all_forms[uniform_index(rng, 0, 2)]; };
+  const auto chunk = [&rng, T] { return draw_chunk(rng, T); };
+  const bool l2norm = chance(rng, 0.5);
+  const ChannelDecays decays = ChannelDecays::draw(rng, dk);
+  const Mat q = uniform<Scalar>(rng, T, dk), v = uniform<Scalar>(rng, T, dv);
+  const Matrix<double> k_raw = uniform<double>(rng, T, dk), k = unit_rows(k_raw);
+  const Vector<Scalar> beta = draw_beta<Scalar>(rng, T, chance(rng, 0.25));
+  const Matrix<double> g = decays.template values<double>(rng, T, dk);
+  const Vector<Scalar> g_token = draw_log_decay<Scalar>(rng, T);
+  const Mat g_shared = g_token.replicate(1, dk);
+  const Mat S0 = uniform<Scalar>(rng, dk, dv);
+  const Mat ks = k.cast<Scalar>(), gs = g.cast<Scalar>();
+  const Mat k_delta = l2norm ? Mat(k_raw.cast<Scalar>()) : ks;  // the layers normalize k
+
+  std::vector<std::string> failures;
+  std::ostringstream where;
+  where << "T " << T << ", key_dim " << dk << ", value_dim " << dv << ", qk_l2norm " << l2norm
+        << ", " << decays.describe();
+  const auto compare = [&](const char* what, const Mat& got, const Mat& want, Form f1, Form f2) {
+    if (auto r = near(got, want, cross_form_tolerance<Scalar>()); !r) {
+      std::ostringstream f;
+      f << what << " (" << to_string(f1) << " vs " << to_string(f2) << "; " << where.str()
+        << "): " << r.message();
+      failures.push_back(f.str());
+    }
+  };
+
+  {  // GLA with shared channels = gated linear attention
+    const GatedLinearAttention<Scalar> gla({.key_dim = dk, .value_dim = dv, .chunk_size = chunk()});
+    const LinearAttention<Scalar> lin({.key_dim = dk, .value_dim = dv, .chunk_size = chunk()});
+    typename GatedLinearAttention<Scalar>::State s1{S0};
+    auto s2 = lin.initial_state();
+    s2.S = S0;
+    const Form f1 = form(), f2 = form();
+    const Mat o1 = forward(gla, f1, {.q = q, .k = ks, .v = v, .log_decay = g_shared}, s1);
+    const Mat o2 =
+        forward(lin, f2, {.q = q, .k = ks, .v = v, .log_decay = GateRef<Scalar>(g_token)}, s2);
+    compare("GLA with shared channels vs gated LinearAttention: outputs", o1, o2, f1, f2);
+    compare("GLA with shared channels vs gated LinearAttention: state", s1.S, s2.S, f1, f2);
+  }
+  {  // KDA with shared channels = gated DeltaNet
+    const KimiDeltaAttention<Scalar> kda(
+        {.key_dim = dk, .value_dim = dv, .chunk_size = chunk(), .qk_l2norm = l2norm});
+    const DeltaNet<Scalar> delta(
+        {.key_dim = dk, .value_dim = dv, .chunk_size = chunk(), .qk_l2norm = l2norm});
+    typename KimiDeltaAttention<Scalar>::State s1{S0};
+    typename DeltaNet<Scalar>::State s2{S0};
+    const Form f1 = form(), f2 = form();
+    const Mat o1 = forward(
+        kda, f1,
+        {.q = q, .k = k_delta, .v = v, .beta = GateRef<Scalar>(beta), .log_decay = g_shared}, s1);
+    const Mat o2 = forward(delta, f2,
+                           {.q = q,
+                            .k = k_delta,
+                            .v = v,
+                            .beta = GateRef<Scalar>(beta),
+                            .log_decay = GateRef<Scalar>(g_token)},
+                           s2);
+    compare("KDA with shared channels vs gated DeltaNet: outputs", o1, o2, f1, f2);
+    compare("KDA with shared channels vs gated DeltaNet: state", s1.S, s2.S, f1, f2);
+  }
+  {  // generalized delta rule with a = b = 0 = GLA
+    const GeneralizedDeltaRule<Scalar> gdr({.key_dim = dk, .value_dim = dv, .chunk_size = chunk()});
+    const GatedLinearAttention<Scalar> gla({.key_dim = dk, .value_dim = dv, .chunk_size = chunk()});
+    typename GeneralizedDeltaRule<Scalar>::State s1{S0};
+    typename GatedLinearAttention<Scalar>::State s2{S0};
+    const Mat zero = Mat::Zero(T, dk);
+    const Form f1 = form(), f2 = form();
+    const Mat o1 =
+        forward(gdr, f1, {.q = q, .k = ks, .v = v, .a = zero, .b = zero, .log_decay = gs}, s1);
+    const Mat o2 = forward(gla, f2, {.q = q, .k = ks, .v = v, .log_decay = gs}, s2);
+    compare("GeneralizedDeltaRule with a = b = 0 vs GLA: outputs", o1, o2, f1, f2);
+    compare("GeneralizedDeltaRule with a = b = 0 vs GLA: state", s1.S, s2.S, f1, f2);
+  }
+  {  // generalized delta rule with KDA's a, b and written key = KDA (unit keys, no l2norm)
+    const GeneralizedDeltaRule<Scalar> gdr({.key_dim = dk, .value_dim = dv, .chunk_size = chunk()});
+    const KimiDeltaAttention<Scalar> kda({.key_dim = dk, .value_dim = dv, .chunk_size = chunk()});
+    typename GeneralizedDeltaRule<Scalar>::State s1{S0};
+    typename KimiDeltaAttention<Scalar>::State s2{S0};
+    const Matrix<double> b = beta.template cast<double>().asDiagonal() * k;
+    const Mat a = (-k.cwiseProduct(g.array().exp().matrix())).template cast<Scalar>();
+    const Mat bs = b.cast<Scalar>();
+    const Form f1 = form(), f2 = form();
+    const Mat o1 =
+        forward(gdr, f1, {.q = q, .k = bs, .v = v, .a = a, .b = bs, .log_decay = gs}, s1);
+    const Mat o2 = forward(
+        kda, f2, {.q = q, .k = ks, .v = v, .beta = GateRef<Scalar>(beta), .log_decay = gs}, s2);
+    compare("GeneralizedDeltaRule with KDA's a, b vs KDA: outputs", o1, o2, f1, f2);
+    compare("GeneralizedDeltaRule with KDA's a, b vs KDA: state", s1.S, s2.S, f1, f2);
+  }
+  return failures;
+}
+
+template <class Scalar>
+void check_identities() {
+  const int cases = property_cases();
+  const std::uint64_t seed = property_seed();
+  int failed = 0;
+  for (int i = 0; i < cases && failed < 5; ++i) {
+    const std::uint64_t s = seed + static_cast<std::uint64_t>(i);
+    const auto failures = identity_case<Scalar>(s);
+    for (const auto& f : failures)
+      ADD_FAILURE() << "case seed " << s << ": " << f;
+    failed += failures.empty() ? 0 : 1;
+  }
+  std::cout << "[ property ] diagonal-gate identities ("
+            << (std::is_same_v<Scalar, float> ? "float" : "double") << "): " << cases << " cases, "
+            << failed << " failed\n";
+}
+
+TEST(DiagonalGateIdentities, Float) {
+  check_identities<float>();
+}
+TEST(DiagonalGateIdentities, Double) {
+  check_identities<double>();
 }
 
 }  // namespace
