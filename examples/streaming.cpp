@@ -11,8 +11,11 @@
 ///     its layer objects and state are destroyed,
 ///  4. "process 2" builds fresh layer objects (for a layer from x: opens and reads the
 ///     checkpoint again), loads the state from the file and decodes the remaining tokens,
-///  5. compare every decoded output with an uninterrupted run of the same tokens (chunkwise
-///     calls, never saved or restored) and print the max |difference| and OK or FAIL (exit 1).
+///  5. compare every decoded output with an uninterrupted run of the same calls (own objects
+///     and state, never saved or restored): a restored state continues exactly, so the
+///     outputs must be equal bit for bit. Prints the max |difference| and OK, or FAIL (exit
+///     code 1). For comparison it also prints how far the decoded tokens are from chunkwise
+///     calls over them (the same math in another form: equal within float rounding).
 ///
 /// Build and run:
 ///     cmake --build build --target streaming && build/examples/streaming
@@ -34,8 +37,10 @@
 #include <iterator>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
