@@ -122,8 +122,10 @@ def plot_throughput(json_path: str, png_path: str, d: int) -> None:
     if not rates:
         sys.exit(f"plots.py: {json_path} has no one-head float cases BM_<layer>/<form>/T:*/d:{d}")
     layers = sorted({layer for layer, _ in rates})
-    cmap = plt.get_cmap("tab20")
-    color = {layer: cmap(i % 20) for i, layer in enumerate(layers)}
+    colors, markers = plt.get_cmap("tab10"), "osD^vP*Xh<>"
+    style = {layer: dict(color=colors(i % 10), marker=markers[i % len(markers)])
+             for i, layer in enumerate(layers)}
+    sizes = sorted({t for points in rates.values() for t in points})
     forms = [f for f in FORMS if any(form == f for _, form in rates)]
     fig, axes = plt.subplots(1, len(forms), figsize=(5.2 * len(forms), 5), sharey=True,
                              squeeze=False)
@@ -131,9 +133,11 @@ def plot_throughput(json_path: str, png_path: str, d: int) -> None:
         for layer in layers:
             points = sorted(rates.get((layer, form), {}).items())
             if points:
-                ax.plot([t for t, _ in points], [r for _, r in points], marker="o", markersize=3.5,
-                        color=color[layer], label=layer)
+                ax.plot([t for t, _ in points], [r for _, r in points], markersize=4.5,
+                        label=layer, **style[layer])
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes)
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_yscale("log")
         ax.set_xlabel("tokens per call T")
         ax.set_title(f"{form} form")
@@ -147,8 +151,10 @@ def plot_throughput(json_path: str, png_path: str, d: int) -> None:
                 labels.append(lab)
     fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8,
                frameon=False)
-    context = json.load(open(json_path, encoding="utf-8")).get("context", {})
-    fig.suptitle(f"Throughput (layers_bench{', suite ' + context['seqmem_suite'] if 'seqmem_suite' in context else ''})")
+    with open(json_path, encoding="utf-8") as f:
+        context = json.load(f).get("context", {})
+    suite = f", suite {context['seqmem_suite']}" if "seqmem_suite" in context else ""
+    fig.suptitle(f"Throughput (layers_bench{suite}, {context.get('num_cpus', '?')} CPUs)")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(png_path, dpi=120)
     plt.close(fig)
