@@ -38,6 +38,16 @@ seqmem_install_deps() {
     g++ make libxsmm-dev pkg-config
 }
 
+# What scripts/plots.py needs: Debian's matplotlib (it installs for /usr/bin/python3). Only for
+# the plots: `bash scripts/install-deps.sh --plots`.
+seqmem_install_plot_deps() {
+  seqmem_install_packages python3 python3-matplotlib
+}
+
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-  seqmem_install_deps
+  if [ "${1:-}" = "--plots" ]; then
+    seqmem_install_plot_deps
+  else
+    seqmem_install_deps
+  fi
 fi
