@@ -46,7 +46,8 @@ class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
     Index key_dim = 0;
     Index value_dim = 0;
     std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
-    /// Tokens per chunk of the chunkwise form; 16: the fastest at d = 64 (+15 % over 32) and d = 128 (+8 %)
+    /// Tokens per chunk of the chunkwise form; 16: the fastest at d = 64 (+15 % over 32) and d =
+    /// 128 (+8 %)
     /// (`layers_bench --suite=chunks`, docs/benchmarks/diagonal_gates.md).
     Index chunk_size = 16;
     /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.

@@ -44,7 +44,8 @@ class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
     Index key_dim = 0;
     Index value_dim = 0;
     std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
-    /// Tokens per chunk of the chunkwise form; 32: the fastest at d = 128 and within 1 % of 16 at d = 64
+    /// Tokens per chunk of the chunkwise form; 32: the fastest at d = 128 and within 1 % of 16 at d
+    /// = 64
     /// (`layers_bench --suite=chunks`, docs/benchmarks/diagonal_gates.md).
     Index chunk_size = 32;
     /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.

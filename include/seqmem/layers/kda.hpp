@@ -44,7 +44,8 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
     Index key_dim = 0;
     Index value_dim = 0;
     std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
-    /// Tokens per chunk of the chunkwise form; 16: the fastest at d = 64 (+12 % over 32) and d = 128 (+3 %)
+    /// Tokens per chunk of the chunkwise form; 16: the fastest at d = 64 (+12 % over 32) and d =
+    /// 128 (+3 %)
     /// (`layers_bench --suite=chunks`, docs/benchmarks/diagonal_gates.md).
     Index chunk_size = 16;
     /// Divide q and k rows by sqrt(Σx² + 1e-6) inside the layer, before `scale` (as KDA models
