@@ -12,6 +12,7 @@
 
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/math.hpp"
+#include "seqmem/detail/matmul.hpp"
 
 namespace seqmem::detail {
 
@@ -135,13 +136,15 @@ class DecayedPairs {
         right_.middleRows(Index(r) * size, size) = factor_;
       }
       if (size == n) {
-        out.noalias() = left_ * right_.transpose();  // every block of the chunk at once
+        // every block of the chunk at once
+        multiply_by_transpose<Scalar>(out, left_, right_, transposed_);
       } else {
         for (std::size_t l = 0; l < L; ++l) {
           for (std::size_t r = 0; r < R; ++r) {
-            out.block(Index(l) * n + r0, Index(r) * n + r0, size, size).noalias() =
-                left_.middleRows(Index(l) * size, size) *
-                right_.middleRows(Index(r) * size, size).transpose();
+            auto pair = out.block(Index(l) * n + r0, Index(r) * n + r0, size, size);
+            multiply_by_transpose_into<Scalar>(pair, left_.middleRows(Index(l) * size, size),
+                                               right_.middleRows(Index(r) * size, size),
+                                               transposed_);
           }
         }
       }
@@ -164,8 +167,8 @@ class DecayedPairs {
       for (std::size_t r = 0; r < R; ++r) {
         scale_by_decay(cols[r].middleRows(r0, m - r0), gy.middleRows(r0, m - r0), boundary, -1.0,
                        right_, exponent_);
-        out.block(Index(l) * n + m, Index(r) * n + r0, r1 - m, m - r0).noalias() =
-            left_ * right_.transpose();
+        auto pair = out.block(Index(l) * n + m, Index(r) * n + r0, r1 - m, m - r0);
+        multiply_by_transpose_into<Scalar>(pair, left_, right_, transposed_);
         out.block(Index(l) * n + r0, Index(r) * n + m, m - r0, r1 - m).setZero();
       }
     }
@@ -192,6 +195,7 @@ class DecayedPairs {
   }
 
   Matrix<Scalar> left_, right_, factor_, exponent_;
+  std::array<Matrix<Scalar>, 2> transposed_;  // scratch of multiply_by_transpose
 };
 
 /// Buffers of one per-channel decayed chunk, reused across the chunks of a call.
@@ -225,7 +229,7 @@ void decay_and_write(const KBlock& k, const VBlock& v, Matrix<Scalar>& state,
   const ChannelDecay& decay = ws.decay;
   decay_state(state, decay);
   scale_by_decay(k, decay.inclusive(), decay.total(), -1.0, ws.weighted, ws.exponent);
-  state.noalias() += ws.weighted.transpose() * v;
+  multiply_transposed<Scalar>(state, ws.weighted, v, true);
 }
 
 /// One chunk of per-channel decayed linear attention (docs/math.md §7) with start state S, the
@@ -241,9 +245,9 @@ void channel_decayed_chunk(const QBlock& q, const KBlock& k, const VBlock& v, Ma
   const auto gamma = ws.decay.inclusive();
   ws.pairs.compute(std::array{PairRows<Scalar>{q, gamma, true}}, std::array{MatrixCRef<Scalar>(k)},
                    gamma, ws.scores);
-  out.noalias() = ws.scores * v;
+  multiply_into<Scalar>(out, ws.scores, v);
   scale_by_decay(q, gamma, from_start(q.cols()), 1.0, ws.weighted, ws.exponent);
-  out.noalias() += ws.weighted * state;
+  multiply_into<Scalar>(out, ws.weighted, state, true);
   decay_and_write(k, v, state, ws);
 }
 

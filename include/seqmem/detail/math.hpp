@@ -5,10 +5,12 @@
 /// decayed linear-attention chunk that linear attention and DeltaNet both end with
 /// (docs/math.md §2, §3).
 
+#include <array>
 #include <cmath>
 #include <optional>
 
 #include "seqmem/core/types.hpp"
+#include "seqmem/detail/matmul.hpp"
 
 namespace seqmem {
 
@@ -94,9 +96,10 @@ class DecayTable {
 template <class Scalar>
 struct ChunkWorkspace {
   DecayTable<Scalar> decay;
-  Matrix<Scalar> scores;    // C×C
-  Matrix<Scalar> weighted;  // C×dk (rows scaled by a decay)
-  Matrix<Scalar> values;    // C×dv (DeltaNet pseudo-values)
+  Matrix<Scalar> scores;                     // C×C
+  Matrix<Scalar> weighted;                   // C×dk (rows scaled by a decay)
+  Matrix<Scalar> values;                     // C×dv (DeltaNet pseudo-values)
+  std::array<Matrix<Scalar>, 2> transposed;  // scratch of multiply_by_transpose
 };
 
 /// One chunk of decayed linear attention with start state S (docs/math.md §2, also the last two
@@ -109,19 +112,20 @@ struct ChunkWorkspace {
 template <class Scalar, class QBlock, class KBlock, class VBlock, class OBlock>
 void decayed_linear_chunk(const QBlock& q, const KBlock& k, const VBlock& v, Matrix<Scalar>& state,
                           OBlock&& out, ChunkWorkspace<Scalar>& ws) {
+  // The products run on detail/matmul.hpp (libxsmm's small-GEMM kernels when enabled).
   const DecayTable<Scalar>& decay = ws.decay;
-  ws.scores.noalias() = q * k.transpose();
+  multiply_by_transpose<Scalar>(ws.scores, q, k, ws.transposed);
   decay.mask(ws.scores, /*keep_diagonal=*/true);
-  out.noalias() = ws.scores * v;
+  multiply_into<Scalar>(out, ws.scores, v);
   if (decay.gated()) {
     ws.weighted.noalias() = decay.to_start().asDiagonal() * q;
-    out.noalias() += ws.weighted * state;
+    multiply_into<Scalar>(out, ws.weighted, state, true);
     state *= decay.total();
     ws.weighted.noalias() = decay.to_end().asDiagonal() * k;
-    state.noalias() += ws.weighted.transpose() * v;
+    multiply_transposed<Scalar>(state, ws.weighted, v, true);
   } else {
-    out.noalias() += q * state;
-    state.noalias() += k.transpose() * v;
+    multiply_into<Scalar>(out, q, state, true);
+    multiply_transposed<Scalar>(state, k, v, true);
   }
 }
 

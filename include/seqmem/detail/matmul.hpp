@@ -1,19 +1,22 @@
 #pragma once
 
 /// @file
-/// The matrix products of the TTT/Titans engine (detail/inner_model.hpp), all on row-major
-/// operands:
+/// The matrix products of the chunkwise forms (linear attention, DeltaNet, softmax attention,
+/// the diagonal-gate layers) and of the TTT/Titans engine (detail/inner_model.hpp), all on
+/// row-major operands:
 ///
 ///     multiply(C, A, B)             C = A·B        (accumulate: C += A·B)
 ///     multiply_transposed(C, X, B)  C = Xᵀ·B       (accumulate: C += Xᵀ·B)
 ///     multiply_by_transpose(C, A, W) C = A·Wᵀ
 ///     transpose(out, A)             out = Aᵀ
 ///
+/// (each with an `_into` variant writing into a sized block instead of resizing a matrix).
+///
 /// By default these are Eigen products. Defining SEQMEM_USE_LIBXSMM (and linking libxsmm,
-/// Debian package libxsmm-dev; the CMake option of the same name does both) runs them on
-/// libxsmm's just-in-time small-matrix kernels instead: the engine's products are skinny (one
-/// side is a mini-batch of 16 rows), where Eigen's blocked GEMM reaches about half of an
-/// AVX-512 core's peak and libxsmm close to it (docs/benchmarks.md). Shapes libxsmm declines
+/// Debian package libxsmm-dev; the CMake option of the same name does both, and the installed
+/// package records it) runs them on libxsmm's just-in-time small-matrix kernels instead: the
+/// products are small (a chunk of 16–64 rows against d = 64–128), where Eigen's blocked GEMM
+/// pays its packing and libxsmm runs about 2× faster on this AVX-512 core (docs/benchmarks.md). Shapes libxsmm declines
 /// fall back to Eigen, so results never depend on whether a kernel was available — only the
 /// rounding of the sums may differ (within docs/math.md §6's tolerances).
 
@@ -21,6 +24,7 @@
 #include <array>
 #include <climits>
 #include <cstddef>
+#include <string_view>
 #include <type_traits>
 
 #include "seqmem/core/types.hpp"
@@ -29,6 +33,21 @@
 #include <libxsmm.h>
 #include <libxsmm_generator.h>
 #endif
+
+namespace seqmem {
+
+/// The backend of the library's matrix products: "libxsmm" when compiled with
+/// SEQMEM_USE_LIBXSMM (what find_package(seqmem) and pkg-config give when seqmem was installed
+/// with libxsmm found), "eigen" otherwise.
+constexpr std::string_view product_backend() {
+#if defined(SEQMEM_USE_LIBXSMM)
+  return "libxsmm";
+#else
+  return "eigen";
+#endif
+}
+
+}  // namespace seqmem
 
 namespace seqmem::detail {
 
@@ -93,16 +112,17 @@ bool libxsmm_multiply(Scalar* c, Index ldc, const Scalar* a, Index lda, const Sc
 }
 #endif
 
-/// C = A·B, or C += A·B when `accumulate`; C is resized when not accumulating.
+/// C = A·B, or C += A·B when `accumulate`, into C of A.rows() × B.cols() (a matrix or a block
+/// of one: any row-major storage with unit inner stride).
 template <class Scalar>
-void multiply(Matrix<Scalar>& C, std::type_identity_t<MatrixCRef<Scalar>> A,
-              std::type_identity_t<MatrixCRef<Scalar>> B, bool accumulate = false) {
-  if (!accumulate) C.resize(A.rows(), B.cols());
+void multiply_into(std::type_identity_t<MatrixRef<Scalar>> C,
+                   std::type_identity_t<MatrixCRef<Scalar>> A,
+                   std::type_identity_t<MatrixCRef<Scalar>> B, bool accumulate = false) {
 #if defined(SEQMEM_USE_LIBXSMM)
   // A single row is a matrix-vector product, where Eigen is as fast (and skips the dispatch).
   if (A.rows() > 1 && B.cols() > 0 && A.cols() > 0 &&
-      libxsmm_multiply(C.data(), C.cols(), B.data(), B.outerStride(), A.data(), A.outerStride(),
-                       B.cols(), A.rows(), A.cols(), false, accumulate)) {
+      libxsmm_multiply(C.data(), C.outerStride(), B.data(), B.outerStride(), A.data(),
+                       A.outerStride(), B.cols(), A.rows(), A.cols(), false, accumulate)) {
     return;
   }
 #endif
@@ -113,16 +133,24 @@ void multiply(Matrix<Scalar>& C, std::type_identity_t<MatrixCRef<Scalar>> A,
   }
 }
 
-/// C = Xᵀ·B, or C += Xᵀ·B when `accumulate`; C is resized when not accumulating.
+/// C = A·B, or C += A·B when `accumulate`; C is resized when not accumulating.
 template <class Scalar>
-void multiply_transposed(Matrix<Scalar>& C, std::type_identity_t<MatrixCRef<Scalar>> X,
-                         std::type_identity_t<MatrixCRef<Scalar>> B, bool accumulate = false) {
-  if (!accumulate) C.resize(X.cols(), B.cols());
+void multiply(Matrix<Scalar>& C, std::type_identity_t<MatrixCRef<Scalar>> A,
+              std::type_identity_t<MatrixCRef<Scalar>> B, bool accumulate = false) {
+  if (!accumulate) C.resize(A.rows(), B.cols());
+  multiply_into<Scalar>(C, A, B, accumulate);
+}
+
+/// C = Xᵀ·B, or C += Xᵀ·B when `accumulate`, into C of X.cols() × B.cols() (as multiply_into).
+template <class Scalar>
+void multiply_transposed_into(std::type_identity_t<MatrixRef<Scalar>> C,
+                              std::type_identity_t<MatrixCRef<Scalar>> X,
+                              std::type_identity_t<MatrixCRef<Scalar>> B, bool accumulate = false) {
 #if defined(SEQMEM_USE_LIBXSMM)
   // Row-major C = Xᵀ·B is column-major Cᵀ = Bᵀ·X, and row-major X is column-major Xᵀ.
   if (X.rows() > 1 && X.cols() > 0 && B.cols() > 0 &&
-      libxsmm_multiply(C.data(), C.cols(), B.data(), B.outerStride(), X.data(), X.outerStride(),
-                       B.cols(), X.cols(), X.rows(), true, accumulate)) {
+      libxsmm_multiply(C.data(), C.outerStride(), B.data(), B.outerStride(), X.data(),
+                       X.outerStride(), B.cols(), X.cols(), X.rows(), true, accumulate)) {
     return;
   }
 #endif
@@ -133,18 +161,27 @@ void multiply_transposed(Matrix<Scalar>& C, std::type_identity_t<MatrixCRef<Scal
   }
 }
 
-/// out = Aᵀ (resized). libxsmm's transpose kernels are 4–6× faster than Eigen's strided copy
-/// for the engine's 16-row blocks.
+/// C = Xᵀ·B, or C += Xᵀ·B when `accumulate`; C is resized when not accumulating.
 template <class Scalar>
-void transpose(Matrix<Scalar>& out, std::type_identity_t<MatrixCRef<Scalar>> A) {
-  out.resize(A.cols(), A.rows());
+void multiply_transposed(Matrix<Scalar>& C, std::type_identity_t<MatrixCRef<Scalar>> X,
+                         std::type_identity_t<MatrixCRef<Scalar>> B, bool accumulate = false) {
+  if (!accumulate) C.resize(X.cols(), B.cols());
+  multiply_transposed_into<Scalar>(C, X, B, accumulate);
+}
+
+/// out = Aᵀ into out of A.cols() × A.rows() (as multiply_into). libxsmm's transpose kernels
+/// are 4–6× faster than Eigen's strided copy for the engine's 16-row blocks.
+template <class Scalar>
+void transpose_into(std::type_identity_t<MatrixRef<Scalar>> out,
+                    std::type_identity_t<MatrixCRef<Scalar>> A) {
 #if defined(SEQMEM_USE_LIBXSMM)
   if (A.rows() > 1 && A.cols() > 1 && A.rows() <= INT_MAX && A.cols() <= INT_MAX &&
-      A.outerStride() <= INT_MAX) {
+      A.outerStride() <= INT_MAX && out.outerStride() <= INT_MAX) {
     // Row-major A is column-major Aᵀ (m = A.cols() × n = A.rows(), leading dimension
-    // outerStride); the column-major result n × m, leading dimension n, is row-major Aᵀ.
+    // outerStride); the column-major result n × m, leading dimension ldo, is row-major Aᵀ.
     const auto m = static_cast<unsigned int>(A.cols()), n = static_cast<unsigned int>(A.rows());
-    unsigned int ldi = static_cast<unsigned int>(A.outerStride()), ldo = n;
+    unsigned int ldi = static_cast<unsigned int>(A.outerStride()),
+                 ldo = static_cast<unsigned int>(out.outerStride());
     const libxsmm_xtransfunction kernel = cached_libxsmm_kernel<libxsmm_xtransfunction>(
         {libxsmm_blasint(m), libxsmm_blasint(n), libxsmm_blasint(ldo), sizeof(Scalar), 0, 0}, 0,
         false, [](const std::array<libxsmm_blasint, 6>& s, int, bool) -> libxsmm_xtransfunction {
@@ -166,26 +203,53 @@ void transpose(Matrix<Scalar>& out, std::type_identity_t<MatrixCRef<Scalar>> A) 
   out = A.transpose();
 }
 
-/// C = A·Wᵀ (C resized). libxsmm has no kernel with a transposed first factor, so the backend
-/// runs it column-major on transposed copies of A and C held in `scratch` (for the engine's
-/// skinny A these copies cost less than Eigen's product).
+/// out = Aᵀ (resized), as transpose_into.
 template <class Scalar>
-void multiply_by_transpose(Matrix<Scalar>& C, std::type_identity_t<MatrixCRef<Scalar>> A,
-                           std::type_identity_t<MatrixCRef<Scalar>> W,
-                           [[maybe_unused]] std::array<Matrix<Scalar>, 2>& scratch) {
+void transpose(Matrix<Scalar>& out, std::type_identity_t<MatrixCRef<Scalar>> A) {
+  out.resize(A.cols(), A.rows());
+  transpose_into<Scalar>(out, A);
+}
+
+/// C = A·Wᵀ into C of A.rows() × W.rows() (as multiply_into). libxsmm has no kernel with a
+/// transposed first factor, so the backend transposes copies held in `scratch`, whichever is
+/// less to copy: W (then column-major Cᵀ = W·Aᵀ is row-major C, as for a chunk's Q Kᵀ), or A
+/// and C (for the engine's skinny A against a square W).
+template <class Scalar>
+void multiply_by_transpose_into(std::type_identity_t<MatrixRef<Scalar>> C,
+                                std::type_identity_t<MatrixCRef<Scalar>> A,
+                                std::type_identity_t<MatrixCRef<Scalar>> W,
+                                [[maybe_unused]] std::array<Matrix<Scalar>, 2>& scratch) {
 #if defined(SEQMEM_USE_LIBXSMM)
-  if (A.rows() > 1 && A.cols() > 0 && W.rows() > 0) {
-    auto& [At, Ct] = scratch;  // column-major A and C
-    transpose(At, A);
-    Ct.resize(W.rows(), A.rows());
-    if (libxsmm_multiply(Ct.data(), A.rows(), At.data(), A.rows(), W.data(), W.outerStride(),
-                         A.rows(), W.rows(), A.cols(), false, false)) {
-      transpose(C, Ct);
-      return;
+  const Index m = A.rows(), n = W.rows(), k = A.cols();
+  if (m > 1 && n > 1 && k > 0) {
+    auto& [first, second] = scratch;
+    if (n * k <= m * k + m * n) {
+      transpose(first, W);  // row-major Wᵀ is column-major W (n × k, leading dimension n)
+      if (libxsmm_multiply(C.data(), C.outerStride(), first.data(), n, A.data(), A.outerStride(), n,
+                           m, k, false, false)) {
+        return;
+      }
+    } else {
+      transpose(first, A);  // column-major A
+      second.resize(n, m);  // column-major C
+      if (libxsmm_multiply(second.data(), m, first.data(), m, W.data(), W.outerStride(), m, n, k,
+                           false, false)) {
+        transpose_into<Scalar>(C, second);
+        return;
+      }
     }
   }
 #endif
   C.noalias() = A * W.transpose();
+}
+
+/// C = A·Wᵀ (C resized), as multiply_by_transpose_into.
+template <class Scalar>
+void multiply_by_transpose(Matrix<Scalar>& C, std::type_identity_t<MatrixCRef<Scalar>> A,
+                           std::type_identity_t<MatrixCRef<Scalar>> W,
+                           std::array<Matrix<Scalar>, 2>& scratch) {
+  C.resize(A.rows(), W.rows());
+  multiply_by_transpose_into<Scalar>(C, A, W, scratch);
 }
 
 }  // namespace seqmem::detail

@@ -138,15 +138,14 @@ class DeltaNet : public LayerBase<DeltaNet<Scalar_>> {
   static void pseudo_values(const KBlock& k, const VBlock& v, const BetaBlock& beta,
                             const Matrix<Scalar>& S, detail::ChunkWorkspace<Scalar>& ws) {
     const auto& decay = ws.decay;
-    ws.values = v;
     if (decay.gated()) {
       ws.weighted.noalias() = decay.to_start().asDiagonal() * k;
-      ws.values.noalias() -= ws.weighted * S;
+      detail::multiply<Scalar>(ws.values, ws.weighted, S);
     } else {
-      ws.values.noalias() -= k * S;
+      detail::multiply<Scalar>(ws.values, k, S);
     }
-    ws.values.array().colwise() *= beta.col(0).array();
-    ws.scores.noalias() = k * k.transpose();
+    ws.values = (v.array() - ws.values.array()).colwise() * beta.col(0).array();
+    detail::multiply_by_transpose<Scalar>(ws.scores, k, k, ws.transposed);
     decay.mask(ws.scores, /*keep_diagonal=*/false);
     ws.scores.array().colwise() *= beta.col(0).array();
     ws.scores.template triangularView<Eigen::UnitLower>().solveInPlace(ws.values);

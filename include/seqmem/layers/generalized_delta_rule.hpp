@@ -16,6 +16,7 @@
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/channel_decay.hpp"
 #include "seqmem/detail/checks.hpp"
+#include "seqmem/detail/matmul.hpp"
 
 namespace seqmem {
 
@@ -150,25 +151,25 @@ class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
     const auto start = detail::from_start(dk);
     detail::scale_by_decay(a, before, start, 1.0, ws.weighted.topRows(n), ws.exponent);
     detail::scale_by_decay(q, gamma, start, 1.0, ws.weighted.bottomRows(n), ws.exponent);
-    ws.products.noalias() = ws.weighted * S;
+    detail::multiply<Scalar>(ws.products, ws.weighted, S);
 
     // [R; V]: the low-rank reads, solved, over the values.
     ws.values.resize(2 * n, v.cols());
     auto reads = ws.values.topRows(n);
     ws.values.bottomRows(n) = v;
     reads = ws.products.topRows(n);
-    reads.noalias() += ws.scores.block(0, n, n, n) * v;
+    detail::multiply_into<Scalar>(reads, ws.scores.block(0, n, n, n), v, true);
     auto ab = ws.scores.topLeftCorner(n, n);
     ab = -ab;
     ab.template triangularView<Eigen::UnitLower>().solveInPlace(reads);
 
     out = ws.products.bottomRows(n);
-    out.noalias() += ws.scores.bottomRows(n) * ws.values;
+    detail::multiply_into<Scalar>(out, ws.scores.bottomRows(n), ws.values, true);
 
     detail::decay_state(S, decay);
     detail::scale_by_decay(b, gamma, decay.total(), -1.0, ws.weighted.topRows(n), ws.exponent);
     detail::scale_by_decay(k, gamma, decay.total(), -1.0, ws.weighted.bottomRows(n), ws.exponent);
-    S.noalias() += ws.weighted.transpose() * ws.values;
+    detail::multiply_transposed<Scalar>(S, ws.weighted, ws.values, true);
   }
 
   /// The definition, token by token: the reads of the old state S_{t−1},

@@ -17,6 +17,7 @@
 #include "seqmem/detail/channel_decay.hpp"
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/detail/math.hpp"
+#include "seqmem/detail/matmul.hpp"
 
 namespace seqmem {
 
@@ -153,7 +154,7 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
     const auto start = detail::from_start(k.cols());
     detail::scale_by_decay(k, gamma, start, 1.0, ws.weighted.topRows(n), ws.exponent);
     detail::scale_by_decay(q, gamma, start, 1.0, ws.weighted.bottomRows(n), ws.exponent);
-    ws.products.noalias() = ws.weighted * S;
+    detail::multiply<Scalar>(ws.products, ws.weighted, S);
 
     ws.values = (v - ws.products.topRows(n)).array().colwise() * beta.col(0).array();
     auto kk = ws.scores.topRows(n);
@@ -161,7 +162,7 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
     kk.template triangularView<Eigen::UnitLower>().solveInPlace(ws.values);
 
     out = ws.products.bottomRows(n);
-    out.noalias() += ws.scores.bottomRows(n) * ws.values;
+    detail::multiply_into<Scalar>(out, ws.scores.bottomRows(n), ws.values, true);
     detail::decay_and_write(k, ws.values, S, ws);
   }
 

@@ -4,6 +4,7 @@
 /// Causal softmax attention with an optional sliding window (docs/math.md §1).
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -15,6 +16,7 @@
 #include "seqmem/core/state_layout.hpp"
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/checks.hpp"
+#include "seqmem/detail/matmul.hpp"
 
 namespace seqmem {
 
@@ -246,7 +248,8 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
                 MatrixRef<Scalar> out) const {
     const Index lo = first_visible(first), n = state.cached() - lo;
     Matrix<Scalar> scores(q.rows(), n);
-    scores.noalias() = q * state.keys().bottomRows(n).transpose();
+    std::array<Matrix<Scalar>, 2> transposed;
+    detail::multiply_by_transpose_into<Scalar>(scores, q, state.keys().bottomRows(n), transposed);
     for (Index t = 0; t < q.rows(); ++t) {
       const Index p = first + t, row_lo = first_visible(p) - lo, row_hi = p - lo;
       auto s = scores.row(t);
@@ -255,7 +258,7 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
       s = (s.array() - s.maxCoeff()).exp();
       s /= s.sum();
     }
-    out.noalias() = scores * state.values().bottomRows(n);
+    detail::multiply_into<Scalar>(out, scores, state.values().bottomRows(n));
   }
 
   /// Flash-style tiles: for each block of C queries, sweep the visible key blocks with the
@@ -267,6 +270,7 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
     const auto values = state.values();
     const Index C = options_.chunk_size;
     Matrix<Scalar> tile, acc;
+    std::array<Matrix<Scalar>, 2> transposed;  // scratch of multiply_by_transpose
     Vector<Scalar> row_max, row_sum;
     for (Index q0 = 0; q0 < q.rows(); q0 += C) {
       const Index nq = std::min(C, q.rows() - q0);
@@ -276,8 +280,8 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
       row_sum.setZero(nq);
       for (Index k0 = first_visible(p0); k0 < p1; k0 += C) {
         const Index nk = std::min(C, p1 - k0);
-        tile.resize(nq, nk);
-        tile.noalias() = q.middleRows(q0, nq) * keys.middleRows(k0, nk).transpose();
+        detail::multiply_by_transpose<Scalar>(tile, q.middleRows(q0, nq), keys.middleRows(k0, nk),
+                                              transposed);
         for (Index i = 0; i < nq; ++i) {
           const Index p = p0 + i, lo = first_visible(p);
           auto s = tile.row(i);
@@ -297,7 +301,7 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
           acc.row(i) *= rescale;
           row_max(i) = m;
         }
-        acc.noalias() += tile * values.middleRows(k0, nk);
+        detail::multiply<Scalar>(acc, tile, values.middleRows(k0, nk), true);
       }
       out.middleRows(q0, nq) = acc.array().colwise() / row_sum.array();
     }
