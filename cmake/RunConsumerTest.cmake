@@ -3,16 +3,19 @@
 #       [-DSEQMEM_BINARY_DIR=<configured seqmem build, for find_package>] [-DSEQMEM_VERSION=X.Y.Z]
 #       [-DCONFIG=<config to install>] [-DGENERATOR=...] [-DGENERATOR_PLATFORM=...]
 #       [-DGENERATOR_TOOLSET=...] [-DMAKE_PROGRAM=...] [-DCXX_COMPILER=...] [-DEigen3_DIR=...]
-#       -P RunConsumerTest.cmake
+#       [-DEXPECT_LIBXSMM=ON|OFF] -P RunConsumerTest.cmake
 #
 # Builds and runs the tiny consumer project in tests/consumer against seqmem:
 #   find_package     - `cmake --install` the seqmem build into WORK_DIR/prefix, then
-#                      find_package(seqmem) with CMAKE_PREFIX_PATH=WORK_DIR/prefix; also checks
-#                      the installed seqmem.pc when pkg-config is available.
+#                      find_package(seqmem) with CMAKE_PREFIX_PATH=WORK_DIR/prefix; also builds
+#                      and runs the consumer with `pkg-config --cflags --libs seqmem` alone
+#                      when pkg-config is available.
 #   add_subdirectory - add_subdirectory(SEQMEM_SOURCE_DIR), checking nothing but the library is
 #                      built when seqmem is not the top-level project.
 #   fetchcontent     - FetchContent_Declare(seqmem SOURCE_DIR SEQMEM_SOURCE_DIR), same checks.
-# The consumer is built in Release; its `run_consumer` target runs the program.
+# The consumer is built in Release; its `run_consumer` target runs the program. With
+# EXPECT_LIBXSMM given, the consumer checks at compile time that it got that product backend
+# (seqmem::product_backend()), i.e. that the package passed libxsmm on, or did not.
 cmake_minimum_required(VERSION 3.22)
 
 foreach(_var IN ITEMS MODE SEQMEM_SOURCE_DIR CONSUMER_SOURCE_DIR WORK_DIR)
@@ -40,6 +43,14 @@ set(_build_dir "${WORK_DIR}/build")
 set(_configure_args
     -S "${CONSUMER_SOURCE_DIR}" -B "${_build_dir}" -DCMAKE_BUILD_TYPE=Release
     -DSEQMEM_CONSUMER_MODE=${MODE} -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
+if(DEFINED EXPECT_LIBXSMM AND NOT EXPECT_LIBXSMM STREQUAL "")
+  if(EXPECT_LIBXSMM)
+    set(_expect_libxsmm 1)
+  else()
+    set(_expect_libxsmm 0)
+  endif()
+  list(APPEND _configure_args "-DSEQMEM_CONSUMER_EXPECT_LIBXSMM=${_expect_libxsmm}")
+endif()
 foreach(_pair IN ITEMS "GENERATOR;-G" "GENERATOR_PLATFORM;-A" "GENERATOR_TOOLSET;-T"
                        "MAKE_PROGRAM;-DCMAKE_MAKE_PROGRAM=" "CXX_COMPILER;-DCMAKE_CXX_COMPILER="
                        "Eigen3_DIR;-DEigen3_DIR=")
@@ -93,6 +104,25 @@ if(MODE STREQUAL "find_package")
     if(NOT EXISTS "${CMAKE_MATCH_1}/seqmem/version.hpp")
       message(FATAL_ERROR "[consumer.${MODE}] pkg-config include dir ${CMAKE_MATCH_1} "
                           "has no seqmem/version.hpp")
+    endif()
+    # A consumer built from pkg-config's flags alone, as a Makefile user would.
+    execute_process(COMMAND "${_pkg_config}" --libs seqmem RESULT_VARIABLE _rc
+                    OUTPUT_VARIABLE _libs OUTPUT_STRIP_TRAILING_WHITESPACE)
+    message(STATUS "[consumer.${MODE}] pkg-config --libs seqmem: ${_libs}")
+    if(NOT _rc EQUAL 0)
+      message(FATAL_ERROR "[consumer.${MODE}] pkg-config --libs seqmem failed (${_rc})")
+    endif()
+    if(DEFINED CXX_COMPILER AND NOT CXX_COMPILER STREQUAL "")
+      separate_arguments(_cflags_list UNIX_COMMAND "${_cflags}")
+      separate_arguments(_libs_list UNIX_COMMAND "${_libs}")
+      set(_pc_defs "")
+      if(DEFINED _expect_libxsmm)
+        set(_pc_defs "-DSEQMEM_CONSUMER_EXPECT_LIBXSMM=${_expect_libxsmm}")
+      endif()
+      run_step("build with pkg-config" "${CXX_COMPILER}" -O2 ${_cflags_list} ${_pc_defs}
+               "${CONSUMER_SOURCE_DIR}/main.cpp" -o "${WORK_DIR}/consumer_pkgconfig"
+               ${_libs_list})
+      run_step("run the pkg-config build" "${WORK_DIR}/consumer_pkgconfig")
     endif()
   else()
     message(STATUS "[consumer.${MODE}] pkg-config not found; seqmem.pc not checked")

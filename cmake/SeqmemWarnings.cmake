@@ -3,8 +3,8 @@
 # Compile settings for seqmem's OWN targets (tests, benchmarks, examples): no compiler
 # extensions, warnings, optional -Werror (SEQMEM_WERROR), -march=native (SEQMEM_NATIVE) and
 # sanitizers (SEQMEM_SANITIZE, e.g. "address;undefined" or "thread": -fsanitize=…,
-# -fno-sanitize-recover=all and libstdc++'s checked mode, -D_GLIBCXX_ASSERTIONS) and the
-# libxsmm backend when SEQMEM_USE_LIBXSMM found it.
+# -fno-sanitize-recover=all and libstdc++'s checked mode, -D_GLIBCXX_ASSERTIONS). (The libxsmm
+# backend comes with seqmem::seqmem itself.)
 # Never call it on the `seqmem` interface target: consumers must not inherit any of this.
 include_guard(GLOBAL)
 include(CheckCXXCompilerFlag)
@@ -20,9 +20,6 @@ function(seqmem_target_defaults target)
   endif()
 
   set_target_properties(${target} PROPERTIES CXX_EXTENSIONS OFF) # -std=c++20, not gnu++20
-  if(TARGET seqmem_libxsmm) # the optional libxsmm backend (SEQMEM_USE_LIBXSMM)
-    target_link_libraries(${target} PRIVATE seqmem_libxsmm)
-  endif()
   if(MSVC)
     target_compile_options(${target} PRIVATE /W4 /permissive-)
     if(SEQMEM_WERROR)

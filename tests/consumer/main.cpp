@@ -6,6 +6,12 @@
 #endif
 static_assert(SEQMEM_VERSION_MAJOR >= 0);
 
+// The package passes its product backend on: libxsmm when seqmem was configured with it.
+#ifdef SEQMEM_CONSUMER_EXPECT_LIBXSMM
+static_assert(seqmem::product_backend() == (SEQMEM_CONSUMER_EXPECT_LIBXSMM ? "libxsmm" : "eigen"),
+              "seqmem's package did not give this consumer the expected product backend");
+#endif
+
 int main() {
   seqmem::LinearAttention<double> layer({.key_dim = 4, .value_dim = 4});
   auto state = layer.initial_state();
