@@ -78,8 +78,8 @@ class DeltaNet : public LayerBase<DeltaNet<Scalar_>> {
     static std::vector<StateParam> params(const DeltaNet& layer) {
       return {{"key_dim", layer.options().key_dim}, {"value_dim", layer.options().value_dim}};
     }
-    template <class S, class V>
     /// Visits the parts of the state in file order: `S`.
+    template <class S, class V>
     static void visit(const DeltaNet&, S& state, V& v) {
       v.tensor("S", state.S);
     }

@@ -88,8 +88,8 @@ class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
     static std::vector<StateParam> params(const GeneralizedDeltaRule& layer) {
       return {{"key_dim", layer.options().key_dim}, {"value_dim", layer.options().value_dim}};
     }
-    template <class S, class V>
     /// Visits the parts of the state in file order: `S`.
+    template <class S, class V>
     static void visit(const GeneralizedDeltaRule&, S& state, V& v) {
       v.tensor("S", state.S);
     }

@@ -81,8 +81,8 @@ class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
     static std::vector<StateParam> params(const GatedLinearAttention& layer) {
       return {{"key_dim", layer.options().key_dim}, {"value_dim", layer.options().value_dim}};
     }
-    template <class S, class V>
     /// Visits the parts of the state in file order: `S`.
+    template <class S, class V>
     static void visit(const GatedLinearAttention&, S& state, V& v) {
       v.tensor("S", state.S);
     }

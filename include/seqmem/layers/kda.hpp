@@ -87,8 +87,8 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
     static std::vector<StateParam> params(const KimiDeltaAttention& layer) {
       return {{"key_dim", layer.options().key_dim}, {"value_dim", layer.options().value_dim}};
     }
-    template <class S, class V>
     /// Visits the parts of the state in file order: `S`.
+    template <class S, class V>
     static void visit(const KimiDeltaAttention&, S& state, V& v) {
       v.tensor("S", state.S);
     }

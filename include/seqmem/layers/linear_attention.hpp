@@ -83,8 +83,8 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
       const auto& o = layer.options();
       return {{"key_dim", o.key_dim}, {"value_dim", o.value_dim}, {"normalize", o.normalize}};
     }
-    template <class S, class V>
     /// Visits the parts of the state in file order: `S`, then `z`.
+    template <class S, class V>
     static void visit(const LinearAttention&, S& state, V& v) {
       v.tensor("S", state.S);
       v.tensor("z", state.z);

@@ -129,16 +129,16 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
       const auto& o = layer.options();
       return {{"key_dim", o.key_dim}, {"value_dim", o.value_dim}, {"window", o.window}};
     }
-    template <class V>
     /// Visits the parts of the state in file order: `keys`, `values` (as many rows as `keys`; at
     /// most window − 1 when windowed) and the integer `tokens`.
+    template <class V>
     static void visit(const SoftmaxAttention& layer, const State& state, V& v) {
       const MatrixCRef<Scalar> keys = state.keys(), values = state.values();
       const Index tokens = state.tokens();
       visit_cache(layer, keys, values, tokens, v);
     }
-    template <class V>
     /// Reads the parts `visit` writes and rebuilds the state through `make_state`.
+    template <class V>
     static State restore(const SoftmaxAttention& layer, V& v) {
       Matrix<Scalar> keys, values;
       Index tokens = 0;

@@ -111,9 +111,9 @@ class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
       p.push_back({"mini_batch", o.mini_batch});
       return p;
     }
-    template <class S, class V>
     /// Visits the parts of the state in file order: every `W[l]`, then every `b[l]`, of
     /// `reference`, `current` and `momentum` in turn, then the integer `position`.
+    template <class S, class V>
     static void visit(const TitansMemory& layer, S& state, V& v) {
       detail::visit_weights("reference", state.reference, v);
       detail::visit_weights("current", state.current, v);

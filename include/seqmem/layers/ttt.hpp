@@ -112,9 +112,9 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
       if (Model == TTTModel::mlp) p.push_back({"expansion", o.expansion});
       return p;
     }
-    template <class S, class V>
     /// Visits the parts of the state in file order: every `reference.W[l]`, then every
     /// `reference.b[l]`, the same for `gradient`, then the integer `position`.
+    template <class S, class V>
     static void visit(const TTT& layer, S& state, V& v) {
       detail::visit_weights("reference", state.reference, v);
       detail::visit_weights("gradient", state.gradient, v);

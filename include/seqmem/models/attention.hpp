@@ -85,16 +85,16 @@ class Attention {
               {"head_dim", layer.head_dim()},
               {"window_size", c.window_size}};
     }
-    template <class S, class V>
     /// Visits the parts of the state in file order: every KV head's `heads[h].keys`,
     /// `heads[h].values` and `heads[h].tokens`.
+    template <class S, class V>
     static void visit(const Attention& layer, S& state, V& v) {
       detail::visit_heads([&layer](std::size_t) -> const Memory& { return layer.heads_.layer(); },
                           state.heads, v);
     }
-    template <class V>
     /// Rebuilds the state from the parts `visit` writes; throws unless every KV head has seen as
     /// many tokens.
+    template <class V>
     static State restore(const Attention& layer, V& v) {
       State state;
       for (Index h = 0; h < layer.config_.num_kv_heads; ++h) {
@@ -104,13 +104,13 @@ class Attention {
       (void)tokens_seen(state);  // the heads must agree
       return state;
     }
-  /// Valid: hidden_size, num_heads and chunk_size > 0, hidden_size a multiple of num_heads with an
-  /// even quotient, num_kv_heads ≥ 0 (0: num_heads) dividing num_heads, window_size ≥ 0,
-  /// rope_theta finite and > 0, max_position_embeddings ≥ 0, num_threads ≥ 0.
   };
 
   /// The checkpoint tensors `config` reads (names under the layer's prefix, peer shapes).
   /// Throws when the configuration is invalid.
+  /// Valid: hidden_size, num_heads and chunk_size > 0, hidden_size a multiple of num_heads with an
+  /// even quotient, num_kv_heads ≥ 0 (0: num_heads) dividing num_heads, window_size ≥ 0,
+  /// rope_theta finite and > 0, max_position_embeddings ≥ 0, num_threads ≥ 0.
   static std::vector<TensorSpec> tensor_specs(const AttentionConfig& config) {
     const AttentionConfig c = checked(config);
     const Index D = c.hidden_size, d = D / c.num_heads, kv = c.num_kv_heads * d;
@@ -127,12 +127,12 @@ class Attention {
       specs.push_back({"q_norm.weight", {d}});
       specs.push_back({"k_norm.weight", {d}});
     }
-    /// @throws seqmem::invalid_argument when `config` is invalid (see `tensor_specs`) or a tensor
-    /// under `prefix` is missing, unexpected, mis-shaped or not finite.
     return specs;
   }
 
   /// The layer `config` describes, with the weights under `prefix` in `file`.
+  /// @throws seqmem::invalid_argument when `config` is invalid (see `tensor_specs`) or a tensor
+  /// under `prefix` is missing, unexpected, mis-shaped or not finite.
   Attention(const AttentionConfig& config, const SafetensorsFile& file, const std::string& prefix)
       : config_(checked(config)),
         heads_(Memory({.key_dim = head_dim(),

@@ -100,9 +100,9 @@ class DeltaNetLayer {
               {"value_dim", layer.value_dim()},
               {"conv_size", c.use_short_conv ? c.conv_size : 0}};
     }
-    template <class S, class V>
     /// Visits the parts of the state in file order: every head's `heads[h].S`, then `q_cache`,
     /// `k_cache` and `v_cache`.
+    template <class S, class V>
     static void visit(const DeltaNetLayer& layer, S& state, V& v) {
       detail::visit_heads([&layer](std::size_t) -> const Memory& { return layer.heads_.layer(); },
                           state.heads, v);

@@ -107,9 +107,9 @@ class Mamba2 {
               {"n_groups", c.n_groups},
               {"conv_kernel", c.conv_kernel}};
     }
-    template <class S, class V>
     /// Visits the parts of the state in file order: every head's `heads[h].S` and `heads[h].z`
     /// (empty), then `conv_cache`.
+    template <class S, class V>
     static void visit(const Mamba2& layer, S& state, V& v) {
       detail::visit_heads([&layer](std::size_t) -> const Memory& { return layer.memory_; },
                           state.heads, v);
