@@ -36,7 +36,7 @@ struct StateParam {
 
 /// Rows a tensor may have when they are not fixed by the layer (the softmax KV cache).
 struct RowRange {
-  /// Fewest and most rows allowed.
+  /// Fewest rows allowed.
   Index min, max;
   /// @var max
   /// Most rows allowed.

@@ -9,6 +9,9 @@
 #include <type_traits>
 #include <utility>
 
+/// The seqmem library: the sequence memories (layers/), their shared surface and types (core/),
+/// `MultiHead`, state files (state_io.hpp) and checkpoints (checkpoint.hpp). The implementation
+/// is in `seqmem::detail`, which is not part of the API.
 namespace seqmem {
 
 /// Signed size and index type of every shape in seqmem (`Eigen::Index`, i.e. `std::ptrdiff_t`).

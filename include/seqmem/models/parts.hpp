@@ -28,6 +28,8 @@
 #include "seqmem/pieces/norm.hpp"
 #include "seqmem/pieces/short_conv.hpp"
 
+/// Layers from x: whole token mixers (`T×hidden_size` in and out) built from a checkpoint, each
+/// around one of seqmem's memories (docs/layers.md), and the parts they share.
 namespace seqmem::models {
 
 /// Rows per block of a layer's forward over `T` tokens: `block` rounded down to a multiple of

@@ -8,6 +8,8 @@
 
 #include <Eigen/Core>
 
+/// The pieces the layers from x are made of: linear maps, the short convolution, norms,
+/// activations and the rotary embedding (docs/layers.md).
 namespace seqmem::pieces {
 
 /// sigmoid(z) = 1 / (1 + e^−z), element-wise; returns an Eigen expression (evaluated lazily).
