@@ -161,9 +161,9 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
   static constexpr const char* kName = "SoftmaxAttention";
 
   /// Checks `options` and fills in the default `scale`.
-  /// @throws seqmem::invalid_argument unless key_dim, value_dim, chunk_size and query_heads are
-  /// > 0, query_heads·key_dim and query_heads·value_dim fit in `Index`, window ≥ 0 and the scale
-  /// is finite.
+  /// @throws seqmem::invalid_argument unless key_dim, value_dim, chunk_size and query_heads
+  /// are positive, query_heads·key_dim and query_heads·value_dim fit in `Index`, window ≥ 0 and
+  /// the scale is finite.
   explicit SoftmaxAttention(const Options& options) : options_(options) {
     detail::require_positive(kName, "key_dim", options_.key_dim);
     detail::require_positive(kName, "value_dim", options_.value_dim);

@@ -128,8 +128,8 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
   /// Checks `options` and takes the outer-loop `parameters` (defaults when absent, see
   /// `Parameters`).
   /// @throws seqmem::invalid_argument unless key_dim, mini_batch and (TTT-MLP) expansion are
-  /// > 0, value_dim is 0 or key_dim, token_scale_offset holds 0 or mini_batch values, ln_eps > 0
-  /// and the given parameters have the inner model's shapes and are finite.
+  /// positive, value_dim is 0 or key_dim, token_scale_offset holds 0 or mini_batch values,
+  /// ln_eps > 0 and the given parameters have the inner model's shapes and are finite.
   explicit TTT(const Options& options, std::optional<Parameters> parameters = std::nullopt)
       : options_(options) {
     detail::require_positive(kName, "key_dim", options_.key_dim);

@@ -43,7 +43,7 @@ struct GatedDeltaNetConfig {
   Index num_v_heads = 0;  ///< 0: num_heads
   /// Gate the output RMSNorm by silu(x g_projᵀ) (reads `g_proj.weight`).
   bool use_gate = true;
-  /// Short convolutions (with SiLU after them) on the q, k and v streams.
+  /// Short convolutions on the q, k and v streams (SiLU follows either way).
   bool use_short_conv = true;
   /// β = 2·sigmoid(x b_projᵀ) ∈ [0, 2] instead of sigmoid(x b_projᵀ) ∈ [0, 1].
   bool allow_neg_eigval = false;
