@@ -44,10 +44,16 @@ seqmem_install_plot_deps() {
   seqmem_install_packages python3 python3-matplotlib
 }
 
+# What the API reference needs (scripts/docs.sh): doxygen only (no graphviz: the Doxyfile draws
+# no dot graphs). Only for the docs: `bash scripts/install-deps.sh --docs`.
+seqmem_install_docs_deps() {
+  seqmem_install_packages doxygen
+}
+
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-  if [ "${1:-}" = "--plots" ]; then
-    seqmem_install_plot_deps
-  else
-    seqmem_install_deps
-  fi
+  case "${1:-}" in
+    --plots) seqmem_install_plot_deps ;;
+    --docs) seqmem_install_docs_deps ;;
+    *) seqmem_install_deps ;;
+  esac
 fi

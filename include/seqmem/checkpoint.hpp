@@ -56,15 +56,19 @@
 namespace seqmem {
 
 /// Element types a checkpoint tensor may have.
+/// safetensors' F64, F32, F16 and BF16; every one is converted to the caller's Scalar on read.
 enum class Dtype { f64, f32, f16, bf16 };
 
 /// One tensor of a safetensors file, as its header describes it.
 struct TensorInfo {
+  /// The element type.
   Dtype dtype;
   std::vector<Index> shape;  ///< empty for a scalar
   std::size_t begin = 0;     ///< byte offsets in the data block: [begin, end)
+  /// End of the byte range (exclusive).
   std::size_t end = 0;
 
+  /// Number of elements: the product of `shape` (1 for a scalar).
   Index elements() const {
     Index n = 1;
     for (const Index d : shape)
@@ -199,6 +203,7 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   /// Every tensor, by name (sorted).
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
+  /// True when the file has a tensor named `tensor` (the full name, prefix included).
   bool contains(const std::string& tensor) const { return tensors_.count(tensor) != 0; }
 
   /// The header entry of `tensor`; throws when the file has none.
@@ -354,7 +359,10 @@ class SafetensorsFile {
 
 /// A tensor a layer expects: its name under the layer's prefix and its shape.
 struct TensorSpec {
+  /// The name after the layer's prefix (e.g. `q_proj.weight`).
   std::string name;
+  /// The shape as the checkpoint stores it (`[out, in]` for an `nn.Linear.weight`, `[n]` for a
+  /// vector).
   std::vector<Index> shape;
 };
 

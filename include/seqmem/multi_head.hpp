@@ -24,8 +24,11 @@ namespace seqmem {
 template <MultiHeadLayer Layer>
 class MultiHead {
  public:
+  /// The layer's scalar type (float or double).
   using Scalar = typename Layer::Scalar;
+  /// The layer's inputs; here packed: every member holds all H heads side by side.
   using Inputs = typename Layer::Inputs;
+  /// One head's state.
   using State = typename Layer::State;
   /// One state per head.
   using States = std::vector<State>;
@@ -62,7 +65,9 @@ class MultiHead {
   const Layer& layer(Index h = 0) const {
     return layers_[layers_.size() == 1 ? 0 : static_cast<std::size_t>(h)];
   }
+  /// Number of heads H.
   Index num_heads() const { return num_heads_; }
+  /// Threads a call may use (0 at construction has become the hardware concurrency).
   Index num_threads() const { return num_threads_; }
 
   /// Every head's initial state (from its own layer).

@@ -28,13 +28,18 @@ namespace seqmem {
 
 /// One option that shapes a state, recorded in the file header (bools as 0/1).
 struct StateParam {
+  /// The option's name in the file header (e.g. "key_dim").
   std::string_view name;
+  /// Its value; bools are stored as 0 or 1.
   std::int64_t value;
 };
 
 /// Rows a tensor may have when they are not fixed by the layer (the softmax KV cache).
 struct RowRange {
+  /// Fewest rows allowed.
   Index min, max;
+  /// @var max
+  /// Most rows allowed.
 };
 
 /// A layer whose states can be saved and loaded (state_io.hpp).

@@ -9,8 +9,12 @@
 #include <type_traits>
 #include <utility>
 
+/// The seqmem library: the sequence memories (layers/), their shared surface and types (core/),
+/// `MultiHead`, state files (state_io.hpp) and checkpoints (checkpoint.hpp). The implementation
+/// is in `seqmem::detail`, which is not part of the API.
 namespace seqmem {
 
+/// Signed size and index type of every shape in seqmem (`Eigen::Index`, i.e. `std::ptrdiff_t`).
 using Index = Eigen::Index;
 
 /// Dense row-major matrix: rows are tokens (docs/math.md §0).
@@ -130,9 +134,13 @@ template <class Scalar>
 using GateRef = detail::SharedView<Scalar, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
 
 /// Feature map φ applied to q and k by linear attention (docs/math.md §2).
+/// Values: `identity` (φ(x) = x, the default), `elu_plus_one` (φ(x) = elu(x) + 1: x + 1 for
+/// x > 0, eˣ otherwise) and `relu` (φ(x) = max(x, 0)), applied element-wise.
 enum class FeatureMap { identity, elu_plus_one, relu };
 
 /// Activation between the inner model's layers.
+/// Values: `gelu_tanh` (the tanh approximation of GELU; TTT always uses it) and `silu`
+/// (x·sigmoid(x)); Titans chooses with `TitansMemory::Options::activation`.
 enum class Activation { gelu_tanh, silu };
 
 /// The three ways to run a layer over one call; all give the same numbers (docs/math.md §6).
@@ -142,8 +150,11 @@ enum class Form {
   chunkwise,  ///< parallel inside chunks, recurrent across them
 };
 
+/// The three forms in declaration order, for loops over every form (tests, benchmarks).
 inline constexpr Form all_forms[] = {Form::recurrent, Form::parallel, Form::chunkwise};
 
+/// The form's name as written in messages and benchmark names: "recurrent", "parallel" or
+/// "chunkwise" ("unknown" for a value outside the enum).
 constexpr std::string_view to_string(Form form) {
   switch (form) {
     case Form::recurrent: return "recurrent";

@@ -37,11 +37,15 @@ namespace seqmem {
 template <class Scalar_>
 class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
  public:
+  /// The scalar type: float or double.
   using Scalar = Scalar_;
   static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
 
+  /// Construction options (an aggregate, for designated initializers).
   struct Options {
+    /// Width of q, k and the log-decay rows, and rows of S (one per key channel); must be > 0.
     Index key_dim = 0;
+    /// Width of v and of the output and columns of S; must be > 0.
     Index value_dim = 0;
     std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
     /// Tokens per chunk of the chunkwise form; 32: the fastest at d = 128 and within 1 % of 16 at d
@@ -54,30 +58,42 @@ class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
 
   /// q, k `T×key_dim`, v `T×value_dim`, `log_decay` `T×key_dim`, every entry finite and ≤ 0.
   struct Inputs {
+    /// Queries, `T×key_dim`.
     InputRef<Scalar> q;
+    /// Keys, `T×key_dim`.
     InputRef<Scalar> k;
+    /// Values, `T×value_dim`.
     InputRef<Scalar> v;
+    /// Per-channel log-decays g_t, `T×key_dim`, every entry finite and ≤ 0 (required).
     InputRef<Scalar> log_decay;
   };
 
+  /// The memory carried from one call to the next.
   struct State {
     Matrix<Scalar> S;  ///< key_dim × value_dim
   };
 
   /// The state in state files (core/state_layout.hpp).
   struct StateLayout {
+    /// The layer kind written in state files.
     static constexpr std::string_view kind = "GatedLinearAttention";
+    /// The options that shape the state: key_dim and value_dim.
     static std::vector<StateParam> params(const GatedLinearAttention& layer) {
       return {{"key_dim", layer.options().key_dim}, {"value_dim", layer.options().value_dim}};
     }
+    /// Visits the parts of the state in file order: `S`.
     template <class S, class V>
     static void visit(const GatedLinearAttention&, S& state, V& v) {
       v.tensor("S", state.S);
     }
   };
 
+  /// The layer's name in error messages.
   static constexpr const char* kName = "GatedLinearAttention";
 
+  /// Checks `options` and fills in the default `scale`.
+  /// @throws seqmem::invalid_argument unless key_dim, value_dim and chunk_size are > 0 and the
+  /// scale is finite.
   explicit GatedLinearAttention(const Options& options) : options_(options) {
     detail::require_positive(kName, "key_dim", options_.key_dim);
     detail::require_positive(kName, "value_dim", options_.value_dim);
@@ -85,19 +101,24 @@ class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
     options_.scale = detail::scale_or_default(kName, options_.scale, options_.key_dim);
   }
 
+  /// The options, with `scale` filled in.
   const Options& options() const { return options_; }
+  /// The factor that multiplies q (the option, or 1/√key_dim).
   Scalar scale() const { return *options_.scale; }
 
+  /// The gates `LayerBase` checks and slices: `log_decay` ≤ 0, per key channel (`T×key_dim`).
   static constexpr auto gates() {
     return std::tuple{detail::GateSpec{&Inputs::log_decay, "log_decay",
                                        -std::numeric_limits<double>::infinity(), 0.0,
                                        detail::GateShape::per_key_channel}};
   }
 
+  /// The empty memory: S = 0, `key_dim×value_dim`.
   State initial_state() const {
     return {Matrix<Scalar>::Zero(options_.key_dim, options_.value_dim)};
   }
 
+  /// Throws `seqmem::invalid_argument` unless `state.S` is `key_dim×value_dim`.
   void check_state(Form, Index, const State& state) const {
     detail::require_shape(kName, "state.S", state.S, options_.key_dim, options_.value_dim);
   }

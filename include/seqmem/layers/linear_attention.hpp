@@ -29,14 +29,21 @@ namespace seqmem {
 template <class Scalar_>
 class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
  public:
+  /// The scalar type: float or double.
   using Scalar = Scalar_;
   static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
 
+  /// Construction options (an aggregate, for designated initializers).
   struct Options {
+    /// Width of q and k and rows of S; must be > 0.
     Index key_dim = 0;
+    /// Width of v and of the output and columns of S; must be > 0.
     Index value_dim = 0;
     std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
+    /// Feature map φ applied to q and k (after q is scaled); identity by default.
     FeatureMap feature_map = FeatureMap::identity;
+    /// Divide each output row by q̃_t·z_t + `norm_eps`, q̃_t the query as the layer uses it
+    /// (scaled, feature-mapped); the state then carries z.
     bool normalize = false;
     Scalar norm_eps = Scalar(1e-10);  ///< ε added to the signed denominator (as fla)
     /// Tokens per chunk of the chunkwise form; 32: the fastest at d = 128, 10–17 % behind 16
@@ -49,25 +56,34 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
   /// One head's inputs for one call: q, k `T×key_dim`, v `T×value_dim`, optional
   /// `log_decay` `T×1` with g_t ≤ 0.
   struct Inputs {
+    /// Queries, `T×key_dim`.
     InputRef<Scalar> q;
+    /// Keys, `T×key_dim`.
     InputRef<Scalar> k;
+    /// Values, `T×value_dim`.
     InputRef<Scalar> v;
+    /// Log-decay g_t ≤ 0, `T×1`; absent means no decay.
     std::optional<GateRef<Scalar>> log_decay = std::nullopt;
   };
 
   /// S (`key_dim×value_dim`) and, when normalized, z (`1×key_dim`; empty otherwise).
   struct State {
+    /// The memory, `key_dim×value_dim`.
     Matrix<Scalar> S;
+    /// The normalizer: `1×key_dim` when `normalize`, else `0×0`.
     Matrix<Scalar> z;
   };
 
   /// The state in state files (core/state_layout.hpp).
   struct StateLayout {
+    /// The layer kind written in state files.
     static constexpr std::string_view kind = "LinearAttention";
+    /// The options that shape the state: key_dim, value_dim and normalize.
     static std::vector<StateParam> params(const LinearAttention& layer) {
       const auto& o = layer.options();
       return {{"key_dim", o.key_dim}, {"value_dim", o.value_dim}, {"normalize", o.normalize}};
     }
+    /// Visits the parts of the state in file order: `S`, then `z`.
     template <class S, class V>
     static void visit(const LinearAttention&, S& state, V& v) {
       v.tensor("S", state.S);
@@ -75,8 +91,12 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
     }
   };
 
+  /// The layer's name in error messages.
   static constexpr const char* kName = "LinearAttention";
 
+  /// Checks `options` and fills in the default `scale`.
+  /// @throws seqmem::invalid_argument unless key_dim, value_dim and chunk_size are > 0, the scale
+  /// is finite and norm_eps ≥ 0.
   explicit LinearAttention(const Options& options) : options_(options) {
     detail::require_positive(kName, "key_dim", options_.key_dim);
     detail::require_positive(kName, "value_dim", options_.value_dim);
@@ -87,14 +107,18 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
     }
   }
 
+  /// The options, with `scale` filled in.
   const Options& options() const { return options_; }
+  /// The factor that multiplies q (the option, or 1/√key_dim).
   Scalar scale() const { return *options_.scale; }
 
+  /// The gates `LayerBase` checks and slices: optional `log_decay` ≤ 0, per token.
   static constexpr auto gates() {
     return std::tuple{detail::GateSpec{&Inputs::log_decay, "log_decay",
                                        -std::numeric_limits<double>::infinity(), 0.0}};
   }
 
+  /// The empty memory: S = 0 (`key_dim×value_dim`) and, when normalized, z = 0 (`1×key_dim`).
   State initial_state() const {
     State state;
     state.S = Matrix<Scalar>::Zero(options_.key_dim, options_.value_dim);
@@ -102,6 +126,8 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
     return state;
   }
 
+  /// Throws `seqmem::invalid_argument` unless `state.S` is `key_dim×value_dim` and `state.z`
+  /// `1×key_dim` when normalized, `0×0` otherwise.
   void check_state(Form, Index, const State& state) const {
     const Index dk = options_.key_dim;
     detail::require_shape(kName, "state.S", state.S, dk, options_.value_dim);

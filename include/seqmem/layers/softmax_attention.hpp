@@ -37,11 +37,15 @@ namespace seqmem {
 template <class Scalar_>
 class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
  public:
+  /// The scalar type: float or double.
   using Scalar = Scalar_;
   static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
 
+  /// Construction options (an aggregate, for designated initializers).
   struct Options {
+    /// Width of k and of each query head; must be > 0.
     Index key_dim = 0;
+    /// Width of v and of each query head's output; must be > 0.
     Index value_dim = 0;
     std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
     Index window = 0;                            ///< keys visible, self included; 0 = all
@@ -55,8 +59,11 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
 
   /// One call: q `T×(query_heads·key_dim)`, k `T×key_dim`, v `T×value_dim`.
   struct Inputs {
+    /// Queries, `T×(query_heads·key_dim)`: the query heads side by side.
     InputRef<Scalar> q;
+    /// Keys, `T×key_dim`, appended to the cache.
     InputRef<Scalar> k;
+    /// Values, `T×value_dim`, appended to the cache.
     InputRef<Scalar> v;
   };
 
@@ -69,6 +76,7 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
     auto keys() const { return keys_.middleRows(begin_, size_); }
     /// Cached values (`cached() × value_dim`), oldest first.
     auto values() const { return values_.middleRows(begin_, size_); }
+    /// Rows in the cache (at most window − 1 when windowed).
     Index cached() const { return size_; }
     /// Rows the buffer has room for (cached rows plus spare room at both ends).
     Index capacity() const { return keys_.rows(); }
@@ -116,17 +124,22 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
   /// The state in state files (core/state_layout.hpp). The KV cache is private: saved from
   /// keys()/values()/tokens(), rebuilt by make_state.
   struct StateLayout {
+    /// The layer kind written in state files.
     static constexpr std::string_view kind = "SoftmaxAttention";
+    /// The options that shape the state: key_dim, value_dim and window.
     static std::vector<StateParam> params(const SoftmaxAttention& layer) {
       const auto& o = layer.options();
       return {{"key_dim", o.key_dim}, {"value_dim", o.value_dim}, {"window", o.window}};
     }
+    /// Visits the parts of the state in file order: `keys`, `values` (as many rows as `keys`; at
+    /// most window − 1 when windowed) and the integer `tokens`.
     template <class V>
     static void visit(const SoftmaxAttention& layer, const State& state, V& v) {
       const MatrixCRef<Scalar> keys = state.keys(), values = state.values();
       const Index tokens = state.tokens();
       visit_cache(layer, keys, values, tokens, v);
     }
+    /// Reads the parts `visit` writes and rebuilds the state through `make_state`.
     template <class V>
     static State restore(const SoftmaxAttention& layer, V& v) {
       Matrix<Scalar> keys, values;
@@ -146,8 +159,13 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
     }
   };
 
+  /// The layer's name in error messages.
   static constexpr const char* kName = "SoftmaxAttention";
 
+  /// Checks `options` and fills in the default `scale`.
+  /// @throws seqmem::invalid_argument unless key_dim, value_dim, chunk_size and query_heads
+  /// are positive, query_heads·key_dim and query_heads·value_dim fit in `Index`, window ≥ 0 and
+  /// the scale is finite.
   explicit SoftmaxAttention(const Options& options) : options_(options) {
     detail::require_positive(kName, "key_dim", options_.key_dim);
     detail::require_positive(kName, "value_dim", options_.value_dim);
@@ -161,12 +179,16 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
     options_.scale = detail::scale_or_default(kName, options_.scale, options_.key_dim);
   }
 
+  /// The options, with `scale` filled in.
   const Options& options() const { return options_; }
+  /// The factor that multiplies q (the option, or 1/√key_dim).
   Scalar scale() const { return *options_.scale; }
   /// Query heads sharing one k and v (q and the output are that many heads wide).
   Index query_heads() const { return options_.query_heads; }
+  /// No gates: the layer has none.
   static constexpr std::tuple<> gates() { return {}; }
 
+  /// The empty cache (0 rows, 0 tokens seen).
   State initial_state() const {
     State state;
     state.keys_.resize(0, options_.key_dim);
@@ -194,6 +216,8 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
     return state;
   }
 
+  /// Throws `seqmem::invalid_argument` unless the cached keys are `cached()×key_dim` and the
+  /// cached values `cached()×value_dim` (a state made for other dims).
   void check_state(Form, Index, const State& state) const {
     detail::require_shape(kName, "state.keys", state.keys(), state.cached(), options_.key_dim);
     detail::require_shape(kName, "state.values", state.values(), state.cached(),

@@ -35,18 +35,25 @@ namespace seqmem {
 template <class Scalar_>
 class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
  public:
+  /// The scalar type: float or double.
   using Scalar = Scalar_;
   static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
 
+  /// Construction options (an aggregate, for designated initializers).
   struct Options {
+    /// Width of q and k (the memory's input); must be > 0.
     Index key_dim = 0;
+    /// Width of v and of the output (the memory's output); must be > 0.
     Index value_dim = 0;
     Index depth = 1;      ///< L ∈ {1, 2, 3, 4}
     Index expansion = 4;  ///< hidden width = expansion·key_dim (L ≥ 2)
+    /// Activation between the memory's layers (L ≥ 2).
     Activation activation = Activation::gelu_tanh;
+    /// Give every memory layer a bias b_l.
     bool bias = false;
     bool layer_norm = false;  ///< residual + LayerNorm; needs key_dim = value_dim
     Index mini_batch = 16;    ///< b; 1 is the exact online rule
+    /// ε of the LayerNorm (used with `layer_norm`); must be > 0.
     Scalar ln_eps = Scalar(1e-6);
     /// Reject q, k, v containing NaN or Inf (one pass over the inputs); off skips the check.
     bool check_finite = true;
@@ -62,26 +69,39 @@ class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
   /// `learning_rate` θ_t ≥ 0, `forgetting` α_t ∈ [0, 1] and `momentum_decay` η_t ∈ [0, 1]
   /// (docs/math.md §5).
   struct Inputs {
+    /// Queries, `T×key_dim`: the memory is read at q after the token's write.
     InputRef<Scalar> q;
+    /// Keys, `T×key_dim`: the memory's training inputs.
     InputRef<Scalar> k;
+    /// Values, `T×value_dim`: its training targets.
     InputRef<Scalar> v;
+    /// θ_t ≥ 0, `T×1`: the step size of the gradient in the momentum.
     GateRef<Scalar> learning_rate;
+    /// α_t ∈ [0, 1], `T×1`: the share of the memory forgotten at each token.
     GateRef<Scalar> forgetting;
+    /// η_t ∈ [0, 1], `T×1`: how much of the previous momentum is kept.
     GateRef<Scalar> momentum_decay;
   };
 
   /// M_ref (weights at the start of the current mini-batch), the current weights M, the
   /// momentum S (one per weight matrix) and the position inside the mini-batch.
   struct State {
+    /// M_ref: the weights at the start of the current mini-batch (gradients are taken there).
     Weights<Scalar> reference;
+    /// M: the current weights, those the last token read.
     Weights<Scalar> current;
+    /// S: the momentum, one matrix per weight matrix.
     Weights<Scalar> momentum;
+    /// Tokens of the current mini-batch seen so far, in [0, mini_batch).
     Index position = 0;
   };
 
   /// The state in state files (core/state_layout.hpp).
   struct StateLayout {
+    /// The layer kind written in state files.
     static constexpr std::string_view kind = "TitansMemory";
+    /// The options that shape the state: key_dim, value_dim, depth, expansion (L ≥ 2 only),
+    /// bias and mini_batch.
     static std::vector<StateParam> params(const TitansMemory& layer) {
       const auto& o = layer.options();
       std::vector<StateParam> p{
@@ -91,6 +111,8 @@ class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
       p.push_back({"mini_batch", o.mini_batch});
       return p;
     }
+    /// Visits the parts of the state in file order: every `W[l]`, then every `b[l]`, of
+    /// `reference`, `current` and `momentum` in turn, then the integer `position`.
     template <class S, class V>
     static void visit(const TitansMemory& layer, S& state, V& v) {
       detail::visit_weights("reference", state.reference, v);
@@ -100,8 +122,14 @@ class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
     }
   };
 
+  /// The layer's name in error messages.
   static constexpr const char* kName = "TitansMemory";
 
+  /// Checks `options` and takes the outer-loop `parameters` (defaults when absent, see
+  /// `Parameters`).
+  /// @throws seqmem::invalid_argument unless key_dim, value_dim and mini_batch are > 0, depth is
+  /// in [1, 4], expansion > 0 when depth ≥ 2, key_dim = value_dim when `layer_norm`, ln_eps > 0
+  /// and the given parameters have the memory's shapes and are finite.
   explicit TitansMemory(const Options& options, std::optional<Parameters> parameters = std::nullopt)
       : options_(options) {
     detail::require_positive(kName, "key_dim", options_.key_dim);
@@ -131,19 +159,27 @@ class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
                  options_.depth == 1 ? model_.zeros() : model_.default_weights());
   }
 
+  /// The options.
   const Options& options() const { return options_; }
+  /// The outer-loop parameters in use (the given ones, or the defaults).
   const Parameters& parameters() const { return model_.parameters; }
 
+  /// The gates `LayerBase` checks and slices, all per token: `learning_rate` ≥ 0, `forgetting`
+  /// and `momentum_decay` in [0, 1].
   static constexpr auto gates() {
     return std::tuple{detail::GateSpec{&Inputs::learning_rate, "learning_rate", 0.0, kInf},
                       detail::GateSpec{&Inputs::forgetting, "forgetting", 0.0, 1.0},
                       detail::GateSpec{&Inputs::momentum_decay, "momentum_decay", 0.0, 1.0}};
   }
 
+  /// The state before any token: M_ref = M = the initial weights, S = 0, position 0.
   State initial_state() const {
     return {model_.parameters.initial, model_.parameters.initial, model_.zeros(), 0};
   }
 
+  /// Throws `seqmem::invalid_argument` unless the state's weights have the memory's shapes and
+  /// are finite, position is in [0, mini_batch), and, for `Form::parallel`, the call fits in
+  /// the current mini-batch (position + T ≤ mini_batch).
   void check_state(Form form, Index T, const State& state) const {
     model_.check_weights(kName, "state.reference", state.reference);
     model_.check_weights(kName, "state.current", state.current);

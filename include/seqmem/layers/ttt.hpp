@@ -40,20 +40,26 @@ enum class TTTModel {
 template <class Scalar_, TTTModel Model>
 class TTT : public LayerBase<TTT<Scalar_, Model>> {
  public:
+  /// The scalar type: float or double.
   using Scalar = Scalar_;
   static_assert(std::is_floating_point_v<Scalar>, "seqmem layers take float or double");
 
+  /// Construction options (an aggregate, for designated initializers).
   struct Options {
     Index key_dim = 0;  ///< width d of q and k
     /// Width of v and of the output: the inner model's residual needs value_dim = key_dim
     /// (0: key_dim).
     Index value_dim = 0;
     Index mini_batch = 16;  ///< b: a model hyperparameter, not a tuning knob
+    /// Scale the accumulated gradient of mini-batch position i by c_i = max(0, 1/(i+1) + λ_i);
+    /// off: c_i = 1.
     bool token_index_scaling = true;
     /// λ_i, one per mini-batch position (empty: all 0); used with token_index_scaling.
     std::vector<Scalar> token_scale_offset = {};
     bool layer_norm = true;  ///< residual + LayerNorm around the inner model
+    /// Give every inner layer a bias b_l.
     bool bias = true;
+    /// ε of the inner LayerNorm; must be > 0.
     Scalar ln_eps = Scalar(1e-6);
     Index expansion = 4;  ///< TTT-MLP hidden width = expansion·key_dim
     /// TTT-MLP: take gelu_tanh' as ttt-lm-pytorch's `gelu_bwd` (its rounded constants, about
@@ -72,30 +78,42 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
   /// q, k, v `T×key_dim`; `learning_rate` `T×1`: the per-token inner learning rates
   /// a_t ≥ 0 (η_t in docs/math.md §4).
   struct Inputs {
+    /// Queries, `T×key_dim`: the inputs the updated inner model is evaluated at.
     InputRef<Scalar> q;
+    /// Keys, `T×key_dim`: the inner model's training inputs.
     InputRef<Scalar> k;
+    /// Values, `T×key_dim`: its training targets.
     InputRef<Scalar> v;
+    /// Inner learning rates a_t ≥ 0, `T×1`.
     GateRef<Scalar> learning_rate;
   };
 
   /// The reference weights of the current mini-batch, the accumulated weighted gradient
   /// G = Σ_{j so far} a_j ∇_j (same shapes), and the position inside the mini-batch.
   struct State {
+    /// W_ref: the inner weights at the start of the current mini-batch.
     Weights<Scalar> reference;
+    /// G: the learning-rate-weighted gradient accumulated since then (shapes as `reference`).
     Weights<Scalar> gradient;
+    /// Tokens of the current mini-batch seen so far, in [0, mini_batch).
     Index position = 0;
   };
 
   /// The state in state files (core/state_layout.hpp). The width is recorded as "dim" (the
   /// file format's name for it since version 1).
   struct StateLayout {
+    /// The layer kind written in state files: "TTTLinear" or "TTTMLP".
     static constexpr std::string_view kind = Model == TTTModel::linear ? "TTTLinear" : "TTTMLP";
+    /// The options that shape the state: dim (key_dim), mini_batch, bias and, for TTT-MLP,
+    /// expansion.
     static std::vector<StateParam> params(const TTT& layer) {
       const auto& o = layer.options();
       std::vector<StateParam> p{{"dim", o.key_dim}, {"mini_batch", o.mini_batch}, {"bias", o.bias}};
       if (Model == TTTModel::mlp) p.push_back({"expansion", o.expansion});
       return p;
     }
+    /// Visits the parts of the state in file order: every `reference.W[l]`, then every
+    /// `reference.b[l]`, the same for `gradient`, then the integer `position`.
     template <class S, class V>
     static void visit(const TTT& layer, S& state, V& v) {
       detail::visit_weights("reference", state.reference, v);
@@ -104,8 +122,14 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
     }
   };
 
+  /// The layer's name in error messages: "TTTLinear" or "TTTMLP".
   static constexpr const char* kName = Model == TTTModel::linear ? "TTTLinear" : "TTTMLP";
 
+  /// Checks `options` and takes the outer-loop `parameters` (defaults when absent, see
+  /// `Parameters`).
+  /// @throws seqmem::invalid_argument unless key_dim, mini_batch and (TTT-MLP) expansion are
+  /// positive, value_dim is 0 or key_dim, token_scale_offset holds 0 or mini_batch values,
+  /// ln_eps > 0 and the given parameters have the inner model's shapes and are finite.
   explicit TTT(const Options& options, std::optional<Parameters> parameters = std::nullopt)
       : options_(options) {
     detail::require_positive(kName, "key_dim", options_.key_dim);
@@ -146,9 +170,12 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
     }
   }
 
+  /// The options, with value_dim filled in.
   const Options& options() const { return options_; }
+  /// The outer-loop parameters in use (the given ones, or the defaults).
   const Parameters& parameters() const { return model_.parameters; }
 
+  /// The gates `LayerBase` checks and slices: `learning_rate` ≥ 0, per token.
   static constexpr auto gates() {
     return std::tuple{detail::GateSpec{&Inputs::learning_rate, "learning_rate", 0.0, kInf}};
   }
@@ -156,6 +183,7 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
   /// c_i of mini-batch position i.
   Scalar token_scale(Index i) const { return token_scale_[std::size_t(i)]; }
 
+  /// The state before any token: W_ref = the initial weights, G = 0, position 0.
   State initial_state() const { return {model_.parameters.initial, model_.zeros(), 0}; }
 
   /// The weights the last token of the state used: W_ref − c_{p−1} G (W_ref at p = 0).
@@ -166,6 +194,9 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
     return w;
   }
 
+  /// Throws `seqmem::invalid_argument` unless the state's weights have the inner model's shapes
+  /// and are finite, position is in [0, mini_batch), and, for `Form::parallel`, the call fits in
+  /// the current mini-batch (position + T ≤ mini_batch).
   void check_state(Form form, Index T, const State& state) const {
     model_.check_weights(kName, "state.reference", state.reference);
     model_.check_weights(kName, "state.gradient", state.gradient);

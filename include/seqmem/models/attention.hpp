@@ -30,12 +30,18 @@ namespace seqmem::models {
 
 /// Configuration under the peer's constructor argument names and defaults.
 struct AttentionConfig {
+  /// Width D of x and y; a multiple of num_heads, with an even head dim d = D/num_heads.
   Index hidden_size = 2048;
+  /// Number of query heads H.
   Index num_heads = 32;
   Index num_kv_heads = 0;  ///< 0 (None): num_heads
+  /// Biases on q_proj, k_proj and v_proj.
   bool qkv_bias = false;
+  /// Per-head RMSNorm of q and k before the rotary embedding (reads `q_norm.weight` and
+  /// `k_norm.weight`, `[d]`).
   bool qk_norm = false;
   Index window_size = 0;  ///< 0 (None): all earlier tokens; W: the last W keys, own one included
+  /// Base of the rotary embedding's angles; finite and > 0.
   double rope_theta = 10000.0;
   /// Accepted for the peer's sake: it only sizes the peer's rotary table (0: None).
   Index max_position_embeddings = 0;
@@ -43,11 +49,18 @@ struct AttentionConfig {
   Index num_threads = 1;  ///< threads over the KV heads (not a peer argument; 0: all cores)
 };
 
+/// fla's `Attention` layer from x (see the file comment): x `T×hidden_size` in, y
+/// `T×hidden_size` out, over num_kv_heads KV caches, each shared by num_heads/num_kv_heads query
+/// heads. Built from a checkpoint and immutable; everything a sequence carries is in `State`.
 template <class Scalar_>
 class Attention {
  public:
+  /// The scalar type: float or double.
   using Scalar = Scalar_;
+  /// The memory of every KV head: `SoftmaxAttention` with key_dim = value_dim = `head_dim()`, the
+  /// window and query_heads = num_heads/num_kv_heads.
   using Memory = SoftmaxAttention<Scalar>;
+  /// The layer's name in error messages.
   static constexpr const char* kName = "Attention";
   /// eps of the q/k RMSNorm (fla's RMSNorm default; README step 2).
   static constexpr double kQkNormEps = 1e-5;
@@ -62,7 +75,9 @@ class Attention {
   /// The state in state files (docs/state_format.md): kind `fla.Attention`, every KV head's
   /// cache as `heads[h].<field>` (the `SoftmaxAttention` fields).
   struct StateLayout {
+    /// The layer kind written in state files.
     static constexpr std::string_view kind = "fla.Attention";
+    /// The options that shape the state: num_heads, num_kv_heads, head_dim and window_size.
     static std::vector<StateParam> params(const Attention& layer) {
       const auto& c = layer.config_;
       return {{"num_heads", c.num_heads},
@@ -70,11 +85,15 @@ class Attention {
               {"head_dim", layer.head_dim()},
               {"window_size", c.window_size}};
     }
+    /// Visits the parts of the state in file order: every KV head's `heads[h].keys`,
+    /// `heads[h].values` and `heads[h].tokens`.
     template <class S, class V>
     static void visit(const Attention& layer, S& state, V& v) {
       detail::visit_heads([&layer](std::size_t) -> const Memory& { return layer.heads_.layer(); },
                           state.heads, v);
     }
+    /// Rebuilds the state from the parts `visit` writes; throws unless every KV head has seen as
+    /// many tokens.
     template <class V>
     static State restore(const Attention& layer, V& v) {
       State state;
@@ -89,6 +108,9 @@ class Attention {
 
   /// The checkpoint tensors `config` reads (names under the layer's prefix, peer shapes).
   /// Throws when the configuration is invalid.
+  /// Valid: hidden_size, num_heads and chunk_size > 0, hidden_size a multiple of num_heads with an
+  /// even quotient, num_kv_heads ≥ 0 (0: num_heads) dividing num_heads, window_size ≥ 0,
+  /// rope_theta finite and > 0, max_position_embeddings ≥ 0, num_threads ≥ 0.
   static std::vector<TensorSpec> tensor_specs(const AttentionConfig& config) {
     const AttentionConfig c = checked(config);
     const Index D = c.hidden_size, d = D / c.num_heads, kv = c.num_kv_heads * d;
@@ -109,6 +131,8 @@ class Attention {
   }
 
   /// The layer `config` describes, with the weights under `prefix` in `file`.
+  /// @throws seqmem::invalid_argument when `config` is invalid (see `tensor_specs`) or a tensor
+  /// under `prefix` is missing, unexpected, mis-shaped or not finite.
   Attention(const AttentionConfig& config, const SafetensorsFile& file, const std::string& prefix)
       : config_(checked(config)),
         heads_(Memory({.key_dim = head_dim(),
@@ -139,6 +163,7 @@ class Attention {
   /// d = hidden_size / num_heads.
   Index head_dim() const { return config_.hidden_size / config_.num_heads; }
 
+  /// The state at the start of a sequence: num_kv_heads empty KV caches (position 0).
   State initial_state() const { return {heads_.initial_state()}; }
 
   /// y (`T×hidden_size`) for x (`T×hidden_size`), continuing from `state`.

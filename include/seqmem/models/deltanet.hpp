@@ -29,18 +29,29 @@ namespace seqmem::models {
 
 /// Configuration under the peer's constructor argument names and defaults.
 struct DeltaNetConfig {
+  /// Width D of x and y.
   Index hidden_size = 1024;
+  /// The q/k width of all heads together is int(hidden_size·expand_k), a multiple of num_heads.
   double expand_k = 1;
+  /// The value width of all heads together is int(hidden_size·expand_v), a multiple of num_heads.
   double expand_v = 1;
+  /// Number of heads H.
   Index num_heads = 4;
+  /// β = sigmoid(x b_projᵀ) per token and head (reads `b_proj.weight`); off: β = 1.
   bool use_beta = true;
+  /// Gate the output RMSNorm by silu(x g_projᵀ) (reads `g_proj.weight`).
   bool use_gate = false;
+  /// Short convolutions on the q, k and v streams.
   bool use_short_conv = true;
+  /// Kernel size K of the short convolutions.
   Index conv_size = 4;
+  /// Whether the short convolutions have a bias.
   bool conv_bias = false;
+  /// Double β, so that it lies in [0, 2].
   bool allow_neg_eigval = false;
   std::string qk_activation = "silu";  ///< silu, relu, elu (elu + 1) or identity
   std::string qk_norm = "l2";          ///< l2 or sum
+  /// ε of the output RMSNorm; must be > 0.
   double norm_eps = 1e-5;
   Index chunk_size = 16;  ///< of the memory's chunkwise form (not a peer argument)
   Index num_threads = 1;  ///< threads over the heads (not a peer argument; 0: all cores)
@@ -49,23 +60,39 @@ struct DeltaNetConfig {
   Index block_size = 256;
 };
 
+/// fla's `DeltaNet` layer from x (see the file comment): x `T×hidden_size` in, y
+/// `T×hidden_size` out, over num_heads DeltaNet memories run by `MultiHead`. Built from a
+/// checkpoint and immutable; everything a sequence carries is in `State`.
 template <class Scalar_>
 class DeltaNetLayer {
  public:
+  /// The scalar type: float or double.
   using Scalar = Scalar_;
+  /// The memory of every head: `DeltaNet` with key_dim = `key_dim()` and value_dim = `value_dim()`.
   using Memory = DeltaNet<Scalar>;
+  /// The layer's name in error messages.
   static constexpr const char* kName = "DeltaNet";
 
   /// Every head's memory state and the three convolution caches (empty without short conv).
   struct State {
+    /// One memory state per head.
     typename MultiHead<Memory>::States heads;
+    /// The q stream's convolution cache, `(conv_size−1)×(num_heads·key_dim)`.
     Matrix<Scalar> q_cache, k_cache, v_cache;
+    /// @var k_cache
+    /// The k stream's convolution cache, `(conv_size−1)×(num_heads·key_dim)`.
+    ///
+    /// @var v_cache
+    /// The v stream's convolution cache, `(conv_size−1)×(num_heads·value_dim)`.
   };
 
   /// The state in state files (docs/state_format.md): kind `fla.DeltaNet`, every head's memory
   /// state as `heads[h].<field>`, then the convolution caches.
   struct StateLayout {
+    /// The layer kind written in state files.
     static constexpr std::string_view kind = "fla.DeltaNet";
+    /// The options that shape the state: num_heads, key_dim, value_dim and conv_size (0 without
+    /// short convolutions).
     static std::vector<StateParam> params(const DeltaNetLayer& layer) {
       const auto& c = layer.config_;
       return {{"num_heads", c.num_heads},
@@ -73,6 +100,8 @@ class DeltaNetLayer {
               {"value_dim", layer.value_dim()},
               {"conv_size", c.use_short_conv ? c.conv_size : 0}};
     }
+    /// Visits the parts of the state in file order: every head's `heads[h].S`, then `q_cache`,
+    /// `k_cache` and `v_cache`.
     template <class S, class V>
     static void visit(const DeltaNetLayer& layer, S& state, V& v) {
       detail::visit_heads([&layer](std::size_t) -> const Memory& { return layer.heads_.layer(); },
@@ -84,6 +113,9 @@ class DeltaNetLayer {
   };
 
   /// The layer `config` describes, with the weights under `prefix` in `file`.
+  /// @throws seqmem::invalid_argument when `config` is invalid (see `tensor_specs`; also
+  /// chunk_size ≤ 0 or num_threads < 0) or a tensor under `prefix` is missing, unexpected,
+  /// mis-shaped or not finite.
   DeltaNetLayer(const DeltaNetConfig& config, const SafetensorsFile& file,
                 const std::string& prefix)
       : config_(checked(config)),
@@ -102,6 +134,9 @@ class DeltaNetLayer {
 
   /// The checkpoint tensors `config` reads (names under the layer's prefix, shapes); throws
   /// when `config` is invalid.
+  /// Valid: hidden_size, num_heads and conv_size > 0, int(hidden_size·expand_k) and
+  /// int(hidden_size·expand_v) positive multiples of num_heads, qk_activation and qk_norm one of
+  /// the listed names, norm_eps > 0.
   static std::vector<TensorSpec> tensor_specs(const DeltaNetConfig& config) {
     const DeltaNetConfig c = checked(config);
     const Index D = c.hidden_size, H = c.num_heads;
@@ -115,10 +150,15 @@ class DeltaNetLayer {
     return specs;
   }
 
+  /// The configuration.
   const DeltaNetConfig& config() const { return config_; }
+  /// Width of a q/k head: int(hidden_size·expand_k) / num_heads.
   Index key_dim() const { return width(config_, config_.expand_k); }
+  /// Width of a value head: int(hidden_size·expand_v) / num_heads.
   Index value_dim() const { return width(config_, config_.expand_v); }
 
+  /// The state at the start of a sequence: num_heads empty memories (S = 0) and zero
+  /// convolution caches (empty without short convolutions).
   State initial_state() const {
     return {heads_.initial_state(), q_->initial_cache(), k_->initial_cache(), v_->initial_cache()};
   }

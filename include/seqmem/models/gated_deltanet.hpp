@@ -32,16 +32,26 @@ namespace seqmem::models {
 
 /// Configuration under the peer's constructor argument names and defaults.
 struct GatedDeltaNetConfig {
+  /// Width D of x and y.
   Index hidden_size = 2048;
+  /// Value head width = expand_v·head_dim (must be a positive integer).
   double expand_v = 2;
+  /// Width of a q/k head (the memory's key_dim).
   Index head_dim = 256;
+  /// Number of q/k heads H.
   Index num_heads = 6;
   Index num_v_heads = 0;  ///< 0: num_heads
+  /// Gate the output RMSNorm by silu(x g_projᵀ) (reads `g_proj.weight`).
   bool use_gate = true;
+  /// Short convolutions on the q, k and v streams (SiLU follows either way).
   bool use_short_conv = true;
+  /// β = 2·sigmoid(x b_projᵀ) ∈ [0, 2] instead of sigmoid(x b_projᵀ) ∈ [0, 1].
   bool allow_neg_eigval = false;
+  /// Kernel size K of the short convolutions.
   Index conv_size = 4;
+  /// Whether the short convolutions have a bias.
   bool conv_bias = false;
+  /// ε of the output RMSNorm; must be > 0.
   double norm_eps = 1e-5;
   Index chunk_size = 16;  ///< of the memory's chunkwise form (not a peer argument)
   /// Rows of x per block of the forward pass, rounded to a multiple of chunk_size (bounds its
@@ -49,23 +59,40 @@ struct GatedDeltaNetConfig {
   Index block_size = 256;
 };
 
+/// fla's `GatedDeltaNet` layer from x (see the file comment): x `T×hidden_size` in, y
+/// `T×hidden_size` out, over num_v_heads gated DeltaNet memories; num_v_heads/num_heads
+/// consecutive value heads share one q/k head. Built from a checkpoint and immutable; everything
+/// a sequence carries is in `State`.
 template <class Scalar_>
 class GatedDeltaNet {
  public:
+  /// The scalar type: float or double.
   using Scalar = Scalar_;
+  /// The memory of every value head: `DeltaNet` with key_dim = head_dim, value_dim =
+  /// `value_dim()` and `qk_l2norm`.
   using Memory = DeltaNet<Scalar>;
+  /// The layer's name in error messages.
   static constexpr const char* kName = "GatedDeltaNet";
 
   /// Every head's memory state and the three convolution caches (empty without short conv).
   struct State {
     std::vector<typename Memory::State> heads;  ///< one per value head
+    /// The q stream's convolution cache, `(conv_size−1)×(num_heads·head_dim)`.
     Matrix<Scalar> q_cache, k_cache, v_cache;
+    /// @var k_cache
+    /// The k stream's convolution cache, `(conv_size−1)×(num_heads·head_dim)`.
+    ///
+    /// @var v_cache
+    /// The v stream's convolution cache, `(conv_size−1)×(num_v_heads·value_dim)`.
   };
 
   /// The state in state files (docs/state_format.md): kind `fla.GatedDeltaNet`, every head's memory
   /// state as `heads[h].<field>`, then the convolution caches.
   struct StateLayout {
+    /// The layer kind written in state files.
     static constexpr std::string_view kind = "fla.GatedDeltaNet";
+    /// The options that shape the state: num_heads, num_v_heads, head_dim, value_dim and
+    /// conv_size (0 without short convolutions).
     static std::vector<StateParam> params(const GatedDeltaNet& layer) {
       const auto& c = layer.config_;
       return {{"num_heads", c.num_heads},
@@ -74,6 +101,8 @@ class GatedDeltaNet {
               {"value_dim", layer.value_dim()},
               {"conv_size", c.use_short_conv ? c.conv_size : 0}};
     }
+    /// Visits the parts of the state in file order: every head's `heads[h].S`, then `q_cache`,
+    /// `k_cache` and `v_cache`.
     template <class S, class V>
     static void visit(const GatedDeltaNet& layer, S& state, V& v) {
       detail::visit_heads([&layer](std::size_t) -> const Memory& { return layer.memory_; },
@@ -85,6 +114,9 @@ class GatedDeltaNet {
   };
 
   /// The layer `config` describes, with the weights under `prefix` in `file`.
+  /// @throws seqmem::invalid_argument when `config` is invalid (see `tensor_specs`; also
+  /// chunk_size ≤ 0) or a tensor under `prefix` is missing, unexpected, mis-shaped or not
+  /// finite.
   GatedDeltaNet(const GatedDeltaNetConfig& config, const SafetensorsFile& file,
                 const std::string& prefix)
       : config_(checked(config)),
@@ -107,6 +139,9 @@ class GatedDeltaNet {
 
   /// The checkpoint tensors `config` reads (names under the layer's prefix, shapes); throws
   /// when `config` is invalid.
+  /// Valid: hidden_size, head_dim, num_heads, num_v_heads and conv_size > 0, num_v_heads a
+  /// multiple of num_heads, expand_v·head_dim a positive integer, norm_eps > 0 (chunk_size > 0
+  /// is checked at construction, by the memory).
   static std::vector<TensorSpec> tensor_specs(const GatedDeltaNetConfig& config) {
     const GatedDeltaNetConfig c = checked(config);
     const Index D = c.hidden_size, H = c.num_heads, HV = c.num_v_heads, dk = c.head_dim;
@@ -121,9 +156,13 @@ class GatedDeltaNet {
     return specs;
   }
 
+  /// The configuration, with num_v_heads filled in.
   const GatedDeltaNetConfig& config() const { return config_; }
+  /// Width of a value head: expand_v·head_dim.
   Index value_dim() const { return value_dim(config_); }
 
+  /// The state at the start of a sequence: num_v_heads empty memories (S = 0) and zero
+  /// convolution caches (empty without short convolutions).
   State initial_state() const {
     State s;
     s.heads.assign(static_cast<std::size_t>(config_.num_v_heads), memory_.initial_state());

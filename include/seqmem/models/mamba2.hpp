@@ -37,19 +37,32 @@ namespace seqmem::models {
 /// do not change what a checkpoint computes and are not taken.)
 struct Mamba2Config {
   Index num_heads = 0;  ///< 0 (None): expand·hidden_size / head_dim, which it must equal otherwise
+  /// Width P of a head (the memory's value_dim).
   Index head_dim = 64;
+  /// Width D of x and y.
   Index hidden_size = 2048;
+  /// N: the SSM state size (the memory's key_dim); B and C are N wide per group.
   Index state_size = 128;
+  /// The layer works on I = expand·hidden_size channels.
   Index expand = 2;
+  /// G: B and C come in G groups, each shared by num_heads/G consecutive heads.
   Index n_groups = 1;
+  /// Kernel size K of the short convolution over xBC.
   Index conv_kernel = 4;
+  /// Whether the convolution has a bias (`conv1d.bias`).
   bool use_conv_bias = true;
   std::string hidden_act = "silu";  ///< silu (or its other name, swish): the only one supported
+  /// D holds one value per channel (`[I]`) instead of one per head (`[num_heads]`).
   bool D_has_hdim = false;
+  /// Apply the RMSNorm over G groups of I/G channels (reads `norm.weight`, `[I]`).
   bool rmsnorm = true;
+  /// RMSNorm, then the silu(z) gate; off: the gate, then the RMSNorm.
   bool norm_before_gate = false;
+  /// (lo, hi): dt is clamped to [lo, hi] after the softplus; needs 0 ≤ lo ≤ hi.
   std::pair<double, double> dt_limit = {0.0, std::numeric_limits<double>::infinity()};
+  /// Biases on in_proj and out_proj.
   bool use_bias = false;
+  /// ε of the RMSNorm; must be > 0.
   double norm_eps = 1e-5;
   Index chunk_size = 256;  ///< the memory's chunkwise block (the peer's: blocking only)
   /// Rows of x per block of the forward pass, rounded to a multiple of chunk_size (bounds its
@@ -57,11 +70,18 @@ struct Mamba2Config {
   Index block_size = 256;
 };
 
+/// fla's `Mamba2` layer from x (see the file comment): x `T×hidden_size` in, y `T×hidden_size`
+/// out, over num_heads `LinearAttention` memories. Built from a checkpoint and immutable;
+/// everything a sequence carries is in `State`.
 template <class Scalar_>
 class Mamba2 {
  public:
+  /// The scalar type: float or double.
   using Scalar = Scalar_;
+  /// The memory of every head: `LinearAttention` with key_dim = state_size, value_dim = head_dim,
+  /// scale 1 and the per-token log-decay dt·A.
   using Memory = LinearAttention<Scalar>;
+  /// The layer's name in error messages.
   static constexpr const char* kName = "Mamba2";
 
   /// Every head's SSM state and the convolution cache.
@@ -75,7 +95,10 @@ class Mamba2 {
   /// The state in state files (docs/state_format.md): kind `fla.Mamba2`, every head's S as
   /// `heads[h].<field>` (the `LinearAttention` fields), then the convolution cache.
   struct StateLayout {
+    /// The layer kind written in state files.
     static constexpr std::string_view kind = "fla.Mamba2";
+    /// The options that shape the state: num_heads, head_dim, state_size, n_groups and
+    /// conv_kernel.
     static std::vector<StateParam> params(const Mamba2& layer) {
       const auto& c = layer.config_;
       return {{"num_heads", c.num_heads},
@@ -84,6 +107,8 @@ class Mamba2 {
               {"n_groups", c.n_groups},
               {"conv_kernel", c.conv_kernel}};
     }
+    /// Visits the parts of the state in file order: every head's `heads[h].S` and `heads[h].z`
+    /// (empty), then `conv_cache`.
     template <class S, class V>
     static void visit(const Mamba2& layer, S& state, V& v) {
       detail::visit_heads([&layer](std::size_t) -> const Memory& { return layer.memory_; },
@@ -94,6 +119,10 @@ class Mamba2 {
 
   /// The checkpoint tensors `config` reads (names under the layer's prefix, peer shapes).
   /// Throws when the configuration is invalid.
+  /// Valid: hidden_size, head_dim, state_size, expand, n_groups, conv_kernel and chunk_size > 0,
+  /// expand·hidden_size divisible by head_dim, num_heads 0 or expand·hidden_size/head_dim and a
+  /// multiple of n_groups, hidden_act silu or swish, 0 ≤ dt_limit.first ≤ dt_limit.second,
+  /// norm_eps > 0.
   static std::vector<TensorSpec> tensor_specs(const Mamba2Config& config) {
     const Mamba2Config c = checked(config);
     const Index D = c.hidden_size, I = c.expand * D, H = c.num_heads;
@@ -114,6 +143,8 @@ class Mamba2 {
   }
 
   /// The layer `config` describes, with the weights under `prefix` in `file`.
+  /// @throws seqmem::invalid_argument when `config` is invalid (see `tensor_specs`) or a tensor
+  /// under `prefix` is missing, unexpected, mis-shaped or not finite.
   Mamba2(const Mamba2Config& config, const SafetensorsFile& file, const std::string& prefix)
       : config_(checked(config)),
         memory_({.key_dim = config_.state_size,
@@ -143,6 +174,8 @@ class Mamba2 {
   /// The convolved channels: I + 2·n_groups·state_size (x, B, C).
   Index conv_dim() const { return intermediate_size() + 2 * config_.n_groups * config_.state_size; }
 
+  /// The state at the start of a sequence: num_heads empty memories (S = 0) and a zero
+  /// convolution cache, `(conv_kernel−1)×conv_dim()`.
   State initial_state() const {
     return {std::vector<typename Memory::State>(static_cast<std::size_t>(config_.num_heads),
                                                 memory_.initial_state()),

@@ -28,6 +28,8 @@
 #include "seqmem/pieces/norm.hpp"
 #include "seqmem/pieces/short_conv.hpp"
 
+/// Layers from x: whole token mixers (`T×hidden_size` in and out) built from a checkpoint, each
+/// around one of seqmem's memories (docs/layers.md), and the parts they share.
 namespace seqmem::models {
 
 /// Rows per block of a layer's forward over `T` tokens: `block` rounded down to a multiple of
@@ -42,8 +44,11 @@ inline Index row_block(Form form, Index T, Index block, Index chunk) {
 /// The convolution caches of a layer's q, k and v streams, as one argument.
 template <class Scalar>
 struct ConvCaches {
+  /// The q stream's convolution cache, `(K−1)×channels` (empty without a convolution).
   Matrix<Scalar>& q;
+  /// The k stream's convolution cache.
   Matrix<Scalar>& k;
+  /// The v stream's convolution cache.
   Matrix<Scalar>& v;
 };
 
@@ -78,12 +83,15 @@ void in_row_blocks(const MatrixCRef<Scalar>& x, State& state, MatrixRef<Scalar> 
 /// `conv(x projᵀ)` (or `x projᵀ` without a convolution), continuing from a cache.
 template <class Scalar>
 struct ConvProjection {
+  /// The projection, weight `channels×hidden` (`<s>_proj.weight`, no bias).
   pieces::Linear<Scalar> proj;
+  /// The short convolution after it; absent when the stream has none.
   std::optional<pieces::ShortConv<Scalar>> conv;
 
   /// The cache at the start of a sequence (empty without a convolution).
   Matrix<Scalar> initial_cache() const { return conv ? conv->initial_cache() : Matrix<Scalar>(); }
 
+  /// `conv(x projᵀ)` for x `T×hidden`, returned as `T×channels`; `cache` moves on by T rows.
   Matrix<Scalar> operator()(const MatrixCRef<Scalar>& x, Matrix<Scalar>& cache) const {
     Matrix<Scalar> z = proj(x);
     if (!conv) return z;
@@ -106,11 +114,17 @@ struct ConvProjection {
 template <class Scalar>
 struct GatedOutput {
   Matrix<Scalar> norm_weight;  ///< 1 × head_dim, shared by the heads
+  /// g_proj (weight `heads·head_dim × hidden`); absent when the output is not gated.
   std::optional<pieces::Linear<Scalar>> gate;
+  /// o_proj (weight `hidden × heads·head_dim`).
   pieces::Linear<Scalar> proj;
+  /// ε of the RMSNorm.
   Scalar eps;
+  /// Width of one value head: the RMSNorm's group.
   Index head_dim;
 
+  /// Normalizes (and gates) `o` (`T×(heads·head_dim)`) in place, then writes y = o o_projᵀ
+  /// (`T×hidden`); x (`T×hidden`) feeds the gate.
   void operator()(Matrix<Scalar>& o, const MatrixCRef<Scalar>& x, MatrixRef<Scalar> y) const {
     Matrix<Scalar> scratch(gate ? o.rows() : 0, gate ? o.cols() : 0);
     (*this)(o, x, scratch, y);
@@ -132,9 +146,13 @@ struct GatedOutput {
 /// How a layer's input streams are stored: `<s>_proj.weight` [channels, hidden] and, with a
 /// short convolution, `<s>_conv1d.weight` [channels, 1, conv_size] (+ `.bias` [channels]).
 struct StreamShape {
+  /// Width of x, the projections' input.
   Index hidden = 0;
+  /// Whether a short convolution follows the projection.
   bool short_conv = true;
+  /// Its kernel size K.
   Index conv_size = 4;
+  /// Whether the convolution has a bias.
   bool conv_bias = false;
 };
 

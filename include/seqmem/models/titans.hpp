@@ -29,15 +29,20 @@ namespace seqmem::models {
 
 /// Configuration of the Titans layer (docs/layers.md §3 names; seqmem's own defaults).
 struct TitansConfig {
+  /// Width D of x and y.
   Index hidden_size = 1024;
+  /// Number of heads H.
   Index num_heads = 8;
+  /// Width d of a head: of q, k and v, and the memory's key_dim = value_dim.
   Index head_dim = 128;
   Index depth = 2;         ///< L: memory depth, 1 (linear) or 2 (MLP)
   Index expansion = 4;     ///< hidden width of the memory MLP = expansion·head_dim (L = 2)
   Index mini_batch = 16;   ///< b: tokens whose gradients are taken at the same weights
   Index conv_size = 4;     ///< K of the short convolutions
   double theta_max = 0.1;  ///< θ = theta_max·sigmoid(·)
+  /// ε of the output RMSNorm; must be > 0.
   double norm_eps = 1e-5;
+  /// Gate the output RMSNorm by silu(x g_projᵀ) (reads `g_proj.weight`).
   bool use_gate = true;
   Index num_threads = 1;  ///< threads over the heads (0: all cores)
   /// Rows of x per block of the forward pass, rounded to a multiple of mini_batch (bounds its
@@ -45,29 +50,49 @@ struct TitansConfig {
   Index block_size = 256;
 };
 
+/// The Titans layer from x (see the file comment): x `T×hidden_size` in, y `T×hidden_size` out,
+/// over num_heads `TitansMemory` heads run by `MultiHead`, all starting from the checkpoint's
+/// memory weights. Built from a checkpoint and immutable; everything a sequence carries is in
+/// `State`.
 template <class Scalar_>
 class Titans {
  public:
+  /// The scalar type: float or double.
   using Scalar = Scalar_;
+  /// The memory of every head: `TitansMemory` with key_dim = value_dim = head_dim, the configured
+  /// depth, expansion and mini_batch, GELU-tanh, no bias and no LayerNorm.
   using Memory = TitansMemory<Scalar>;
+  /// The layer's name in error messages.
   static constexpr const char* kName = "Titans";
 
   /// Every head's memory state and the three convolution caches (docs/layers.md §3, State).
   struct State {
+    /// One memory state per head, all at the same mini-batch position.
     typename MultiHead<Memory>::States heads;
+    /// The q stream's convolution cache, `(conv_size−1)×(num_heads·head_dim)`.
     Matrix<Scalar> q_cache, k_cache, v_cache;
+    /// @var k_cache
+    /// The k stream's convolution cache, `(conv_size−1)×(num_heads·head_dim)`.
+    ///
+    /// @var v_cache
+    /// The v stream's convolution cache, `(conv_size−1)×(num_heads·head_dim)`.
   };
 
   /// The state in state files (docs/state_format.md): kind `seqmem.Titans`, every head's memory
   /// state as `heads[h].<field>`, then the convolution caches.
   struct StateLayout {
+    /// The layer kind written in state files.
     static constexpr std::string_view kind = "seqmem.Titans";
+    /// The options that shape the state: num_heads, head_dim, depth, expansion (0 when depth = 1),
+    /// mini_batch and conv_size.
     static std::vector<StateParam> params(const Titans& layer) {
       const auto& c = layer.config_;
       return {{"num_heads", c.num_heads},   {"head_dim", c.head_dim},
               {"depth", c.depth},           {"expansion", c.depth > 1 ? c.expansion : 0},
               {"mini_batch", c.mini_batch}, {"conv_size", c.conv_size}};
     }
+    /// Visits the parts of the state in file order: every head's memory state as
+    /// `heads[h].<field>` (the `TitansMemory` fields), then `q_cache`, `k_cache` and `v_cache`.
     template <class S, class V>
     static void visit(const Titans& layer, S& state, V& v) {
       detail::visit_heads([&layer](std::size_t) -> const Memory& { return layer.heads_->layer(); },
@@ -79,6 +104,8 @@ class Titans {
   };
 
   /// The checkpoint tensors `config` reads (names under the layer's prefix, PyTorch shapes).
+  /// Throws `seqmem::invalid_argument` unless hidden_size, num_heads, head_dim, mini_batch and
+  /// conv_size are > 0, depth is 1 or 2, expansion > 0 (depth 2), theta_max > 0 and norm_eps > 0.
   static std::vector<TensorSpec> tensor_specs(const TitansConfig& config) {
     const TitansConfig c = checked(config);
     const Index D = c.hidden_size, H = c.num_heads, d = c.head_dim;
@@ -101,6 +128,9 @@ class Titans {
   }
 
   /// The layer `config` describes, with the weights under `prefix` in `file`.
+  /// @throws seqmem::invalid_argument when `config` is invalid (see `tensor_specs`; also
+  /// num_threads < 0) or a tensor under `prefix` is missing, unexpected, mis-shaped or not
+  /// finite.
   Titans(const TitansConfig& config, const SafetensorsFile& file, const std::string& prefix)
       : config_(checked(config)) {
     auto w = load_tensors<Scalar>(file, prefix, tensor_specs(config_));
@@ -132,8 +162,11 @@ class Titans {
     output_.emplace(take_output(w, config_.head_dim, config_.use_gate, config_.norm_eps, kName));
   }
 
+  /// The configuration.
   const TitansConfig& config() const { return config_; }
 
+  /// The state at the start of a sequence: every head at the checkpoint's memory weights
+  /// (`memory.w1`, `memory.w2`) with zero momentum, at position 0, and zero convolution caches.
   State initial_state() const {
     return {heads_->initial_state(), q_->initial_cache(), k_->initial_cache(), v_->initial_cache()};
   }

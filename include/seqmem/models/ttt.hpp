@@ -38,13 +38,22 @@ namespace seqmem::models {
 /// Configuration under ttt-lm-pytorch's `TTTConfig` argument names and defaults (the ones
 /// the layer module reads).
 struct TTTConfig {
+  /// Width D of x and y; a multiple of num_attention_heads, with an even head dim.
   Index hidden_size = 2048;
+  /// Number of heads H; the head dim is f = hidden_size / H.
   Index num_attention_heads = 32;
+  /// b: the TTT mini-batch, which is also the rotary period.
   Index mini_batch_size = 16;
+  /// Base of the rotary embedding's angles; finite and > 0.
   double rope_theta = 10000.0;
+  /// Scale of the learning-rate gate, lr = ttt_base_lr·sigmoid(·)/f; finite and ≥ 0.
   double ttt_base_lr = 1.0;
+  /// Multiply the post-normed output by gelu_tanh(x g_projᵀ) (reads `g_proj.weight`).
   bool use_gate = false;
+  /// q and k from the one projection q_proj through two short convolutions with bias (conv_q,
+  /// conv_k); off: a separate k_proj and no convolution.
   bool share_qk = false;
+  /// Kernel size K of conv_q and conv_k (share_qk).
   Index conv_kernel = 4;
   std::string ttt_layer_type = "linear";  ///< linear or mlp; must match the layer class
   Index num_threads = 1;  ///< threads over the heads (not a peer argument; 0: all cores)
@@ -57,9 +66,15 @@ struct TTTConfig {
 template <class Scalar_, TTTModel Model>
 class TTTLayer {
  public:
+  /// The scalar type: float or double.
   using Scalar = Scalar_;
+  /// The memory of every head: `TTT<Scalar, Model>` with key_dim = f, the mini-batch, the
+  /// checkpoint's token-index offsets, LayerNorm ε 1e-6 and ttt-lm-pytorch's `gelu_bwd`; one
+  /// parameter set per head.
   using Memory = TTT<Scalar, Model>;
+  /// The layer's name in error messages.
   static constexpr const char* kName = Model == TTTModel::linear ? "TTTLinear" : "TTTMLP";
+  /// The `ttt_layer_type` this class requires: "linear" or "mlp".
   static constexpr const char* kLayerType = Model == TTTModel::linear ? "linear" : "mlp";
   static constexpr Index kExpansion = 4;  ///< TTT-MLP hidden width 4·head_dim
 
@@ -68,15 +83,20 @@ class TTTLayer {
   /// convolution cache: the last conv_kernel − 1 rows of x q_projᵀ, the input both conv_q
   /// and conv_k read (empty without share_qk).
   struct State {
+    /// One memory state per head, all at the same mini-batch position.
     typename MultiHead<Memory>::States heads;
+    /// With share_qk, `(conv_kernel−1)×hidden_size`; empty (`0×0`) otherwise.
     Matrix<Scalar> conv_cache;
   };
 
   /// The state in state files (docs/state_format.md): kind `ttt.TTTLinear` or `ttt.TTTMLP`,
   /// every head's memory state as `heads[h].<field>`, then the convolution cache.
   struct StateLayout {
+    /// The layer kind written in state files.
     static constexpr std::string_view kind =
         Model == TTTModel::linear ? "ttt.TTTLinear" : "ttt.TTTMLP";
+    /// The options that shape the state: num_attention_heads, head_dim, mini_batch_size and
+    /// conv_kernel (0 without share_qk).
     static std::vector<StateParam> params(const TTTLayer& layer) {
       const auto& c = layer.config_;
       return {{"num_attention_heads", c.num_attention_heads},
@@ -84,6 +104,8 @@ class TTTLayer {
               {"mini_batch_size", c.mini_batch_size},
               {"conv_kernel", c.share_qk ? c.conv_kernel : 0}};
     }
+    /// Visits the parts of the state in file order: every head's memory state as
+    /// `heads[h].<field>` (the `TTT` fields), then `conv_cache`.
     template <class S, class V>
     static void visit(const TTTLayer& layer, S& state, V& v) {
       detail::visit_heads(
@@ -95,6 +117,9 @@ class TTTLayer {
 
   /// The checkpoint tensors `config` reads (README table): names under the layer's prefix
   /// and shapes. Throws when the configuration is invalid.
+  /// Valid: hidden_size, num_attention_heads, mini_batch_size and conv_kernel > 0, an even head
+  /// dim hidden_size/num_attention_heads, rope_theta finite and > 0, ttt_base_lr finite and ≥ 0,
+  /// ttt_layer_type equal to `kLayerType`, num_threads ≥ 0.
   static std::vector<TensorSpec> tensor_specs(const TTTConfig& config) {
     const TTTConfig c = checked(config);
     const Index D = c.hidden_size, H = c.num_attention_heads, f = D / H;
@@ -131,6 +156,8 @@ class TTTLayer {
   }
 
   /// The layer `config` describes, with the weights under `prefix` in `file`.
+  /// @throws seqmem::invalid_argument when `config` is invalid (see `tensor_specs`) or a tensor
+  /// under `prefix` is missing, unexpected, mis-shaped or not finite.
   TTTLayer(const TTTConfig& config, const SafetensorsFile& file, const std::string& prefix)
       : config_(checked(config)) {
     auto w = load_tensors<Scalar>(file, prefix, tensor_specs(config_));
@@ -156,9 +183,14 @@ class TTTLayer {
     heads_.emplace(head_memories(w), config_.num_threads);
   }
 
+  /// The configuration.
   const TTTConfig& config() const { return config_; }
+  /// f = hidden_size / num_attention_heads.
   Index head_dim() const { return config_.hidden_size / config_.num_attention_heads; }
 
+  /// The state at the start of a sequence: every head at its checkpoint inner weights (W1, b1
+  /// and, for TTT-MLP, W2, b2) with G = 0 at position 0, and a zero convolution cache (empty
+  /// without share_qk).
   State initial_state() const {
     return {heads_->initial_state(), conv_q_ ? conv_q_->initial_cache() : Matrix<Scalar>()};
   }

@@ -13,10 +13,13 @@
 
 namespace seqmem::pieces {
 
+/// A linear map y = x Wᵀ + b with W in checkpoint orientation (`out×in`, as `nn.Linear.weight`)
+/// and an optional bias `1×out`. Immutable after construction.
 template <class Scalar>
 class Linear {
  public:
   /// `weight` `out×in`; `bias`, if any, `1×out`. `name` is used in messages.
+  /// @throws seqmem::invalid_argument unless the bias is `1×out` and every weight is finite.
   Linear(Matrix<Scalar> weight, std::optional<Matrix<Scalar>> bias = std::nullopt,
          std::string_view name = "Linear")
       : weight_(std::move(weight)), bias_(std::move(bias)) {
@@ -26,9 +29,13 @@ class Linear {
     }
   }
 
+  /// Width of x (W's columns).
   Index in_features() const { return weight_.cols(); }
+  /// Width of y (W's rows).
   Index out_features() const { return weight_.rows(); }
+  /// W, `out×in`.
   const Matrix<Scalar>& weight() const { return weight_; }
+  /// b, `1×out`, or absent.
   const std::optional<Matrix<Scalar>>& bias() const { return bias_; }
 
   /// y = x Wᵀ + b for x `T×in` (any row stride), into y `T×out`.

@@ -17,13 +17,16 @@
 
 namespace seqmem::pieces {
 
+/// Which elements of a head form the rotated pairs.
 enum class RotaryLayout {
   half,         ///< pairs (i, i + width/2)
   interleaved,  ///< pairs (2i, 2i + 1)
 };
 
+/// Rotary position embedding settings (an aggregate); `apply` rotates q or k in place.
 struct Rotary {
   double base = 10000.0;  ///< rope_theta
+  /// Pair layout: `half` (fla) or `interleaved` (ttt-lm-pytorch).
   RotaryLayout layout = RotaryLayout::half;
   Index period = 0;  ///< > 0: positions wrap (p mod period)
 

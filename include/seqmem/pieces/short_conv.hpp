@@ -19,11 +19,16 @@
 
 namespace seqmem::pieces {
 
+/// The causal depthwise short convolution over C channels with kernel size K (see the file
+/// comment). The layer is immutable; the cache, `(K−1)×C`, belongs to the caller's state.
 template <class Scalar>
 class ShortConv {
  public:
   /// `weight` `C×K` (the checkpoint's [C, 1, K] with the middle axis dropped); `bias`, if any,
   /// `1×C` (empty matrix: none).
+  /// `name` is used in messages and kept as a view: it must outlive the object (a literal).
+  /// @throws seqmem::invalid_argument unless K ≥ 1, the bias (if any) is `1×C` and every weight
+  /// is finite.
   explicit ShortConv(Matrix<Scalar> weight, Matrix<Scalar> bias = {},
                      std::string_view name = "ShortConv")
       : weight_(std::move(weight)),
@@ -37,7 +42,9 @@ class ShortConv {
     }
   }
 
+  /// C: channels (the weight's rows).
   Index channels() const { return weight_.rows(); }
+  /// K: kernel size (the weight's columns).
   Index kernel_size() const { return weight_.cols(); }
 
   /// The cache at the start of a sequence: K − 1 zero rows.
