@@ -50,6 +50,9 @@ if(DEFINED EXPECT_LIBXSMM AND NOT EXPECT_LIBXSMM STREQUAL "")
     set(_expect_libxsmm 0)
   endif()
   list(APPEND _configure_args "-DSEQMEM_CONSUMER_EXPECT_LIBXSMM=${_expect_libxsmm}")
+  if(NOT MODE STREQUAL "find_package") # a vendored seqmem takes the parent's choice
+    list(APPEND _configure_args "-DSEQMEM_USE_LIBXSMM=${EXPECT_LIBXSMM}")
+  endif()
 endif()
 foreach(_pair IN ITEMS "GENERATOR;-G" "GENERATOR_PLATFORM;-A" "GENERATOR_TOOLSET;-T"
                        "MAKE_PROGRAM;-DCMAKE_MAKE_PROGRAM=" "CXX_COMPILER;-DCMAKE_CXX_COMPILER="
