@@ -11,10 +11,12 @@
 #include "seqmem/core/types.hpp"
 
 /// Inlines every call in a function's body (recursively) where the compiler can.
+#ifndef SEQMEM_FLATTEN
 #if defined(__GNUC__) || defined(__clang__)
 #define SEQMEM_FLATTEN [[gnu::flatten]]
 #else
 #define SEQMEM_FLATTEN
+#endif
 #endif
 
 namespace seqmem {
