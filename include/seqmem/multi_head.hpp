@@ -125,8 +125,6 @@ class MultiHead {
                    states.size(), " and ", outs.size());
     }
     const Index dv = layer().output_dim();
-    std::vector<Inputs> heads;  // views into the caller's packed inputs
-    heads.reserve(count * static_cast<std::size_t>(num_heads_));
     Index total_tokens = 0;
     for (std::size_t s = 0; s < count; ++s) {
       if (states[s] == nullptr) detail::fail(kName, "states[", s, "] is null");
@@ -139,8 +137,8 @@ class MultiHead {
       total_tokens += T;
       for (Index h = 0; h < num_heads_; ++h) {
         try {
-          heads.push_back(layer(h).head(sequences[s], h, num_heads_));
-          layer(h).check(form, heads.back(), (*states[s])[static_cast<std::size_t>(h)]);
+          layer(h).check(form, layer(h).head(sequences[s], h, num_heads_),
+                         (*states[s])[static_cast<std::size_t>(h)]);
         } catch (const invalid_argument& error) {
           throw invalid_argument(std::string(error.what()) + " [sequence " + std::to_string(s) +
                                  ", head " + std::to_string(h) + " of " +
@@ -148,15 +146,19 @@ class MultiHead {
         }
       }
     }
-    // Starting threads costs tens of microseconds: a call with few tokens in all (a decode
-    // step) runs on the calling thread.
+    // Waking the pool's threads costs microseconds: a call with few tokens in all (a decode
+    // step) runs on the calling thread, and allocates nothing once the layers' per-thread
+    // buffers have grown.
     const Index threads = total_tokens * num_heads_ < kMinTokensPerThread * 2 ? 1 : num_threads_;
-    detail::run_parallel(threads, static_cast<Index>(heads.size()), [&](Index item) {
+    const Index items = static_cast<Index>(count) * num_heads_;
+    detail::run_parallel(threads, items, [&](Index item) {
       const auto s = static_cast<std::size_t>(item / num_heads_);
       const Index h = item % num_heads_;
       // An empty output may have no storage to offset into: take column 0 then.
       const Index column = outs[s].rows() > 0 ? h * dv : 0;
-      layer(h).forward_unchecked(form, heads[static_cast<std::size_t>(item)],
+      // The head's views again (views into the caller's packed inputs, checked above): taking
+      // them costs a few shape comparisons, keeping them would cost a vector per call.
+      layer(h).forward_unchecked(form, layer(h).head(sequences[s], h, num_heads_),
                                  (*states[s])[static_cast<std::size_t>(h)],
                                  outs[s].middleCols(column, dv));
     });

@@ -15,6 +15,7 @@
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/detail/math.hpp"
+#include "seqmem/detail/scratch.hpp"
 
 namespace seqmem {
 
@@ -122,6 +123,7 @@ class DeltaNet : public LayerBase<DeltaNet<Scalar_>> {
 
   /// The math of one checked call with T > 0.
   void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
+    if (form == Form::recurrent) return recurrent(in, state, out);
     Matrix<Scalar> q = in.q;
     if (options_.qk_l2norm) {
       detail::l2_normalize_rows(q);
@@ -141,7 +143,6 @@ class DeltaNet : public LayerBase<DeltaNet<Scalar_>> {
   template <class KMatrix>
   void run_form(Form form, const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in,
                 State& state, MatrixRef<Scalar>& out) const {
-    if (form == Form::recurrent) return recurrent(q, k, in, state, out);
     const Index chunk = form == Form::parallel ? q.rows() : options_.chunk_size;
     detail::ChunkWorkspace<Scalar> ws;
     for (Index begin = 0; begin < q.rows(); begin += chunk) {
@@ -174,26 +175,46 @@ class DeltaNet : public LayerBase<DeltaNet<Scalar_>> {
     ws.scores.template triangularView<Eigen::UnitLower>().solveInPlace(ws.values);
   }
 
-  /// The definition, token by token (docs/math.md §3; q already scaled): the reads of the old
-  /// state S_{t−1} by GEMVs,
+  /// Per-thread buffers of the recurrent form: one token's q and k, and u.
+  struct RecurrentWorkspace {
+    detail::Scratch<Scalar> q, k, u;
+  };
+
+  /// The definition, token by token (no allocation once the thread's buffers have grown).
+  void recurrent(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
+    auto& ws = detail::thread_workspace<RecurrentWorkspace>();
+    auto q = ws.q.row(options_.key_dim);
+    auto k = ws.k.row(options_.key_dim);
+    auto u = ws.u.row(options_.value_dim);
+    for (Index t = 0; t < in.q.rows(); ++t) {
+      q = in.q.row(t);
+      if (options_.qk_l2norm) {
+        detail::l2_normalize_rows(q);
+        k = in.k.row(t);
+        detail::l2_normalize_rows(k);
+        q *= scale();
+        step(q, k, u, in, t, state, out);
+      } else {
+        q *= scale();
+        step(q, in.k.row(t), u, in, t, state, out);
+      }
+    }
+  }
+
+  /// Token t (docs/math.md §3; q already scaled): the reads of the old state S_{t−1} by GEMVs,
   ///     u = β (v − e^g k S_{t−1}),   o = q S_t = e^g q S_{t−1} + (q·k) u,
   /// then one pass that updates S = e^g S + kᵀu (detail::decay_and_write_rows).
-  template <class KMatrix>
-  void recurrent(const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in, State& state,
-                 MatrixRef<Scalar>& out) const {
-    RowVector<Scalar> u(options_.value_dim);
-    for (Index t = 0; t < q.rows(); ++t) {
-      const Scalar decay = in.log_decay ? std::exp((*in.log_decay)(t, 0)) : Scalar(1);
-      const auto qt = q.row(t);
-      const auto kt = k.row(t);
-      auto o = out.row(t);
-      u.noalias() = kt * state.S;
-      u = in.beta(t, 0) * (in.v.row(t) - decay * u);
-      o.noalias() = qt * state.S;
-      o = decay * o + qt.dot(kt) * u;
-      detail::decay_and_write_rows(
-          state.S, [decay](Index) { return decay; }, detail::RankOne{kt, u});
-    }
+  template <class QRow, class KRow, class URow>
+  void step(const QRow& qt, const KRow& kt, URow& u, const Inputs& in, Index t, State& state,
+            MatrixRef<Scalar>& out) const {
+    const Scalar decay = in.log_decay ? std::exp((*in.log_decay)(t, 0)) : Scalar(1);
+    auto o = out.row(t);
+    u.noalias() = kt * state.S;
+    u = in.beta(t, 0) * (in.v.row(t) - decay * u);
+    o.noalias() = qt * state.S;
+    o = decay * o + qt.dot(kt) * u;
+    detail::decay_and_write_rows(
+        state.S, [decay](Index) { return decay; }, detail::RankOne{kt, u});
   }
 
   Options options_;

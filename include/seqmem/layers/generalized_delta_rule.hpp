@@ -17,6 +17,7 @@
 #include "seqmem/detail/channel_decay.hpp"
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/detail/matmul.hpp"
+#include "seqmem/detail/scratch.hpp"
 
 namespace seqmem {
 
@@ -196,12 +197,19 @@ class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
     detail::multiply_transposed<Scalar>(S, ws.weighted, ws.values, true);
   }
 
+  /// Per-thread buffers of the recurrent form (no allocation once they have grown).
+  struct RecurrentWorkspace {
+    detail::Scratch<Scalar> decay, decayed_q, read;
+  };
+
   /// The definition, token by token: the reads of the old state S_{t−1},
   ///     r = a S_{t−1},   o = scale·((q ⊙ e^g) S_{t−1} + (q·b) r + (q·k) v),
   /// then one pass that updates S = e^g S + bᵀr + kᵀv.
   void recurrent(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
-    Vector<Scalar> decay(options_.key_dim);
-    RowVector<Scalar> decayed_q(options_.key_dim), read(options_.value_dim);
+    auto& ws = detail::thread_workspace<RecurrentWorkspace>();
+    auto decay = ws.decay.column(options_.key_dim);
+    auto decayed_q = ws.decayed_q.row(options_.key_dim);
+    auto read = ws.read.row(options_.value_dim);
     for (Index t = 0; t < in.q.rows(); ++t) {
       decay = in.log_decay.row(t).transpose().array().exp();
       const auto q = in.q.row(t);

@@ -16,6 +16,7 @@
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/channel_decay.hpp"
 #include "seqmem/detail/checks.hpp"
+#include "seqmem/detail/scratch.hpp"
 
 namespace seqmem {
 
@@ -139,11 +140,17 @@ class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
   }
 
  private:
+  /// Per-thread buffers of the recurrent form (no allocation once they have grown).
+  struct RecurrentWorkspace {
+    detail::Scratch<Scalar> decay, decayed_q;
+  };
+
   /// The definition, token by token: the output from the old state,
   /// o = scale·((q ⊙ e^g) S_{t−1} + (q·k) v), then one pass that updates S.
   void recurrent(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
-    Vector<Scalar> decay(options_.key_dim);
-    RowVector<Scalar> decayed_q(options_.key_dim);
+    auto& ws = detail::thread_workspace<RecurrentWorkspace>();
+    auto decay = ws.decay.column(options_.key_dim);
+    auto decayed_q = ws.decayed_q.row(options_.key_dim);
     for (Index t = 0; t < in.q.rows(); ++t) {
       decay = in.log_decay.row(t).transpose().array().exp();
       const auto q = in.q.row(t);

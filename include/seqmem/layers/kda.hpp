@@ -18,6 +18,7 @@
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/detail/math.hpp"
 #include "seqmem/detail/matmul.hpp"
+#include "seqmem/detail/scratch.hpp"
 
 namespace seqmem {
 
@@ -134,6 +135,7 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
 
   /// The math of one checked call with T > 0.
   void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
+    if (form == Form::recurrent) return recurrent(in, state, out);
     if (!options_.qk_l2norm) return run_form(form, in.q, in.k, in, state, out);
     Matrix<Scalar> q = in.q, k = in.k;
     detail::l2_normalize_rows(q);
@@ -146,7 +148,6 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
   template <class QMatrix, class KMatrix>
   void run_form(Form form, const QMatrix& q_in, const KMatrix& k, const Inputs& in, State& state,
                 MatrixRef<Scalar>& out) const {
-    if (form == Form::recurrent) return recurrent(q_in, k, in, state, out);
     const Matrix<Scalar> q = q_in * scale();
     const Index chunk = form == Form::parallel ? q.rows() : options_.chunk_size;
     detail::ChannelChunkWorkspace<Scalar> ws;
@@ -189,26 +190,47 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
     detail::decay_and_write(k, ws.values, S, ws);
   }
 
-  /// The definition, token by token: the reads of the old state S_{t−1},
+  /// Per-thread buffers of the recurrent form: one token's q and k (when normalized), the
+  /// decays, decayed rows and u.
+  struct RecurrentWorkspace {
+    detail::Scratch<Scalar> q, k, decay, decayed, u;
+  };
+
+  /// The definition, token by token (no allocation once the thread's buffers have grown).
+  void recurrent(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
+    auto& ws = detail::thread_workspace<RecurrentWorkspace>();
+    auto q = ws.q.row(options_.key_dim);
+    auto k = ws.k.row(options_.key_dim);
+    for (Index t = 0; t < in.q.rows(); ++t) {
+      if (options_.qk_l2norm) {
+        q = in.q.row(t);
+        k = in.k.row(t);
+        detail::l2_normalize_rows(q);
+        detail::l2_normalize_rows(k);
+        step(q, k, in, t, state, out, ws);
+      } else {
+        step(in.q.row(t), in.k.row(t), in, t, state, out, ws);
+      }
+    }
+  }
+
+  /// Token t: the reads of the old state S_{t−1},
   ///     u = β (v − (k ⊙ e^g) S_{t−1}),   o = scale·((q ⊙ e^g) S_{t−1} + (q·k) u),
   /// then one pass that updates S = e^g S + kᵀu.
-  template <class QMatrix, class KMatrix>
-  void recurrent(const QMatrix& q, const KMatrix& k, const Inputs& in, State& state,
-                 MatrixRef<Scalar>& out) const {
-    Vector<Scalar> decay(options_.key_dim);
-    RowVector<Scalar> decayed(options_.key_dim), u(options_.value_dim);
-    for (Index t = 0; t < q.rows(); ++t) {
-      decay = in.log_decay.row(t).transpose().array().exp();
-      const auto kt = k.row(t);
-      const auto qt = q.row(t);
-      decayed = kt.cwiseProduct(decay.transpose());
-      u.noalias() = decayed * state.S;
-      u = in.beta(t, 0) * (in.v.row(t) - u);
-      decayed = qt.cwiseProduct(decay.transpose());
-      out.row(t).noalias() = decayed * state.S;
-      out.row(t) = scale() * (out.row(t) + qt.dot(kt) * u);
-      detail::decay_and_write_rows(state.S, decay, detail::RankOne{kt, u});
-    }
+  template <class QRow, class KRow>
+  void step(const QRow& qt, const KRow& kt, const Inputs& in, Index t, State& state,
+            MatrixRef<Scalar>& out, RecurrentWorkspace& ws) const {
+    auto decay = ws.decay.column(options_.key_dim);
+    auto decayed = ws.decayed.row(options_.key_dim);
+    auto u = ws.u.row(options_.value_dim);
+    decay = in.log_decay.row(t).transpose().array().exp();
+    decayed = kt.cwiseProduct(decay.transpose());
+    u.noalias() = decayed * state.S;
+    u = in.beta(t, 0) * (in.v.row(t) - u);
+    decayed = qt.cwiseProduct(decay.transpose());
+    out.row(t).noalias() = decayed * state.S;
+    out.row(t) = scale() * (out.row(t) + qt.dot(kt) * u);
+    detail::decay_and_write_rows(state.S, decay, detail::RankOne{kt, u});
   }
 
   Options options_;

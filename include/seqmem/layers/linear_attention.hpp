@@ -17,6 +17,7 @@
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/detail/math.hpp"
+#include "seqmem/detail/scratch.hpp"
 
 namespace seqmem {
 
@@ -137,6 +138,7 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
 
   /// The math of one checked call with T > 0.
   void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
+    if (form == Form::recurrent) return recurrent(in, state, out);
     Matrix<Scalar> q = in.q * scale();
     detail::apply_feature_map(options_.feature_map, q);
     if (options_.feature_map == FeatureMap::identity) {
@@ -152,7 +154,6 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
   template <class KMatrix>
   void run_form(Form form, const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in,
                 State& state, MatrixRef<Scalar>& out) const {
-    if (form == Form::recurrent) return recurrent(q, k, in, state, out);
     const Index chunk = form == Form::parallel ? q.rows() : options_.chunk_size;
     if (!options_.normalize) return chunked(q, k, in.v, in.log_decay, chunk, state.S, out);
     // Normalized: z is one more value column, fed by a constant 1 (z_t = Σ Γ φ(k)ᵀ·1).
@@ -179,26 +180,45 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
     }
   }
 
-  /// The definition, token by token: the output from the old state,
+  /// Per-thread buffers of the recurrent form: one token's scale·φ(q) and φ(k).
+  struct RecurrentWorkspace {
+    detail::Scratch<Scalar> q, k;
+  };
+
+  /// The definition, token by token (no allocation once the thread's buffers have grown).
+  void recurrent(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
+    auto& ws = detail::thread_workspace<RecurrentWorkspace>();
+    auto q = ws.q.row(options_.key_dim);
+    auto k = ws.k.row(options_.key_dim);
+    for (Index t = 0; t < in.q.rows(); ++t) {
+      q = in.q.row(t) * scale();
+      detail::apply_feature_map(options_.feature_map, q);
+      if (options_.feature_map == FeatureMap::identity) {
+        step(q, in.k.row(t), in, t, state, out);
+      } else {
+        k = in.k.row(t);
+        detail::apply_feature_map(options_.feature_map, k);
+        step(q, k, in, t, state, out);
+      }
+    }
+  }
+
+  /// Token t: the output from the old state,
   /// scale·φ(q) S_t = e^g (scale·φ(q) S_{t−1}) + (scale·φ(q)·φ(k)) v, by a GEMV, then one pass
   /// that updates S = e^g S + φ(k)ᵀ v (detail::decay_and_write_rows).
-  template <class KMatrix>
-  void recurrent(const Matrix<Scalar>& q, const KMatrix& k, const Inputs& in, State& state,
-                 MatrixRef<Scalar>& out) const {
-    for (Index t = 0; t < q.rows(); ++t) {
-      const Scalar decay = in.log_decay ? std::exp((*in.log_decay)(t, 0)) : Scalar(1);
-      const auto qt = q.row(t);
-      const auto kt = k.row(t);
-      const auto v = in.v.row(t);
-      auto o = out.row(t);
-      o.noalias() = qt * state.S;
-      o = decay * o + qt.dot(kt) * v;
-      detail::decay_and_write_rows(
-          state.S, [decay](Index) { return decay; }, detail::RankOne{kt, v});
-      if (options_.normalize) {
-        state.z = decay * state.z + kt;
-        o /= qt.dot(state.z.row(0)) + options_.norm_eps;
-      }
+  template <class QRow, class KRow>
+  void step(const QRow& qt, const KRow& kt, const Inputs& in, Index t, State& state,
+            MatrixRef<Scalar>& out) const {
+    const Scalar decay = in.log_decay ? std::exp((*in.log_decay)(t, 0)) : Scalar(1);
+    const auto v = in.v.row(t);
+    auto o = out.row(t);
+    o.noalias() = qt * state.S;
+    o = decay * o + qt.dot(kt) * v;
+    detail::decay_and_write_rows(
+        state.S, [decay](Index) { return decay; }, detail::RankOne{kt, v});
+    if (options_.normalize) {
+      state.z = decay * state.z + kt;
+      o /= qt.dot(state.z.row(0)) + options_.norm_eps;
     }
   }
 

@@ -17,6 +17,7 @@
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/detail/matmul.hpp"
+#include "seqmem/detail/scratch.hpp"
 
 namespace seqmem {
 
@@ -86,10 +87,19 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
    private:
     friend class SoftmaxAttention;
 
-    /// Appends rows, growing (doubling) or compacting the buffer when it is full.
+    /// Appends rows, growing (doubling) or compacting the buffer when it is full. A buffer at
+    /// least twice the rows it must hold is compacted in place (no allocation: a windowed
+    /// cache decodes without allocating), which moves at most one row per row appended since
+    /// the last compaction.
     void append(const MatrixCRef<Scalar>& k, const MatrixCRef<Scalar>& v) {
       const Index n = k.rows();
-      if (begin_ + size_ + n > keys_.rows()) move_to_buffer(std::max<Index>(2 * (size_ + n), 16));
+      if (begin_ + size_ + n > keys_.rows()) {
+        if (2 * (size_ + n) <= keys_.rows()) {
+          compact();
+        } else {
+          move_to_buffer(std::max<Index>(2 * (size_ + n), 16));
+        }
+      }
       keys_.middleRows(begin_ + size_, n) = k;
       values_.middleRows(begin_ + size_, n) = v;
       size_ += n;
@@ -105,6 +115,18 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
       }
       const Index rows = std::max<Index>(2 * size_, 16);
       if (keys_.rows() > 2 * rows) move_to_buffer(rows);
+    }
+
+    /// Moves the cached rows to the top of the buffer (rows are contiguous: one forward copy
+    /// of each matrix, from higher to lower addresses, so overlapping is fine).
+    void compact() {
+      if (begin_ == 0) return;
+      for (Matrix<Scalar>* m : {&keys_, &values_}) {
+        Scalar* const data = m->data();
+        const Index cols = m->cols();
+        std::copy(data + begin_ * cols, data + (begin_ + size_) * cols, data);
+      }
+      begin_ = 0;
     }
 
     /// Moves the cached rows to the top of a new buffer of `rows` rows (≥ size_).
@@ -229,7 +251,16 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
     const Index T = in.q.rows(), dk = options_.key_dim, dv = options_.value_dim;
     state.append(in.k, in.v);                // once, whatever the number of query heads
     const Index first = state.cached() - T;  // cache row of the call's first query
-    const Matrix<Scalar> q = in.q * scale();
+    // The scaled q: in a per-thread buffer for the recurrent form (a decode step allocates
+    // nothing), in a matrix of its own otherwise (a long call's q is not kept).
+    auto& ws = detail::thread_workspace<RecurrentWorkspace>();
+    Matrix<Scalar> owned;
+    if (form != Form::recurrent) owned.resize(T, in.q.cols());
+    Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax> q =
+        form == Form::recurrent
+            ? ws.q.matrix(T, in.q.cols())
+            : Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax>(owned.data(), T, in.q.cols());
+    q = in.q * scale();
     // Each query head in turn over the same cache (column views of q and out).
     for (Index g = 0; g < options_.query_heads; ++g) {
       const MatrixCRef<Scalar> qg = q.middleCols(g * dk, dk);
@@ -252,11 +283,16 @@ class SoftmaxAttention : public LayerBase<SoftmaxAttention<Scalar_>> {
   }
 
   /// The definition: one query at a time over its visible keys, stable softmax.
+  /// Per-thread buffers of the recurrent form: the scaled q and one query's scores.
+  struct RecurrentWorkspace {
+    detail::Scratch<Scalar> q, scores;
+  };
+
   void recurrent(const MatrixCRef<Scalar>& q, const State& state, Index first,
                  MatrixRef<Scalar> out) const {
     const auto keys = state.keys();
     const auto values = state.values();
-    Vector<Scalar> scores(first + q.rows());
+    auto scores = detail::thread_workspace<RecurrentWorkspace>().scores.column(first + q.rows());
     for (Index t = 0; t < q.rows(); ++t) {
       const Index p = first + t, lo = first_visible(p), n = p - lo + 1;
       auto s = scores.head(n);
