@@ -177,7 +177,7 @@ class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
       for (std::size_t l = 0; l < model_.layers(); ++l) {
         // S ← η S − θ xᵀδ, then M ← (1 − α) M + S, row by row in one pass.
         detail::momentum_outer_product(state.momentum.W[l], state.current.W[l], eta, theta, keep,
-                                       ws.X[l].row(0), ws.Delta[l].row(0));
+                                       ws.X[l], ws.Delta[l]);
         if (options_.bias) {
           Matrix<Scalar>& Sb = state.momentum.b[l];
           Sb = eta * Sb - theta * ws.Delta[l];

@@ -207,9 +207,8 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
       w.b.resize(options_.bias ? model_.layers() : 0);
       for (std::size_t l = 0; l < model_.layers(); ++l) {
         // G += a xᵀδ, then w = W_ref − c G, row by row in one pass.
-        detail::add_outer_product_and_materialize(state.gradient.W[l], a, ws.X[l].row(0),
-                                                  ws.Delta[l].row(0), state.reference.W[l], c,
-                                                  w.W[l]);
+        detail::add_outer_product_and_materialize(state.gradient.W[l], a, ws.X[l], ws.Delta[l],
+                                                  state.reference.W[l], c, w.W[l]);
         if (options_.bias) {
           state.gradient.b[l] += a * ws.Delta[l];
           w.b[l] = state.reference.b[l] - c * state.gradient.b[l];
