@@ -10,6 +10,12 @@ rounds are run and the best of all is used, so only a cliff that shows up every 
 
     opt_level_guard.py --o2 build/bench/opt_level_guard_o2 --o3 build/bench/opt_level_guard_o3
 
+Limit: the program is one small translation unit. It catches loops that GCC vectorizes only
+at -O3 (TTT's lazyProduct outer product, Eigen's triangular solve), but not a cliff that comes
+from -O2's smaller inlining budget in a LARGE translation unit: layers_bench (one large TU)
+measures gated linear attention and gated DeltaNet decode at about 2x at -O2 (Eigen's row
+assignment left out of line in detail::decay_and_write_rows), this program about 1.0x.
+
 Registered as the ctest case `bench.ratio_guard.opt_level` (bench/CMakeLists.txt). stdlib only.
 """
 
@@ -27,15 +33,15 @@ import sys
 MAX_RATIO = 1.6
 CASES: dict[str, tuple[float, str]] = {
     # Fixed (detail/inner_model.hpp, the primal forms' rank-1 updates): 2.4-3.2 before.
-    "ttt_linear/recurrent/T:256/d:64": (MAX_RATIO, "MEASURED_TTT"),
-    "titans_L2/recurrent/T:256/d:64": (MAX_RATIO, "MEASURED_TITANS"),
+    "ttt_linear/recurrent/T:256/d:64": (MAX_RATIO, "0.82-0.91 (before the fix: 2.4-3.2)"),
+    "titans_L2/recurrent/T:256/d:64": (MAX_RATIO, "1.01-1.03"),
     # Not fixed yet: Eigen's triangular solve (layers/delta_net.hpp, pseudo_values) runs its
     # inner loop unvectorized at -O2.
-    "gated_delta_net/chunkwise/T:1024/d:64": (2.0, "MEASURED_GDN_CHUNK"),
-    "gated_delta_net/decode/d:128": (MAX_RATIO, "MEASURED_GDN_DECODE"),
-    "linear_attention_gated/decode/d:128": (MAX_RATIO, "MEASURED_LA_DECODE"),
+    "gated_delta_net/chunkwise/T:1024/d:64": (2.0, "1.36-1.49"),
+    "gated_delta_net/decode/d:128": (MAX_RATIO, "0.98-1.25"),
+    "linear_attention_gated/decode/d:128": (MAX_RATIO, "0.99-1.30"),
     # Not fixed yet (layers/generalized_delta_rule.hpp, the recurrent step).
-    "generalized_delta_rule/decode/d:128": (2.5, "MEASURED_GDR_DECODE"),
+    "generalized_delta_rule/decode/d:128": (2.5, "1.58-2.04"),
 }
 
 
