@@ -917,6 +917,12 @@ void register_guard() {
   add("delta_net", Form::chunkwise, 1024);
   add("linear_attention_gated", Form::parallel, 4096);
   add("linear_attention_gated", Form::chunkwise, 4096);
+  // Decode, 4 heads through MultiHead (1 thread) vs one head called directly, d = 128: the
+  // per-head cost of MultiHead's decode path.
+  for (std::string_view layer : {"linear_attention_gated", "gated_delta_net"}) {
+    for (const Index heads : {1, 4})
+      layer_named(layer).decode(128, heads);
+  }
   // The subnormal cliff: Titans L = 2 with forgetting (weights decay toward zero) vs α = 0.
   for (const Form form : {Form::recurrent, Form::chunkwise}) {
     add("titans_L2", form, 4096);

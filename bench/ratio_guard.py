@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Performance regression guard built not to flake on a slow or busy machine.
 
-Runs `layers_bench --suite=guard` (19 small cases, about 25 s) and checks
-RATIOS of tokens/s between cases of the same run, each with a wide margin below what was
-measured (docs/benchmarks.md, "Regression guard"). No absolute time is ever checked. Every
+Runs `layers_bench --suite=guard` (23 small cases, about 35 s) and checks RATIOS of
+tokens/s between cases of the same run (and the per-head cost of 4-head decode), each with a
+wide margin below what was measured (docs/benchmarks.md, "Regression guard"). No absolute time is ever checked. Every
 case is repeated and its best repetition is used (interference from other processes only
 slows a case down); if a check still fails, the suite is run once more and the best of both
 runs is used, so only a regression that shows up twice fails.
@@ -77,6 +77,35 @@ CHECKS = [
           "the same arithmetic; weights decaying toward zero must not hit the subnormal slow path"),
 ]
 
+@dataclass(frozen=True)
+class PerHeadCheck:
+    """Time of `heads` heads through MultiHead / (`heads` × time of one head called directly)
+    must be <= `maximum`."""
+
+    name: str
+    multi: str
+    single: str
+    heads: int
+    maximum: float
+    measured: str
+    why: str
+
+
+# Decode through MultiHead (1 thread, 4 heads) vs one head called directly, d = 128 (issue 17
+# asks for <= 1.25; the margin is wider so that a busy machine cannot fail it).
+PER_HEAD_CHECKS = [
+    PerHeadCheck("gated linear attention decode, 4 heads / (4 x 1 head), d=128",
+                 "BM_linear_attention_gated/decode/ctx:4096/d:128/heads:4/manual_time",
+                 "BM_linear_attention_gated/decode/ctx:4096/d:128/manual_time",
+                 4, 1.6, "0.87 (load 4-5)",
+                 "MultiHead's per-token decode must cost about what the heads cost"),
+    PerHeadCheck("gated DeltaNet decode, 4 heads / (4 x 1 head), d=128",
+                 "BM_gated_delta_net/decode/ctx:4096/d:128/heads:4/manual_time",
+                 "BM_gated_delta_net/decode/ctx:4096/d:128/manual_time",
+                 4, 1.6, "0.88 (load 4-5)",
+                 "MultiHead's per-token decode must cost about what the heads cost"),
+]
+
 # Asked for by the issue but NOT true on the reference machine: reported, never checked.
 REPORTED = [
     Check("DeltaNet chunkwise / recurrent, T=2048, d=64 (issue asked >= 2)",
@@ -109,6 +138,25 @@ def evaluate(rates: dict[str, float], checks: list[Check]) -> list[tuple[Check, 
     return out
 
 
+def evaluate_per_head(rates: dict[str, float],
+                      checks: list[PerHeadCheck]) -> list[tuple[PerHeadCheck, float | None]]:
+    """time(multi) / (heads × time(single)) = rate(single) / (heads × rate(multi))."""
+    out = []
+    for c in checks:
+        if rates.get(c.multi, 0.0) > 0 and c.single in rates:
+            out.append((c, rates[c.single] / (c.heads * rates[c.multi])))
+        else:
+            out.append((c, None))
+    return out
+
+
+def failed_checks(rates: dict[str, float]) -> list:
+    failed: list = [c for c, r in evaluate(rates, CHECKS) if r is None or r < c.minimum]
+    failed += [c for c, r in evaluate_per_head(rates, PER_HEAD_CHECKS)
+               if r is None or r > c.maximum]
+    return failed
+
+
 def run_suite(bench: str, json_path: str) -> dict[str, float]:
     cmd = [bench, *GUARD_ARGS, f"--benchmark_out={json_path}", "--benchmark_out_format=json"]
     print("running:", " ".join(cmd), flush=True)
@@ -122,6 +170,13 @@ def print_results(results, title: str) -> None:
     for c, ratio in results:
         shown = "missing" if ratio is None else f"{ratio:7.2f}"
         print(f"  {shown}  (>= {c.minimum:g}, measured {c.measured})  {c.name}")
+
+
+def print_per_head(results) -> None:
+    print("per-head decode cost (time of H heads / (H x one head), lower is better):")
+    for c, ratio in results:
+        shown = "missing" if ratio is None else f"{ratio:7.2f}"
+        print(f"  {shown}  (<= {c.maximum:g}, measured {c.measured})  {c.name}")
 
 
 def main() -> int:
@@ -139,17 +194,16 @@ def main() -> int:
     else:
         parser.error("give --bench or --from-json")
 
-    results = evaluate(rates, CHECKS)
-    failed = [c for c, r in results if r is None or r < c.minimum]
+    failed = failed_checks(rates)
     if failed and not args.from_json:
         print(f"{len(failed)} check(s) below threshold; running the suite once more", flush=True)
         again = run_suite(args.bench, args.json + ".retry.json")
         rates = {k: max(v, again.get(k, 0.0)) for k, v in rates.items()} | {
             k: v for k, v in again.items() if k not in rates}
-        results = evaluate(rates, CHECKS)
-        failed = [c for c, r in results if r is None or r < c.minimum]
+        failed = failed_checks(rates)
 
-    print_results(results, "checked ratios (tokens/s, best repetition):")
+    print_results(evaluate(rates, CHECKS), "checked ratios (tokens/s, best repetition):")
+    print_per_head(evaluate_per_head(rates, PER_HEAD_CHECKS))
     print_results(evaluate(rates, REPORTED), "reported only (not checked):")
     if failed:
         print("FAILED: " + "; ".join(c.name for c in failed))

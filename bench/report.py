@@ -730,8 +730,8 @@ def guard_section(guard_json: str | None, idx: Index) -> list[str]:
                 counts[b.get("run_name", b["name"])] += 1
         reps = max(counts.values(), default=0)
     out = ["## Regression guard (`ctest -R bench.ratio_guard`)", "",
-           "`bench/ratio_guard.py` runs `layers_bench --suite=guard` (19 small cases, "
-           f"{' '.join(ratio_guard.GUARD_ARGS[1:])}; about 25 s here) and checks only ratios "
+           "`bench/ratio_guard.py` runs `layers_bench --suite=guard` (23 small cases, "
+           f"{' '.join(ratio_guard.GUARD_ARGS[1:])}; about 35 s here) and checks only ratios "
            "of tokens/s between cases of the same run, each case's best repetition, with wide "
            "margins; never absolute times. A failing check reruns the suite once and uses the "
            "best of both runs. \"this run\" below: the guard run made with this report"
@@ -741,6 +741,14 @@ def guard_section(guard_json: str | None, idx: Index) -> list[str]:
         status = DASH if r is None else ("pass" if r >= c.minimum else "**FAIL**")
         rows.append([c.name, f"≥ {c.minimum:g}", c.measured, fmt(r, 3), status, c.why])
     out += [table(["checked ratio", "threshold", "measured when chosen", "this run", "",
+                   "why it holds"], rows), ""]
+    rows = []
+    for c, r in ratio_guard.evaluate_per_head(rates, ratio_guard.PER_HEAD_CHECKS):
+        status = DASH if r is None else ("pass" if r <= c.maximum else "**FAIL**")
+        rows.append([c.name, f"≤ {c.maximum:g}", c.measured, fmt(r, 3), status, c.why])
+    out += ["Decode through `MultiHead` against one head called directly (time of H heads ÷ "
+            "(H × time of one head)):", "",
+            table(["checked ratio", "threshold", "measured when chosen", "this run", "",
                    "why it holds"], rows), ""]
     rows = []
     for c, r in ratio_guard.evaluate(rates, ratio_guard.REPORTED):

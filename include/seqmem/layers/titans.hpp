@@ -211,10 +211,9 @@ class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
       const Scalar theta = in.learning_rate(t, 0), keep = Scalar(1) - in.forgetting(t, 0),
                    eta = in.momentum_decay(t, 0);
       for (std::size_t l = 0; l < model_.layers(); ++l) {
-        // S ← η S − θ xᵀδ in one pass (a lazy outer product), then M ← (1 − α) M + S.
-        Matrix<Scalar>& S = state.momentum.W[l];
-        S = eta * S - (theta * ws.X[l].row(0).transpose()).lazyProduct(ws.Delta[l].row(0));
-        state.current.W[l] = keep * state.current.W[l] + S;
+        // S ← η S − θ xᵀδ, then M ← (1 − α) M + S, row by row in one pass.
+        detail::momentum_outer_product(state.momentum.W[l], state.current.W[l], eta, theta, keep,
+                                       ws.X[l], ws.Delta[l]);
         if (options_.bias) {
           Matrix<Scalar>& Sb = state.momentum.b[l];
           Sb = eta * Sb - theta * ws.Delta[l];

@@ -232,13 +232,19 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
     detail::Workspace<Scalar> ws;
     for (Index t = 0; t < in.q.rows(); ++t) {
       model_.trace(state.reference, in.k.row(t), in.v.row(t), ws);
-      const Scalar a = in.learning_rate(t, 0);
+      const Scalar a = in.learning_rate(t, 0), c = token_scale(state.position);
+      Weights<Scalar>& w = ws.weights;  // W_ref − c·G, the token's weights
+      w.W.resize(model_.layers());
+      w.b.resize(options_.bias ? model_.layers() : 0);
       for (std::size_t l = 0; l < model_.layers(); ++l) {
-        // G += a xᵀδ in one pass (a lazy outer product).
-        state.gradient.W[l] += (a * ws.X[l].row(0).transpose()).lazyProduct(ws.Delta[l].row(0));
-        if (options_.bias) state.gradient.b[l] += a * ws.Delta[l];
+        // G += a xᵀδ, then w = W_ref − c G, row by row in one pass.
+        detail::add_outer_product_and_materialize(state.gradient.W[l], a, ws.X[l], ws.Delta[l],
+                                                  state.reference.W[l], c, w.W[l]);
+        if (options_.bias) {
+          state.gradient.b[l] += a * ws.Delta[l];
+          w.b[l] = state.reference.b[l] - c * state.gradient.b[l];
+        }
       }
-      materialize(state, token_scale(state.position), ws.weights);
       model_.evaluate(ws.weights, in.q.row(t), ws, out.row(t));
       ++state.position;
       roll_over(state);
