@@ -215,10 +215,13 @@ inline Eigen::RowVectorXd from_start(Index width) {
   return Eigen::RowVectorXd::Zero(width);
 }
 
-/// `S ← diag(exp(γ_C)) S`: the whole chunk's decay, row c of S by channel c's.
+/// `S ← diag(exp(γ_C)) S`: the whole chunk's decay, row c of S by channel c's (dk
+/// exponentials, not one per entry of S).
 template <class Scalar>
 void decay_state(Matrix<Scalar>& state, const ChannelDecay& decay) {
-  state.array().colwise() *= decay.total().transpose().template cast<Scalar>().array().exp();
+  const Vector<Scalar> factor =
+      decay.total().transpose().template cast<Scalar>().array().exp().matrix();
+  state = factor.asDiagonal() * state;
 }
 
 /// The chunk's write into its state after the decay (docs/math.md §7):

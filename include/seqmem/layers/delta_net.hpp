@@ -172,7 +172,7 @@ class DeltaNet : public LayerBase<DeltaNet<Scalar_>> {
     detail::multiply_by_transpose<Scalar>(ws.scores, k, k, ws.transposed);
     decay.mask(ws.scores, /*keep_diagonal=*/false);
     ws.scores.array().colwise() *= beta.col(0).array();
-    ws.scores.template triangularView<Eigen::UnitLower>().solveInPlace(ws.values);
+    detail::solve_unit_lower_in_place(ws.scores, ws.values);
   }
 
   /// Per-thread buffers of the recurrent form: one token's q and k, and u.

@@ -47,7 +47,8 @@ class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
 
   /// Construction options (an aggregate, for designated initializers).
   struct Options {
-    /// Width of q, k, a, b and the log-decay rows, and rows of S (one per key channel); must be > 0.
+    /// Width of q, k, a, b and the log-decay rows, and rows of S (one per key channel); must be >
+    /// 0.
     Index key_dim = 0;
     /// Width of v and of the output and columns of S; must be > 0.
     Index value_dim = 0;
@@ -186,7 +187,7 @@ class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
     detail::multiply_into<Scalar>(reads, ws.scores.block(0, n, n, n), v, true);
     auto ab = ws.scores.topLeftCorner(n, n);
     ab = -ab;
-    ab.template triangularView<Eigen::UnitLower>().solveInPlace(reads);
+    detail::solve_unit_lower_in_place(ab, reads);
 
     out = ws.products.bottomRows(n);
     detail::multiply_into<Scalar>(out, ws.scores.bottomRows(n), ws.values, true);

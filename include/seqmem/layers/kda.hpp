@@ -183,7 +183,7 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
     ws.values = (v - ws.products.topRows(n)).array().colwise() * beta.col(0).array();
     auto kk = ws.scores.topRows(n);
     kk.array().colwise() *= beta.col(0).array();
-    kk.template triangularView<Eigen::UnitLower>().solveInPlace(ws.values);
+    detail::solve_unit_lower_in_place(kk, ws.values);
 
     out = ws.products.bottomRows(n);
     detail::multiply_into<Scalar>(out, ws.scores.bottomRows(n), ws.values, true);
