@@ -16,9 +16,9 @@
 /// Debian package libxsmm-dev; the CMake option of the same name does both, and the installed
 /// package records it) runs them on libxsmm's just-in-time small-matrix kernels instead: the
 /// products are small (a chunk of 16–64 rows against d = 64–128), where Eigen's blocked GEMM
-/// pays its packing and libxsmm runs about 2× faster on this AVX-512 core (docs/benchmarks.md). Shapes libxsmm declines
-/// fall back to Eigen, so results never depend on whether a kernel was available — only the
-/// rounding of the sums may differ (within docs/math.md §6's tolerances).
+/// pays its packing and libxsmm runs about 2× faster on this AVX-512 core (docs/benchmarks.md).
+/// Shapes libxsmm declines fall back to Eigen, so results never depend on whether a kernel was
+/// available — only the rounding of the sums may differ (within docs/math.md §6's tolerances).
 
 #include <algorithm>
 #include <array>
