@@ -32,6 +32,9 @@
 #if defined(SEQMEM_USE_LIBXSMM)
 #include <libxsmm.h>
 #include <libxsmm_generator.h>
+#if !defined(__AVX__) && (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 #endif
 
 namespace seqmem {
@@ -52,6 +55,23 @@ constexpr std::string_view product_backend() {
 namespace seqmem::detail {
 
 #if defined(SEQMEM_USE_LIBXSMM)
+#if !defined(__AVX__) && (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+/// libxsmm's kernels are generated for the running CPU (AVX-512 here) and return with the
+/// upper halves of the vector registers in use. Code compiled without AVX (a consumer's default
+/// x86-64 flags) then pays a state transition on every SSE instruction: measured 4–6× slower
+/// for everything that follows, decode steps included (issue 17). vzeroupper clears that state.
+[[gnu::target("avx")]] inline void clear_upper_vector_state_avx() {
+  _mm256_zeroupper();
+}
+inline void clear_upper_vector_state() {
+  static const bool has_avx = __builtin_cpu_supports("avx");
+  if (has_avx) clear_upper_vector_state_avx();
+}
+#else
+/// Compiled with AVX the compiler emits vzeroupper itself where it is needed: nothing to do.
+inline void clear_upper_vector_state() {}
+#endif
+
 /// The libxsmm kernel for one product or transpose shape; each thread remembers the last few
 /// it used (per kernel type), which saves libxsmm's registry lookup (about 2 % of a Titans
 /// mini-batch, and half the time of a 16×64 transpose).
@@ -108,6 +128,7 @@ bool libxsmm_multiply(Scalar* c, Index ldc, const Scalar* a, Index lda, const Sc
       });
   if (kernel == nullptr) return false;
   kernel(a, b, c);
+  clear_upper_vector_state();
   return true;
 }
 #endif
@@ -197,6 +218,7 @@ void transpose_into(std::type_identity_t<MatrixRef<Scalar>> out,
       libxsmm_otrans(out.data(), A.data(), sizeof(Scalar), libxsmm_blasint(m), libxsmm_blasint(n),
                      libxsmm_blasint(ldi), libxsmm_blasint(ldo));
     }
+    clear_upper_vector_state();
     return;
   }
 #endif
