@@ -1,15 +1,18 @@
-# seqmem_target_defaults(<target>)
+# seqmem_target_defaults(<target> [PORTABLE])
 #
 # Compile settings for seqmem's OWN targets (tests, benchmarks, examples): no compiler
 # extensions, warnings, optional -Werror (SEQMEM_WERROR), -march=native (SEQMEM_NATIVE) and
 # sanitizers (SEQMEM_SANITIZE, e.g. "address;undefined" or "thread": -fsanitize=…,
 # -fno-sanitize-recover=all and libstdc++'s checked mode, -D_GLIBCXX_ASSERTIONS). (The libxsmm
 # backend comes with seqmem::seqmem itself.)
+# PORTABLE leaves out -march=native: the target is built with the compiler's default target, as a
+# consumer's Release build is (the backend guard, bench/CMakeLists.txt).
 # Never call it on the `seqmem` interface target: consumers must not inherit any of this.
 include_guard(GLOBAL)
 include(CheckCXXCompilerFlag)
 
 function(seqmem_target_defaults target)
+  cmake_parse_arguments(PARSE_ARGV 1 _arg "PORTABLE" "" "")
   if(NOT TARGET ${target})
     message(FATAL_ERROR "seqmem_target_defaults: no target named '${target}'")
   endif()
@@ -43,7 +46,7 @@ function(seqmem_target_defaults target)
       target_link_options(${target} PRIVATE -fsanitize=${_sanitizers})
       target_compile_definitions(${target} PRIVATE _GLIBCXX_ASSERTIONS)
     endif()
-    if(SEQMEM_NATIVE)
+    if(SEQMEM_NATIVE AND NOT _arg_PORTABLE)
       check_cxx_compiler_flag(-march=native SEQMEM_HAVE_MARCH_NATIVE)
       if(SEQMEM_HAVE_MARCH_NATIVE)
         target_compile_options(${target} PRIVATE -march=native)
