@@ -11,6 +11,7 @@
 
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/matmul.hpp"
+#include "seqmem/detail/row_kernels.hpp"
 
 /// Inlines every call in a function's body (recursively) where the compiler can.
 #ifndef SEQMEM_FLATTEN
@@ -168,14 +169,19 @@ RankOne(const X&, const Y&) -> RankOne<X, Y>;
 /// becomes `decay(c)·S_c + Σ_n x_n(c)·y_n` for the token's rank-1 `terms`. The recurrent forms read
 /// what they need from the old state first (GEMVs: q's output, KDA's k S̃, the generalized
 /// rule's a S) and then make this one read-write pass, which is cheaper than folding the
-/// output's read into it (measured: 1.3 vs 1.9 µs per token at d = 128, float). One Eigen
-/// expression per row stays vectorized at -O2; a whole-matrix `diag(d) S + kᵀ.lazyProduct(v)`
-/// does not. `flatten` inlines Eigen's assignment loop into the row loop: GCC -O2 does not
-/// by itself for the three-term update of the generalized delta rule, and the call per row
-/// costs half of that layer's decode step.
+/// output's read into it (measured: 1.3 vs 1.9 µs per token at d = 128, float). The pass runs
+/// on detail/row_kernels.hpp (the widest vectors the CPU has, also in a build without -march);
+/// the Eigen loop below is the fallback for strided terms and other compilers. There, one Eigen
+/// expression per row stays vectorized at -O2 (a whole-matrix `diag(d) S + kᵀ.lazyProduct(v)`
+/// does not), and `flatten` inlines Eigen's assignment loop into the row loop.
 template <class Scalar, class Decay, class... Terms>
 SEQMEM_FLATTEN void decay_and_write_rows(Matrix<Scalar>& S, const Decay& decay,
                                          const Terms&... terms) {
+  constexpr int N = int(sizeof...(Terms));
+  if (write_rows_with_kernels<Scalar, N>(S, decay, {contiguous_data(terms.x)...},
+                                         {contiguous_data(terms.y)...})) {
+    return;
+  }
   for (Index c = 0; c < S.rows(); ++c) {
     auto row = S.row(c);
     row = ((decay(c) * row) + ... + (terms.x(c) * terms.y));

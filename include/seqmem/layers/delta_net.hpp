@@ -209,9 +209,8 @@ class DeltaNet : public LayerBase<DeltaNet<Scalar_>> {
             MatrixRef<Scalar>& out) const {
     const Scalar decay = in.log_decay ? std::exp((*in.log_decay)(t, 0)) : Scalar(1);
     auto o = out.row(t);
-    u.noalias() = kt * state.S;
+    detail::read_rows(state.S, kt, u, qt, o);
     u = in.beta(t, 0) * (in.v.row(t) - decay * u);
-    o.noalias() = qt * state.S;
     o = decay * o + qt.dot(kt) * u;
     detail::decay_and_write_rows(
         state.S, [decay](Index) { return decay; }, detail::RankOne{kt, u});

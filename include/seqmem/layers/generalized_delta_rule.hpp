@@ -218,9 +218,8 @@ class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
       const auto b = in.b.row(t);
       const auto k = in.k.row(t);
       const auto v = in.v.row(t);
-      read.noalias() = a * state.S;  // the undecayed state
       decayed_q = q.cwiseProduct(decay.transpose());
-      out.row(t).noalias() = decayed_q * state.S;
+      detail::read_rows(state.S, a, read, decayed_q, out.row(t));  // a: the undecayed state
       out.row(t) = scale() * (out.row(t) + q.dot(b) * read + q.dot(k) * v);
       detail::decay_and_write_rows(state.S, decay, detail::RankOne{b, read}, detail::RankOne{k, v});
     }

@@ -157,7 +157,7 @@ class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
       const auto k = in.k.row(t);
       const auto v = in.v.row(t);
       decayed_q = q.cwiseProduct(decay.transpose());
-      out.row(t).noalias() = decayed_q * state.S;
+      detail::read_rows(state.S, decayed_q, out.row(t));
       out.row(t) = scale() * (out.row(t) + q.dot(k) * v);
       detail::decay_and_write_rows(state.S, decay, detail::RankOne{k, v});
     }

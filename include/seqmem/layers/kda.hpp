@@ -193,7 +193,7 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
   /// Per-thread buffers of the recurrent form: one token's q and k (when normalized), the
   /// decays, decayed rows and u.
   struct RecurrentWorkspace {
-    detail::Scratch<Scalar> q, k, decay, decayed, u;
+    detail::Scratch<Scalar> q, k, decay, decayed_k, decayed_q, u;
   };
 
   /// The definition, token by token (no allocation once the thread's buffers have grown).
@@ -221,14 +221,14 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
   void step(const QRow& qt, const KRow& kt, const Inputs& in, Index t, State& state,
             MatrixRef<Scalar>& out, RecurrentWorkspace& ws) const {
     auto decay = ws.decay.column(options_.key_dim);
-    auto decayed = ws.decayed.row(options_.key_dim);
+    auto decayed_k = ws.decayed_k.row(options_.key_dim);
+    auto decayed_q = ws.decayed_q.row(options_.key_dim);
     auto u = ws.u.row(options_.value_dim);
     decay = in.log_decay.row(t).transpose().array().exp();
-    decayed = kt.cwiseProduct(decay.transpose());
-    u.noalias() = decayed * state.S;
+    decayed_k = kt.cwiseProduct(decay.transpose());
+    decayed_q = qt.cwiseProduct(decay.transpose());
+    detail::read_rows(state.S, decayed_k, u, decayed_q, out.row(t));
     u = in.beta(t, 0) * (in.v.row(t) - u);
-    decayed = qt.cwiseProduct(decay.transpose());
-    out.row(t).noalias() = decayed * state.S;
     out.row(t) = scale() * (out.row(t) + qt.dot(kt) * u);
     detail::decay_and_write_rows(state.S, decay, detail::RankOne{kt, u});
   }

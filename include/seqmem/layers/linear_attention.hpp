@@ -212,7 +212,7 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
     const Scalar decay = in.log_decay ? std::exp((*in.log_decay)(t, 0)) : Scalar(1);
     const auto v = in.v.row(t);
     auto o = out.row(t);
-    o.noalias() = qt * state.S;
+    detail::read_rows(state.S, qt, o);
     o = decay * o + qt.dot(kt) * v;
     detail::decay_and_write_rows(
         state.S, [decay](Index) { return decay; }, detail::RankOne{kt, v});
