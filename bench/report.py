@@ -3,6 +3,7 @@
 
     report.py --json run.json [--memory softmax_memory.jsonl] [--guard-json guard.json]
               --out-dir docs/benchmarks --md docs/benchmarks.md [--title ...]
+              [--build-flags ...]   (how it was compiled; default: -march=native, as bench.sh)
     report.py --from-x-only --json run.json [--json ...]   (prints the layers-from-x tables)
 
 Inputs: the Google Benchmark JSON of `layers_bench` (any suite), the JSON lines written by
@@ -270,8 +271,7 @@ def machine_rows(context: dict, args) -> list[list[str]]:
         ["CPU", f"{model} (lscpu), {cores} CPUs: {sockets} socket × {per_socket} cores × "
                 f"{per_core} thread" + (f", {mhz} MHz" if mhz else "")],
         ["caches", caches or DASH],
-        ["compiler", f"{context.get('compiler', DASH)}; CMake Release (-O3 -DNDEBUG) "
-                     "-march=native (SEQMEM_NATIVE)"],
+        ["compiler", f"{context.get('compiler', DASH)}; {args.build_flags}"],
         ["Eigen", f"{context.get('eigen_version', DASH)}, SIMD in use: "
                   f"{context.get('eigen_simd', DASH)}; no Eigen threading (no OpenMP)"],
         ["seqmem", f"{context.get('seqmem_version', DASH)}, {context.get('seqmem_build', DASH)}"],
@@ -886,6 +886,8 @@ def main() -> int:
     p.add_argument("--md", required=True, help="Markdown report to write")
     p.add_argument("--title", default="Benchmarks")
     p.add_argument("--run-info", default="", help="one line: how the run was made")
+    p.add_argument("--build-flags", default="CMake Release (-O3 -DNDEBUG) -march=native "
+                   "(SEQMEM_NATIVE)", help="how the benchmarks were compiled (table Machine)")
     p.add_argument("--form-ratio", help="output of bench/form_ratio (TTT/Titans, interleaved)")
     if "--from-x-only" in sys.argv:  # print just the layers-from-x tables of a run
         q = argparse.ArgumentParser()

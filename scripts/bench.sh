@@ -6,9 +6,16 @@
 #                               docs/benchmarks/*.png, docs/benchmarks/results.csv
 #   scripts/bench.sh --quick    a subset of a few minutes -> build-bench/bench-quick/
 #                               (so a quick run never overwrites the committed report)
+#   scripts/bench.sh --as-consumer   as a user builds them (issue 17): seqmem installed with
+#                               default options into <build-dir>/prefix, bench/consumer/ built
+#                               against it by find_package, Release, no -march or warning flags
+#                               -> build-bench-consumer/bench-consumer/ (also with --quick;
+#                               softmax_memory is not run)
 #
 # Options: --out DIR  write <DIR>/benchmarks.md and <DIR>/benchmarks/ instead
-#          --build-dir DIR (default build-bench, or $SEQMEM_BENCH_BUILD_DIR)
+#          --build-dir DIR (default build-bench, or $SEQMEM_BENCH_BUILD_DIR; with
+#                          --as-consumer build-bench-consumer)
+#          --jobs N     parallel build jobs (default: nproc)
 #          --repetitions N, --min-time SECONDS (defaults: full 3 / 0.25, quick 1 / 0.05)
 #          -- ARGS...   extra arguments for layers_bench (e.g. --benchmark_filter=...)
 # Raw results (Google Benchmark JSON) stay in <build-dir>/bench-results/.
@@ -17,24 +24,34 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
 
 quick=0
+consumer=0
 out=""
-build_dir="${SEQMEM_BENCH_BUILD_DIR:-build-bench}"
+build_dir=""
+jobs="$(nproc 2>/dev/null || echo 2)"
 repetitions=""
 min_time=""
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
+    --as-consumer) consumer=1 ;;
     --out) out="$2"; shift ;;
     --build-dir) build_dir="$2"; shift ;;
+    --jobs) jobs="$2"; shift ;;
     --repetitions) repetitions="$2"; shift ;;
     --min-time) min_time="$2"; shift ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+if [ "$consumer" -eq 1 ]; then
+  build_dir="${build_dir:-build-bench-consumer}"
+  out="${out:-$build_dir/bench-consumer}"
+else
+  build_dir="${build_dir:-${SEQMEM_BENCH_BUILD_DIR:-build-bench}}"
+fi
 if [ "$quick" -eq 1 ]; then
   suite=quick; repetitions="${repetitions:-1}"; min_time="${min_time:-0.05}"
   out="${out:-$build_dir/bench-quick}"
@@ -66,14 +83,49 @@ if ! python=$(find_python); then
 fi
 
 # --- build -------------------------------------------------------------------------------------
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DSEQMEM_BUILD_BENCHMARKS=ON \
-  -DSEQMEM_BUILD_TESTS=OFF -DSEQMEM_BUILD_EXAMPLES=OFF
-cmake --build "$build_dir" --target layers_bench softmax_memory form_ratio \
-  -j"$(nproc 2>/dev/null || echo 2)"
+# The compile settings the report states (--as-consumer: read from the consumer's compile line).
+build_flags="CMake Release (-O3 -DNDEBUG) -march=native (SEQMEM_NATIVE)"
+if [ "$consumer" -eq 1 ]; then
+  # seqmem as a user gets it: installed with its default options (only the tests, benchmarks
+  # and examples off) into a fresh prefix, then bench/consumer built against that prefix.
+  mkdir -p "$build_dir"
+  abs_build_dir=$(cd "$build_dir" && pwd)
+  cmake -S . -B "$build_dir/package" -DCMAKE_BUILD_TYPE=Release -DSEQMEM_BUILD_TESTS=OFF \
+    -DSEQMEM_BUILD_BENCHMARKS=OFF -DSEQMEM_BUILD_EXAMPLES=OFF \
+    -DCMAKE_INSTALL_PREFIX="$abs_build_dir/prefix"
+  rm -rf "$abs_build_dir/prefix" # no headers left over from an earlier install
+  cmake --install "$build_dir/package"
+  cmake -S bench/consumer -B "$build_dir/consumer" -DCMAKE_PREFIX_PATH="$abs_build_dir/prefix" \
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_EXPORT_COMPILE_COMMANDS=ON
+  cmake --build "$build_dir/consumer" --target layers_bench form_ratio -j"$jobs"
+  bin_dir="$build_dir/consumer"
+  compile_line=$("$python" - "$build_dir/consumer/compile_commands.json" <<'PY'
+import json, shlex, sys
+for entry in json.load(open(sys.argv[1], encoding="utf-8")):
+    if entry["file"].endswith("/layers_bench.cpp"):
+        words, flags = shlex.split(entry["command"])[1:], []
+        while words:
+            word = words.pop(0)
+            if word in ("-o", "-c", "-I", "-isystem"):
+                words.pop(0)  # and its argument: paths, not flags
+            elif not word.startswith("-I"):
+                flags.append(word)
+        print(" ".join(flags))
+PY
+)
+  echo "bench.sh: the consumer's compile flags (layers_bench.cpp): $compile_line"
+  build_flags="installed package via find_package(seqmem), default options, CMake Release; \
+compile flags \`$compile_line\`"
+else
+  cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DSEQMEM_BUILD_BENCHMARKS=ON \
+    -DSEQMEM_BUILD_TESTS=OFF -DSEQMEM_BUILD_EXAMPLES=OFF
+  cmake --build "$build_dir" --target layers_bench softmax_memory form_ratio -j"$jobs"
+  bin_dir="$build_dir/bench"
+fi
 
 results="$build_dir/bench-results"
 mkdir -p "$results" "$out/benchmarks"
-bench="$build_dir/bench/layers_bench"
+bench="$bin_dir/layers_bench"
 
 # --- the suite -----------------------------------------------------------------------------------
 echo "bench.sh: suite=$suite repetitions=$repetitions min_time=${min_time}s -> $results/$suite.json"
@@ -84,18 +136,21 @@ start=$(date +%s)
 suite_seconds=$(( $(date +%s) - start ))
 
 # --- softmax attention peak memory at T = 16384, one forked process per form -------------------
+# (Not with --as-consumer: an empty file, which the report shows as "not measured".)
 : >"$results/softmax_memory.jsonl"
-if [ "$suite" = full ]; then dims="64 128"; forms=parallel,chunkwise,recurrent
+memory_info="softmax_memory at T=16384"
+if [ "$consumer" -eq 1 ]; then dims=""; memory_info="softmax_memory not run (--as-consumer)"
+elif [ "$suite" = full ]; then dims="64 128"; forms=parallel,chunkwise,recurrent
 else dims="64"; forms=parallel,chunkwise; fi
 for d in $dims; do
-  "$build_dir/bench/softmax_memory" --T=16384 --d="$d" --forms="$forms" \
+  "$bin_dir/softmax_memory" --T=16384 --d="$d" --forms="$forms" \
     | tee -a "$results/softmax_memory.jsonl"
 done
 
 # --- TTT/Titans chunkwise vs recurrent with the calls interleaved ------------------------------
 rounds=15
 [ "$suite" = quick ] && rounds=3
-"$build_dir/bench/form_ratio" "$rounds" | tee "$results/form_ratio.txt"
+"$bin_dir/form_ratio" "$rounds" | tee "$results/form_ratio.txt"
 
 # --- ratio guard (the same checks as ctest bench.ratio_guard) -----------------------------------
 guard_status=0
@@ -111,13 +166,18 @@ if [ -z "$revision" ] && git -C "$root" rev-parse --git-dir >/dev/null 2>&1; the
 fi
 title="Benchmarks"
 [ "$suite" = quick ] && title="Benchmarks (quick subset)"
+if [ "$consumer" -eq 1 ]; then
+  title="Benchmarks (as a consumer builds them: installed package, Release, no -march)"
+  [ "$suite" = quick ] && title="Benchmarks (as a consumer builds them, quick subset)"
+fi
 "$python" bench/report.py --json "$results/$suite.json" \
   --memory "$results/softmax_memory.jsonl" --guard-json "$results/guard.json" \
   --form-ratio "$results/form_ratio.txt" \
   --out-dir "$out/benchmarks" --md "$out/benchmarks.md" --title "$title" \
+  --build-flags "$build_flags" \
   --run-info "${revision:-unknown revision}; layers_bench --suite=$suite, $repetitions repetition(s) of >= ${min_time} s each \
 (medians reported), $((suite_seconds / 60)) min $((suite_seconds % 60)) s wall time; \
-softmax_memory at T=16384; ratio guard run separately"
+$memory_info; ratio guard run separately"
 
 echo "bench.sh: report in $out/benchmarks.md, plots in $out/benchmarks/"
 if [ "$guard_status" -ne 0 ]; then
