@@ -22,38 +22,17 @@ TYPED_TEST_SUITE(RowKernels, Scalars);
 
 namespace k = seqmem::detail::row_kernels;
 
-/// The 16-byte kernels (the width of a build without -march), whatever this build targets.
-template <class Scalar, int N>
-void read_16(const Scalar* S, Index rows, Index cols, Index ld, const Scalar* const* x,
-             Scalar* const* y) {
-  k::read_impl<16, Scalar, N>(S, rows, cols, ld, x, y);
-}
-template <class Scalar, int N, class Decay>
-void write_16(Scalar* S, Index rows, Index cols, Index ld, const Decay& decay,
-              const Scalar* const* x, const Scalar* const* y) {
-  k::write_impl<16, Scalar, N>(S, rows, cols, ld, decay, x, y);
-}
-
-/// Runs `check(label, read)` once per kernel width the CPU supports.
-template <class Scalar, int N, class Check>
+/// Runs `check(label, run)` once per vector width the CPU supports, `run(args...)` being `Pass`
+/// at that width: 16 bytes (a build without -march), the build's own, AVX2 + FMA, AVX-512.
+template <class Pass, class Check>
 void for_each_width(Check check) {
-  check("16 bytes", &read_16<Scalar, N>);
-  check("build", &k::read_build<Scalar, N>);
+  check("16 bytes", [](const auto&... args) { Pass::template run<16>(args...); });
+  check("build", [](const auto&... args) { k::with_build_vectors<Pass>(args...); });
 #if defined(SEQMEM_ROW_KERNELS_DISPATCH)
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    check("avx2", &k::read_avx2<Scalar, N>);
-  if (__builtin_cpu_supports("avx512f")) check("avx512", &k::read_avx512<Scalar, N>);
-#endif
-}
-
-template <class Scalar, int N, class Decay, class Check>
-void for_each_write_width(Check check) {
-  check("16 bytes", &write_16<Scalar, N, Decay>);
-  check("build", &k::write_build<Scalar, N, Decay>);
-#if defined(SEQMEM_ROW_KERNELS_DISPATCH)
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    check("avx2", &k::write_avx2<Scalar, N, Decay>);
-  if (__builtin_cpu_supports("avx512f")) check("avx512", &k::write_avx512<Scalar, N, Decay>);
+    check("avx2", [](const auto&... args) { k::with_avx2<Pass>(args...); });
+  if (__builtin_cpu_supports("avx512f"))
+    check("avx512", [](const auto&... args) { k::with_avx512<Pass>(args...); });
 #endif
 }
 
@@ -66,7 +45,7 @@ TYPED_TEST(RowKernels, ReadMatchesEigen) {
     const Matrix<Scalar> S = Matrix<Scalar>::Random(size[0], size[1]);
     const Row<Scalar> x1 = Row<Scalar>::Random(size[0]), x2 = Row<Scalar>::Random(size[0]);
     const Row<Scalar> want1 = x1 * S, want2 = x2 * S;
-    for_each_width<Scalar, 2>([&](const char* label, auto read) {
+    for_each_width<k::ReadPass>([&](const char* label, auto read) {
       Row<Scalar> y1 = Row<Scalar>::Constant(size[1], Scalar(7)), y2 = y1;
       const Scalar* x[2] = {x1.data(), x2.data()};
       Scalar* y[2] = {y1.data(), y2.data()};
@@ -96,8 +75,7 @@ TYPED_TEST(RowKernels, WriteMatchesEigen) {
     const Matrix<Scalar> want =
         decay.transpose().asDiagonal() * S0 + x1.transpose() * y1 + x2.transpose() * y2;
     const auto per_row = [&decay](Index c) { return decay(c); };
-    using Decay = decltype(per_row);
-    for_each_write_width<Scalar, 2, Decay>([&](const char* label, auto write) {
+    for_each_width<k::WritePass>([&](const char* label, auto write) {
       Matrix<Scalar> S = S0;
       const Scalar* x[2] = {x1.data(), x2.data()};
       const Scalar* y[2] = {y1.data(), y2.data()};

@@ -116,13 +116,6 @@ struct ChunkWorkspace {
   std::array<Matrix<Scalar>, 2> transposed;  // scratch of multiply_by_transpose
 };
 
-/// One chunk of decayed linear attention with start state S (docs/math.md §2, also the last two
-/// lines of the DeltaNet chunk in §3), `ws.decay` already assigned for this chunk:
-///
-///     O = diag(Γ) Q S + (tril₀(Q Kᵀ) ⊙ [Γ_i/Γ_j]) V
-///     S ← Γ_C S + (diag(Γ_C/Γ_j) K)ᵀ V
-///
-/// Q is already scaled (and feature-mapped).
 /// B ← L⁻¹ B for the unit lower-triangular L whose strictly lower part is A's (the WY/UT
 /// solves of docs/math.md §3, §8, §9), by forward substitution: row i of the solution is
 /// b_i − A_i,<i X_<i, one GEMV over the rows already solved. For a chunk's C ≤ 64 rows this is
@@ -136,6 +129,13 @@ void solve_unit_lower_in_place(const Eigen::MatrixBase<ADerived>& A,
   }
 }
 
+/// One chunk of decayed linear attention with start state S (docs/math.md §2, also the last two
+/// lines of the DeltaNet chunk in §3), `ws.decay` already assigned for this chunk:
+///
+///     O = diag(Γ) Q S + (tril₀(Q Kᵀ) ⊙ [Γ_i/Γ_j]) V
+///     S ← Γ_C S + (diag(Γ_C/Γ_j) K)ᵀ V
+///
+/// Q is already scaled (and feature-mapped).
 template <class Scalar, class QBlock, class KBlock, class VBlock, class OBlock>
 void decayed_linear_chunk(const QBlock& q, const KBlock& k, const VBlock& v, Matrix<Scalar>& state,
                           OBlock&& out, ChunkWorkspace<Scalar>& ws) {

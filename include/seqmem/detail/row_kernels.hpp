@@ -174,39 +174,38 @@ template <int Bytes, class Scalar, int N, class Decay>
   }
 }
 
-template <class Scalar, int N>
-void read_build(const Scalar* S, Index rows, Index cols, Index ld, const Scalar* const* x,
-                Scalar* const* y) {
-  read_impl<kBuildBytes, Scalar, N>(S, rows, cols, ld, x, y);
-}
-template <class Scalar, int N, class Decay>
-void write_build(Scalar* S, Index rows, Index cols, Index ld, const Decay& decay,
-                 const Scalar* const* x, const Scalar* const* y) {
-  write_impl<kBuildBytes, Scalar, N>(S, rows, cols, ld, decay, x, y);
+/// The two passes as types, so that one dispatch serves both: `Pass::run<Bytes>(args...)`.
+struct ReadPass {
+  template <int Bytes, class Scalar, int N>
+  [[gnu::always_inline]] static void run(const Scalar* S, Index rows, Index cols, Index ld,
+                                         const Scalar* const (&x)[N], Scalar* const (&y)[N]) {
+    read_impl<Bytes, Scalar, N>(S, rows, cols, ld, x, y);
+  }
+};
+struct WritePass {
+  template <int Bytes, class Scalar, int N, class Decay>
+  [[gnu::always_inline]] static void run(Scalar* S, Index rows, Index cols, Index ld,
+                                         const Decay& decay, const Scalar* const (&x)[N],
+                                         const Scalar* const (&y)[N]) {
+    write_impl<Bytes, Scalar, N>(S, rows, cols, ld, decay, x, y);
+  }
+};
+
+/// `Pass` with the build's own vectors.
+template <class Pass, class... Args>
+void with_build_vectors(const Args&... args) {
+  Pass::template run<kBuildBytes>(args...);
 }
 
 #if defined(SEQMEM_ROW_KERNELS_DISPATCH)
-template <class Scalar, int N>
-[[gnu::target("avx512f")]] void read_avx512(const Scalar* S, Index rows, Index cols, Index ld,
-                                            const Scalar* const* x, Scalar* const* y) {
-  read_impl<64, Scalar, N>(S, rows, cols, ld, x, y);
+/// `Pass` compiled for AVX2 + FMA, and for AVX-512 (call only where the CPU has them).
+template <class Pass, class... Args>
+[[gnu::target("avx2,fma")]] void with_avx2(const Args&... args) {
+  Pass::template run<32>(args...);
 }
-template <class Scalar, int N>
-[[gnu::target("avx2,fma")]] void read_avx2(const Scalar* S, Index rows, Index cols, Index ld,
-                                           const Scalar* const* x, Scalar* const* y) {
-  read_impl<32, Scalar, N>(S, rows, cols, ld, x, y);
-}
-template <class Scalar, int N, class Decay>
-[[gnu::target("avx512f")]] void write_avx512(Scalar* S, Index rows, Index cols, Index ld,
-                                             const Decay& decay, const Scalar* const* x,
-                                             const Scalar* const* y) {
-  write_impl<64, Scalar, N>(S, rows, cols, ld, decay, x, y);
-}
-template <class Scalar, int N, class Decay>
-[[gnu::target("avx2,fma")]] void write_avx2(Scalar* S, Index rows, Index cols, Index ld,
-                                            const Decay& decay, const Scalar* const* x,
-                                            const Scalar* const* y) {
-  write_impl<32, Scalar, N>(S, rows, cols, ld, decay, x, y);
+template <class Pass, class... Args>
+[[gnu::target("avx512f")]] void with_avx512(const Args&... args) {
+  Pass::template run<64>(args...);
 }
 
 /// The widest vectors (bytes) the running CPU supports, when wider than the build's.
@@ -217,6 +216,19 @@ inline int runtime_bytes() {
   return bytes > kBuildBytes ? bytes : kBuildBytes;
 }
 #endif
+
+/// `Pass` with the widest vectors the running CPU has.
+template <class Pass, class... Args>
+void with_widest_vectors(const Args&... args) {
+#if defined(SEQMEM_ROW_KERNELS_DISPATCH)
+  switch (runtime_bytes()) {
+    case 64: with_avx512<Pass>(args...); return;
+    case 32: with_avx2<Pass>(args...); return;
+    default: break;
+  }
+#endif
+  with_build_vectors<Pass>(args...);
+}
 
 }  // namespace row_kernels
 #endif
@@ -241,15 +253,8 @@ bool read_rows_with_kernels(const Matrix<Scalar>& S, const Scalar* const (&x)[N]
 #if defined(SEQMEM_ROW_KERNELS)
   for (int n = 0; n < N; ++n)
     if (x[n] == nullptr || y[n] == nullptr) return false;
-  const Index rows = S.rows(), cols = S.cols();
-#if defined(SEQMEM_ROW_KERNELS_DISPATCH)
-  switch (row_kernels::runtime_bytes()) {
-    case 64: row_kernels::read_avx512<Scalar, N>(S.data(), rows, cols, cols, x, y); return true;
-    case 32: row_kernels::read_avx2<Scalar, N>(S.data(), rows, cols, cols, x, y); return true;
-    default: break;
-  }
-#endif
-  row_kernels::read_build<Scalar, N>(S.data(), rows, cols, cols, x, y);
+  row_kernels::with_widest_vectors<row_kernels::ReadPass>(S.data(), S.rows(), S.cols(), S.cols(), x,
+                                                          y);
   return true;
 #else
   return false;
@@ -263,19 +268,8 @@ bool write_rows_with_kernels(Matrix<Scalar>& S, const Decay& decay, const Scalar
 #if defined(SEQMEM_ROW_KERNELS)
   for (int n = 0; n < N; ++n)
     if (x[n] == nullptr || y[n] == nullptr) return false;
-  const Index rows = S.rows(), cols = S.cols();
-#if defined(SEQMEM_ROW_KERNELS_DISPATCH)
-  switch (row_kernels::runtime_bytes()) {
-    case 64:
-      row_kernels::write_avx512<Scalar, N>(S.data(), rows, cols, cols, decay, x, y);
-      return true;
-    case 32:
-      row_kernels::write_avx2<Scalar, N>(S.data(), rows, cols, cols, decay, x, y);
-      return true;
-    default: break;
-  }
-#endif
-  row_kernels::write_build<Scalar, N>(S.data(), rows, cols, cols, decay, x, y);
+  row_kernels::with_widest_vectors<row_kernels::WritePass>(S.data(), S.rows(), S.cols(), S.cols(),
+                                                           decay, x, y);
   return true;
 #else
   return false;

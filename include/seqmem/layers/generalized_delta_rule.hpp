@@ -47,8 +47,7 @@ class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
 
   /// Construction options (an aggregate, for designated initializers).
   struct Options {
-    /// Width of q, k, a, b and the log-decay rows, and rows of S (one per key channel); must be >
-    /// 0.
+    /// Width of q, k, a, b and the log-decay rows, and rows of S (one per key channel); > 0.
     Index key_dim = 0;
     /// Width of v and of the output and columns of S; must be > 0.
     Index value_dim = 0;
