@@ -16,7 +16,6 @@
 #include <numbers>
 #include <optional>
 #include <span>
-#include <sstream>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -268,7 +267,10 @@ struct Workspace {
   std::vector<Matrix<Scalar>> inner;  ///< per hidden layer: `inner` of activate(Z_l)
   LayerNorm<Scalar> ln;
   Matrix<Scalar> E;  ///< the dual form's lower-triangular token weights
-  Matrix<Scalar> attn, h, z, hw, scaled;
+  /// per layer l: the queries' input H_l (l ≥ 1; H_0 is the queries) and pre-activation Z̄_l,
+  /// kept apart so that a decode step's buffers keep their sizes
+  std::vector<Matrix<Scalar>> H, Zq;
+  Matrix<Scalar> attn, hw, scaled;
   std::array<Matrix<Scalar>, 2> transposed;  ///< scratch of multiply_by_transpose
   Weights<Scalar> weights;                   ///< materialized per-token weights (primal forms)
 };
@@ -354,7 +356,8 @@ struct InnerModel {
     return w;
   }
 
-  /// Throws unless `w` has the model's shapes (and every value is finite).
+  /// Throws unless `w` has the model's shapes (and every value is finite). Allocates nothing
+  /// unless it throws: a decode step checks its state this way.
   void check_weights(std::string_view where, std::string_view name,
                      const Weights<Scalar>& w) const {
     if (w.W.size() != layers()) {
@@ -364,26 +367,22 @@ struct InnerModel {
       fail(where, name, ".b must hold ", bias ? layers() : 0, " rows, got ", w.b.size());
     }
     for (std::size_t l = 0; l < layers(); ++l) {
-      std::ostringstream W_name, b_name;
-      W_name << name << ".W[" << l << "]";
-      b_name << name << ".b[" << l << "]";
-      require_shape(where, W_name.str(), w.W[l], dims[l], dims[l + 1]);
-      if (!all_finite(w.W[l])) fail(where, W_name.str(), " must be finite");
-      if (bias) {
-        require_shape(where, b_name.str(), w.b[l], 1, dims[l + 1]);
-        if (!all_finite(w.b[l])) fail(where, b_name.str(), " must be finite");
-      }
+      check_matrix(where, name, ".W[", l, w.W[l], dims[l], dims[l + 1]);
+      if (bias) check_matrix(where, name, ".b[", l, w.b[l], 1, dims[l + 1]);
     }
   }
 
   /// out = f(x; P) for rows x (the primal forward).
   void evaluate(const Weights<Scalar>& P, MatrixCRef<Scalar> x, Workspace<Scalar>& ws,
                 MatrixRef<Scalar> out) const {
-    ws.h = x;
+    ws.H.resize(layers());
+    ws.Zq.resize(layers());
     for (std::size_t l = 0; l < layers(); ++l) {
-      multiply(ws.z, ws.h, P.W[l]);
-      if (bias) add_to_rows(ws.z, P.b[l]);
-      if (l + 1 < layers()) activate(activation, ws.z, ws.h);
+      const MatrixCRef<Scalar> h = l == 0 ? x : MatrixCRef<Scalar>(ws.H[l]);
+      Matrix<Scalar>& z = ws.Zq[l];
+      multiply(z, h, P.W[l]);
+      if (bias) add_to_rows(z, P.b[l]);
+      if (l + 1 < layers()) activate(activation, z, ws.H[l + 1]);
     }
     finish(x, ws, out);
   }
@@ -451,37 +450,50 @@ struct InnerModel {
   /// (the `+ 1` and the b terms only with biases). Needs the trace of the same segment in ws.
   void dual_outputs(MatrixCRef<Scalar> q, std::span<const WeightedBase<Scalar>> bases,
                     Workspace<Scalar>& ws, MatrixRef<Scalar> out) const {
+    ws.H.resize(layers());
+    ws.Zq.resize(layers());
     for (std::size_t l = 0; l < layers(); ++l) {
-      const MatrixCRef<Scalar> h = l == 0 ? q : MatrixCRef<Scalar>(ws.h);  // H_l
+      const MatrixCRef<Scalar> h = l == 0 ? q : MatrixCRef<Scalar>(ws.H[l]);
+      Matrix<Scalar>& z = ws.Zq[l];
       multiply_by_transpose(ws.attn, h, ws.X[l], ws.transposed);
       if (bias) ws.attn.array() += Scalar(1);
       ws.attn.array() *= -ws.E.array();
-      multiply(ws.z, ws.attn, ws.Delta[l]);
+      multiply(z, ws.attn, ws.Delta[l]);
       for (const auto& [coef, base] : bases) {
         if (coef == nullptr) {
-          multiply(ws.z, h, base->W[l], true);
+          multiply(z, h, base->W[l], true);
         } else if (h.cols() <= base->W[l].cols()) {  // scale the narrower side: H here
           ws.scaled = coef->asDiagonal() * h;
-          multiply(ws.z, ws.scaled, base->W[l], true);
+          multiply(z, ws.scaled, base->W[l], true);
         } else {  // … or H·W
           multiply(ws.hw, h, base->W[l]);
-          ws.z.array() += ws.hw.array().colwise() * coef->array();
+          z.array() += ws.hw.array().colwise() * coef->array();
         }
-        if (bias) add_to_rows(ws.z, base->b[l], coef);
+        if (bias) add_to_rows(z, base->b[l], coef);
       }
-      if (l + 1 < layers()) activate(activation, ws.z, ws.h);
+      if (l + 1 < layers()) activate(activation, z, ws.H[l + 1]);
     }
     finish(q, ws, out);
   }
 
  private:
-  /// out = x + LN(ws.z) with residual + LayerNorm, ws.z itself otherwise.
+  /// Throws unless m, named `name` `part` l "]", is rows×cols and finite.
+  static void check_matrix(std::string_view where, std::string_view name, std::string_view part,
+                           std::size_t l, const Matrix<Scalar>& m, Index rows, Index cols) {
+    if (m.rows() != rows || m.cols() != cols) {
+      fail(where, name, part, l, "] must be ", rows, "x", cols, ", got ", m.rows(), "x", m.cols());
+    }
+    if (!all_finite(m)) fail(where, name, part, l, "] must be finite");
+  }
+
+  /// out = x + LN(z) with residual + LayerNorm, z itself otherwise (z: the last layer's Z̄).
   void finish(MatrixCRef<Scalar> x, Workspace<Scalar>& ws, MatrixRef<Scalar> out) const {
+    const Matrix<Scalar>& z = ws.Zq.back();
     if (!layer_norm) {
-      out = ws.z;
+      out = z;
       return;
     }
-    ws.ln.residual_output(ws.z, x, parameters.ln_weight, parameters.ln_bias, ln_eps, out);
+    ws.ln.residual_output(z, x, parameters.ln_weight, parameters.ln_bias, ln_eps, out);
   }
 };
 

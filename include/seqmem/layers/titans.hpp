@@ -18,6 +18,7 @@
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/detail/inner_model.hpp"
+#include "seqmem/detail/scratch.hpp"
 
 namespace seqmem {
 
@@ -203,9 +204,13 @@ class TitansMemory : public LayerBase<TitansMemory<Scalar_>> {
     state.position = 0;
   }
 
+  /// The recurrent form's buffers, one per thread and layer type: a decode step allocates
+  /// nothing once they have the layer's sizes.
+  struct RecurrentWorkspace : detail::Workspace<Scalar> {};
+
   /// The definition, token by token.
   void recurrent(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
-    detail::Workspace<Scalar> ws;
+    detail::Workspace<Scalar>& ws = detail::thread_workspace<RecurrentWorkspace>();
     for (Index t = 0; t < in.q.rows(); ++t) {
       model_.trace(state.reference, in.k.row(t), in.v.row(t), ws);
       const Scalar theta = in.learning_rate(t, 0), keep = Scalar(1) - in.forgetting(t, 0),

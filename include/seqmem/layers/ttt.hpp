@@ -19,6 +19,7 @@
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/detail/inner_model.hpp"
+#include "seqmem/detail/scratch.hpp"
 
 namespace seqmem {
 
@@ -227,9 +228,14 @@ class TTT : public LayerBase<TTT<Scalar_, Model>> {
     state.position = 0;
   }
 
+  /// The primal form's buffers, one per thread and layer type: a decode step allocates nothing
+  /// once they have the layer's sizes (a thread alternating layers of one type but different
+  /// sizes resizes them).
+  struct RecurrentWorkspace : detail::Workspace<Scalar> {};
+
   /// The primal form, token by token: the definition.
   void primal(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
-    detail::Workspace<Scalar> ws;
+    detail::Workspace<Scalar>& ws = detail::thread_workspace<RecurrentWorkspace>();
     for (Index t = 0; t < in.q.rows(); ++t) {
       model_.trace(state.reference, in.k.row(t), in.v.row(t), ws);
       const Scalar a = in.learning_rate(t, 0), c = token_scale(state.position);
