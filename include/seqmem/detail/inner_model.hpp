@@ -467,7 +467,7 @@ struct InnerModel {
           multiply(z, ws.scaled, base->W[l], true);
         } else {  // … or H·W
           multiply(ws.hw, h, base->W[l]);
-          z.array() += ws.hw.array().colwise() * coef->array();
+          z.noalias() += coef->asDiagonal() * ws.hw;  // not .colwise(): scalar below -O3
         }
         if (bias) add_to_rows(z, base->b[l], coef);
       }

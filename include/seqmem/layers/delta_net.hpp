@@ -168,10 +168,11 @@ class DeltaNet : public LayerBase<DeltaNet<Scalar_>> {
     } else {
       detail::multiply<Scalar>(ws.values, k, S);
     }
-    ws.values = (v.array() - ws.values.array()).colwise() * beta.col(0).array();
+    // diag(β)·X, not X.colwise() * β: on row-major X the latter is a scalar loop below -O3.
+    ws.values = beta.col(0).asDiagonal() * (v - ws.values);
     detail::multiply_by_transpose<Scalar>(ws.scores, k, k, ws.transposed);
     decay.mask(ws.scores, /*keep_diagonal=*/false);
-    ws.scores.array().colwise() *= beta.col(0).array();
+    ws.scores = beta.col(0).asDiagonal() * ws.scores;
     detail::solve_unit_lower_in_place(ws.scores, ws.values);
   }
 

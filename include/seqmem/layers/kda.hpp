@@ -180,9 +180,10 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
     detail::scale_by_decay(q, gamma, start, 1.0, ws.weighted.bottomRows(n), ws.exponent);
     detail::multiply<Scalar>(ws.products, ws.weighted, S);
 
-    ws.values = (v - ws.products.topRows(n)).array().colwise() * beta.col(0).array();
+    // diag(β)·X, not X.colwise() * β: on row-major X the latter is a scalar loop below -O3.
+    ws.values = beta.col(0).asDiagonal() * (v - ws.products.topRows(n));
     auto kk = ws.scores.topRows(n);
-    kk.array().colwise() *= beta.col(0).array();
+    kk = beta.col(0).asDiagonal() * kk;
     detail::solve_unit_lower_in_place(kk, ws.values);
 
     out = ws.products.bottomRows(n);
