@@ -1,6 +1,6 @@
-// The decode passes of detail/row_kernels.hpp against plain Eigen products, for every vector
-// width this CPU can run (the build's own, AVX2, AVX-512), sizes with and without tails, float
-// and double, and the Eigen fallback for strided vectors.
+// The decode passes of detail/row_kernels.hpp (read, write, and write-then-read) against plain
+// Eigen products, for every vector width this CPU can run (the build's own, AVX2, AVX-512), sizes
+// with and without tails, float and double, and the Eigen fallback for strided vectors.
 
 #include <gtest/gtest.h>
 
@@ -94,6 +94,43 @@ TYPED_TEST(RowKernels, WriteMatchesEigen) {
     const Matrix<Scalar> want_one =
         decay.transpose().asDiagonal() * S0 + x1.transpose() * y_strided;
     EXPECT_LE((S - want_one).cwiseAbs().maxCoeff(), tol * 4);
+  }
+}
+
+TYPED_TEST(RowKernels, WriteReadMatchesEigen) {
+  using Scalar = TypeParam;
+  const Scalar tol = std::is_same_v<Scalar, float> ? Scalar(2e-5) : Scalar(1e-12);
+  for (const auto& size : kSizes) {
+    const Matrix<Scalar> S0 = Matrix<Scalar>::Random(size[0], size[1]);
+    const Row<Scalar> decay = (Row<Scalar>::Random(size[0]).array() * Scalar(0.5) + Scalar(0.5));
+    const Row<Scalar> x1 = Row<Scalar>::Random(size[0]), q = Row<Scalar>::Random(size[0]);
+    const Row<Scalar> y1 = Row<Scalar>::Random(size[1]);
+    const Matrix<Scalar> want_S = decay.transpose().asDiagonal() * S0 + x1.transpose() * y1;
+    const Row<Scalar> want_out = q * want_S;
+    const auto per_row = [&decay](Index c) { return decay(c); };
+    for_each_width<k::WriteReadPass>([&](const char* label, auto write_read) {
+      Matrix<Scalar> S = S0;
+      Row<Scalar> out = Row<Scalar>::Constant(size[1], Scalar(7));
+      const Scalar* x[1] = {x1.data()};
+      const Scalar* y[1] = {y1.data()};
+      write_read(S.data(), S.rows(), S.cols(), S.cols(), per_row, x, y, q.data(), out.data());
+      EXPECT_LE((S - want_S).cwiseAbs().maxCoeff(), tol) << label;
+      EXPECT_LE((out - want_out).cwiseAbs().maxCoeff(), tol * Scalar(size[0])) << label;
+    });
+    // The entry point the layers use, and with a strided q (the two-pass fallback).
+    Matrix<Scalar> S = S0;
+    Row<Scalar> out(size[1]);
+    seqmem::detail::decay_write_and_read_rows(S, per_row, q, out, seqmem::detail::RankOne{x1, y1});
+    EXPECT_LE((S - want_S).cwiseAbs().maxCoeff(), tol);
+    EXPECT_LE((out - want_out).cwiseAbs().maxCoeff(), tol * Scalar(size[0]));
+    Matrix<Scalar> Q = Matrix<Scalar>::Zero(size[0], 2);
+    Q.col(1) = q.transpose();
+    S = S0;
+    out.setZero();
+    seqmem::detail::decay_write_and_read_rows(S, per_row, Q.col(1).transpose(), out,
+                                              seqmem::detail::RankOne{x1, y1});
+    EXPECT_LE((S - want_S).cwiseAbs().maxCoeff(), tol);
+    EXPECT_LE((out - want_out).cwiseAbs().maxCoeff(), tol * Scalar(size[0]));
   }
 }
 

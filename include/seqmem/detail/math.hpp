@@ -166,10 +166,9 @@ template <class X, class Y>
 RankOne(const X&, const Y&) -> RankOne<X, Y>;
 
 /// One token's update of S in one pass (the recurrent forms of docs/math.md §2, §3, §7–§9): row c
-/// becomes `decay(c)·S_c + Σ_n x_n(c)·y_n` for the token's rank-1 `terms`. The recurrent forms read
-/// what they need from the old state first (GEMVs: q's output, KDA's k S̃, the generalized
-/// rule's a S) and then make this one read-write pass, which is cheaper than folding the
-/// output's read into it (measured: 1.3 vs 1.9 µs per token at d = 128, float). The pass runs
+/// becomes `decay(c)·S_c + Σ_n x_n(c)·y_n` for the token's rank-1 `terms`. The delta-rule forms
+/// read what they need from the old state first (one pass: KDA's k S̃ with q S̃, the generalized
+/// rule's a S with q S) and then make this read-write pass. The pass runs
 /// on detail/row_kernels.hpp (the widest vectors the CPU has, also in a build without -march);
 /// the Eigen loop below is the fallback for strided terms and other compilers. There, one Eigen
 /// expression per row stays vectorized at -O2 (a whole-matrix `diag(d) S + kᵀ.lazyProduct(v)`
@@ -186,6 +185,22 @@ SEQMEM_FLATTEN void decay_and_write_rows(Matrix<Scalar>& S, const Decay& decay,
     auto row = S.row(c);
     row = ((decay(c) * row) + ... + (terms.x(c) * terms.y));
   }
+}
+
+/// The same pass, reading the new rows as it writes them: `out = q S` of the updated S (linear
+/// attention and GLA, whose output is the new state's read), so the whole step is one pass over
+/// S. The fallback (strided vectors, other compilers) makes the two passes.
+template <class Scalar, class Decay, class Q, class Out, class... Terms>
+void decay_write_and_read_rows(Matrix<Scalar>& S, const Decay& decay, const Q& q, Out&& out,
+                               const Terms&... terms) {
+  constexpr int N = int(sizeof...(Terms));
+  if (write_read_rows_with_kernels<Scalar, N>(S, decay, {contiguous_data(terms.x)...},
+                                              {contiguous_data(terms.y)...}, contiguous_data(q),
+                                              contiguous_data(out))) {
+    return;
+  }
+  decay_and_write_rows(S, decay, terms...);
+  read_rows(S, q, out);
 }
 
 }  // namespace detail

@@ -1,11 +1,13 @@
 #pragma once
 
 /// @file
-/// The two passes over a recurrent state S (row-major, one row per key channel) that every
-/// decode step makes (docs/math.md §2, §3, §7–§9):
+/// The passes over a recurrent state S (row-major, one row per key channel) that every decode
+/// step makes (docs/math.md §2, §3, §7–§9):
 ///
-///     read_rows   y_n = x_n S for one or two row vectors x_n, in one read pass over S;
-///     write_rows  S_c = decay(c)·S_c + Σ_n x_n(c)·y_n, in one read-write pass.
+///     read_rows        y_n = x_n S for one or two row vectors x_n, in one read pass over S;
+///     write_rows       S_c = decay(c)·S_c + Σ_n x_n(c)·y_n, in one read-write pass;
+///     write_read_rows  the write, then out = q S of the new S, in the same pass (the linear-
+///                      attention families: their whole step is this one pass).
 ///
 /// They are written once, on GCC/Clang vector extensions, and compiled for 16-, 32- and 64-byte
 /// vectors; each call takes the widest the running CPU has (AVX-512, AVX2 + FMA, or the build's
@@ -174,7 +176,88 @@ template <int Bytes, class Scalar, int N, class Decay>
   }
 }
 
-/// The two passes as types, so that one dispatch serves both: `Pass::run<Bytes>(args...)`.
+/// The write followed by a read of the new rows, in the read's column blocks: S_c = decay(c)·S_c
+/// + Σ_n x_n[c]·y_n, then out[j, end) = q S[:, j, end), Bytes-wide vectors, B of them per
+/// block; returns where it stopped (fewer than B vectors left).
+template <int Bytes, int B, class Scalar, int N, class Decay>
+[[gnu::always_inline]] inline Index write_read_columns(Scalar* S, Index rows, Index ld,
+                                                       const Decay& decay,
+                                                       const Scalar* const (&x)[N],
+                                                       const Scalar* const (&y)[N], const Scalar* q,
+                                                       Scalar* out, Index j, Index end) {
+  using V = Vec<Scalar, Bytes>;
+  constexpr Index L = Bytes / Index(sizeof(Scalar));
+  for (; j + B * L <= end; j += B * L) {
+    V yv[N][B], acc[B] = {};
+#pragma GCC unroll 16
+    for (int n = 0; n < N; ++n)
+#pragma GCC unroll 16
+      for (int b = 0; b < B; ++b)
+        __builtin_memcpy(&yv[n][b], y[n] + j + b * L, sizeof(V));
+    for (Index c = 0; c < rows; ++c) {
+      Scalar* row = S + c * ld + j;
+      const Scalar d = decay(c), qc = q[c];
+      Scalar xc[N];
+#pragma GCC unroll 16
+      for (int n = 0; n < N; ++n)
+        xc[n] = x[n][c];
+#pragma GCC unroll 16
+      for (int b = 0; b < B; ++b) {
+        V s;
+        __builtin_memcpy(&s, row + b * L, sizeof s);
+        s *= d;
+#pragma GCC unroll 16
+        for (int n = 0; n < N; ++n)
+          s += xc[n] * yv[n][b];
+        __builtin_memcpy(row + b * L, &s, sizeof s);
+        acc[b] += qc * s;
+      }
+    }
+#pragma GCC unroll 16
+    for (int b = 0; b < B; ++b)
+      __builtin_memcpy(out + j + b * L, &acc[b], sizeof(V));
+  }
+  return j;
+}
+
+/// The same, one column at a time.
+template <class Scalar, int N, class Decay>
+[[gnu::always_inline]] inline void write_read_columns_scalar(
+    Scalar* S, Index rows, Index ld, const Decay& decay, const Scalar* const (&x)[N],
+    const Scalar* const (&y)[N], const Scalar* q, Scalar* out, Index j, Index end) {
+  for (; j < end; ++j) {
+    Scalar acc(0);
+    for (Index c = 0; c < rows; ++c) {
+      Scalar s = decay(c) * S[c * ld + j];
+#pragma GCC unroll 16
+      for (int n = 0; n < N; ++n)
+        s += x[n][c] * y[n][j];
+      S[c * ld + j] = s;
+      acc += q[c] * s;
+    }
+    out[j] = acc;
+  }
+}
+
+/// S_c = decay(c)·S_c + Σ_n x_n[c]·y_n, then out = q S, in one pass over S.
+template <int Bytes, class Scalar, int N, class Decay>
+[[gnu::always_inline]] inline void write_read_impl(Scalar* S, Index rows, Index cols, Index ld,
+                                                   const Decay& decay, const Scalar* const* x_in,
+                                                   const Scalar* const* y_in, const Scalar* q,
+                                                   Scalar* out) {
+  const Scalar* x[N];  // local copies (see read_impl)
+  const Scalar* y[N];
+#pragma GCC unroll 16
+  for (int n = 0; n < N; ++n) {
+    x[n] = x_in[n];
+    y[n] = y_in[n];
+  }
+  Index j = write_read_columns<Bytes, 4>(S, rows, ld, decay, x, y, q, out, 0, cols);
+  j = write_read_columns<Bytes, 1>(S, rows, ld, decay, x, y, q, out, j, cols);
+  write_read_columns_scalar(S, rows, ld, decay, x, y, q, out, j, cols);
+}
+
+/// The passes as types, so that one dispatch serves them all: `Pass::run<Bytes>(args...)`.
 struct ReadPass {
   template <int Bytes, class Scalar, int N>
   [[gnu::always_inline]] static void run(const Scalar* S, Index rows, Index cols, Index ld,
@@ -188,6 +271,15 @@ struct WritePass {
                                          const Decay& decay, const Scalar* const (&x)[N],
                                          const Scalar* const (&y)[N]) {
     write_impl<Bytes, Scalar, N>(S, rows, cols, ld, decay, x, y);
+  }
+};
+struct WriteReadPass {
+  template <int Bytes, class Scalar, int N, class Decay>
+  [[gnu::always_inline]] static void run(Scalar* S, Index rows, Index cols, Index ld,
+                                         const Decay& decay, const Scalar* const (&x)[N],
+                                         const Scalar* const (&y)[N], const Scalar* q,
+                                         Scalar* out) {
+    write_read_impl<Bytes, Scalar, N>(S, rows, cols, ld, decay, x, y, q, out);
   }
 };
 
@@ -270,6 +362,24 @@ bool write_rows_with_kernels(Matrix<Scalar>& S, const Decay& decay, const Scalar
     if (x[n] == nullptr || y[n] == nullptr) return false;
   row_kernels::with_widest_vectors<row_kernels::WritePass>(S.data(), S.rows(), S.cols(), S.cols(),
                                                            decay, x, y);
+  return true;
+#else
+  return false;
+#endif
+}
+
+/// S_c = decay(c)·S_c + Σ_n x_n[c]·y_n (n < N), then out = q S, in one pass; false when a vector
+/// is not contiguous.
+template <class Scalar, int N, class Decay>
+bool write_read_rows_with_kernels(Matrix<Scalar>& S, const Decay& decay,
+                                  const Scalar* const (&x)[N], const Scalar* const (&y)[N],
+                                  const Scalar* q, Scalar* out) {
+#if defined(SEQMEM_ROW_KERNELS)
+  for (int n = 0; n < N; ++n)
+    if (x[n] == nullptr || y[n] == nullptr) return false;
+  if (q == nullptr || out == nullptr) return false;
+  row_kernels::with_widest_vectors<row_kernels::WriteReadPass>(S.data(), S.rows(), S.cols(),
+                                                               S.cols(), decay, x, y, q, out);
   return true;
 #else
   return false;

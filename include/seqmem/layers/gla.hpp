@@ -142,24 +142,21 @@ class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
  private:
   /// Per-thread buffers of the recurrent form (no allocation once they have grown).
   struct RecurrentWorkspace {
-    detail::Scratch<Scalar> decay, decayed_q;
+    detail::Scratch<Scalar> decay;
   };
 
-  /// The definition, token by token: the output from the old state,
-  /// o = scale·((q ⊙ e^g) S_{t−1} + (q·k) v), then one pass that updates S.
+  /// The definition, token by token: S = diag(e^g) S + kᵀ v and o = scale·(q S) from the new S,
+  /// in one pass over S (detail::decay_write_and_read_rows).
   void recurrent(const Inputs& in, State& state, MatrixRef<Scalar>& out) const {
     auto& ws = detail::thread_workspace<RecurrentWorkspace>();
     auto decay = ws.decay.column(options_.key_dim);
-    auto decayed_q = ws.decayed_q.row(options_.key_dim);
     for (Index t = 0; t < in.q.rows(); ++t) {
       decay = in.log_decay.row(t).transpose().array().exp();
-      const auto q = in.q.row(t);
-      const auto k = in.k.row(t);
       const auto v = in.v.row(t);
-      decayed_q = q.cwiseProduct(decay.transpose());
-      detail::read_rows(state.S, decayed_q, out.row(t));
-      out.row(t) = scale() * (out.row(t) + q.dot(k) * v);
-      detail::decay_and_write_rows(state.S, decay, detail::RankOne{k, v});
+      auto o = out.row(t);
+      detail::decay_write_and_read_rows(state.S, decay, in.q.row(t), o,
+                                        detail::RankOne{in.k.row(t), v});
+      o *= scale();
     }
   }
 

@@ -203,19 +203,16 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
     }
   }
 
-  /// Token t: the output from the old state,
-  /// scale·φ(q) S_t = e^g (scale·φ(q) S_{t−1}) + (scale·φ(q)·φ(k)) v, by a GEMV, then one pass
-  /// that updates S = e^g S + φ(k)ᵀ v (detail::decay_and_write_rows).
+  /// Token t: S = e^g S + φ(k)ᵀ v and the output scale·φ(q) S from the new S, in one pass over
+  /// S (detail::decay_write_and_read_rows).
   template <class QRow, class KRow>
   void step(const QRow& qt, const KRow& kt, const Inputs& in, Index t, State& state,
             MatrixRef<Scalar>& out) const {
     const Scalar decay = in.log_decay ? std::exp((*in.log_decay)(t, 0)) : Scalar(1);
     const auto v = in.v.row(t);
     auto o = out.row(t);
-    detail::read_rows(state.S, qt, o);
-    o = decay * o + qt.dot(kt) * v;
-    detail::decay_and_write_rows(
-        state.S, [decay](Index) { return decay; }, detail::RankOne{kt, v});
+    detail::decay_write_and_read_rows(
+        state.S, [decay](Index) { return decay; }, qt, o, detail::RankOne{kt, v});
     if (options_.normalize) {
       state.z = decay * state.z + kt;
       o /= qt.dot(state.z.row(0)) + options_.norm_eps;
