@@ -204,6 +204,20 @@ std::vector<Case> make_cases() {
                                     .b = own(o, (kappa.array() * alpha.array()).matrix()),
                                     .log_decay = own(o, random_matrix(rng, T, D, -0.6f, -0.01f))};
                               }));
+
+  // The per-channel decay exponents of the diagonal-gate chunkwise forms (detail/channel_decay.hpp)
+  // once ran as a scalar loop at -O2.
+  cases.push_back(
+      sequence_case("kda/chunkwise/T:1024/d:64",
+                    seqmem::KimiDeltaAttention<float>({.key_dim = d, .value_dim = d}),
+                    Form::chunkwise, 1024, [](Rng& rng, Index T, std::vector<Matrix>& o) {
+                      return seqmem::KimiDeltaAttention<float>::Inputs{
+                          .q = own(o, random_matrix(rng, T, d, -0.3f, 0.3f)),
+                          .k = own(o, unit_rows(random_matrix(rng, T, d, -1, 1))),
+                          .v = own(o, random_matrix(rng, T, d, -1, 1)),
+                          .beta = seqmem::GateRef<float>(own(o, random_matrix(rng, T, 1, 0, 1))),
+                          .log_decay = own(o, random_matrix(rng, T, d, -0.5f, -0.001f))};
+                    }));
   return cases;
 }
 
