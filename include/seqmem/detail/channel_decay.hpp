@@ -20,6 +20,65 @@ namespace seqmem::detail {
 /// Double-precision matrices of cumulative log-decays (rows are tokens, columns channels).
 using DecaySums = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+#if defined(SEQMEM_ROW_KERNELS)
+/// sums(i + 1, ·) = sums(i, ·) + max(double(x(i, ·)), lo) for i < rows, on Bytes-wide
+/// vectors of double: Eigen has no vectorized float → double cast for AVX, and GCC
+/// vectorizes the scalar loop only at -O3 (the -O2 build's chunkwise forms lost 20–40 %).
+struct DecaySumPass {
+  template <int Bytes, class Scalar>
+  [[gnu::always_inline]] static void run(const Scalar* x, Index rows, Index cols, Index ld,
+                                         double lo, double* sums) {
+    using D = row_kernels::Vec<double, Bytes>;
+    using X = row_kernels::Vec<Scalar, Bytes / int(sizeof(double) / sizeof(Scalar))>;
+    constexpr Index L = Bytes / Index(sizeof(double));
+    for (Index i = 0; i < rows; ++i) {
+      const Scalar* xi = x + i * ld;
+      const double* prev = sums + i * cols;
+      double* next = sums + (i + 1) * cols;
+      Index j = 0;
+      for (; j + L <= cols; j += L) {
+        X xv;
+        D p;
+        __builtin_memcpy(&xv, xi + j, sizeof xv);
+        __builtin_memcpy(&p, prev + j, sizeof p);
+        D a = __builtin_convertvector(xv, D);
+        a = a < lo ? lo : a;
+        p += a;
+        __builtin_memcpy(next + j, &p, sizeof p);
+      }
+      for (; j < cols; ++j)
+        next[j] = prev[j] + std::max(double(xi[j]), lo);
+    }
+  }
+};
+
+/// out(i, ·) = Scalar(sign·(g(i, ·) − ref)) for i < rows, on Bytes-wide vectors of double (see
+/// DecaySumPass for why not an Eigen expression).
+struct ExponentPass {
+  template <int Bytes, class Scalar>
+  [[gnu::always_inline]] static void run(const double* g, Index rows, Index cols, Index ld,
+                                         const double* ref, double sign, Scalar* out) {
+    using D = row_kernels::Vec<double, Bytes>;
+    using S = row_kernels::Vec<Scalar, Bytes / int(sizeof(double) / sizeof(Scalar))>;
+    constexpr Index L = Bytes / Index(sizeof(double));
+    for (Index i = 0; i < rows; ++i) {
+      const double* gi = g + i * ld;
+      Scalar* oi = out + i * cols;
+      Index j = 0;
+      for (; j + L <= cols; j += L) {
+        D a, r;
+        __builtin_memcpy(&a, gi + j, sizeof a);
+        __builtin_memcpy(&r, ref + j, sizeof r);
+        const S e = __builtin_convertvector(sign * (a - r), S);
+        __builtin_memcpy(oi + j, &e, sizeof e);
+      }
+      for (; j < cols; ++j)
+        oi[j] = Scalar(sign * (gi[j] - ref[j]));
+    }
+  }
+};
+#endif
+
 /// The cumulative per-channel log-decays of one chunk (docs/math.md §7), local to the chunk
 /// and summed in double: row r of `sums()` is γ after r tokens of the chunk (row 0 = 0, the
 /// chunk start). Token i (0-based) has the inclusive γ_i = `inclusive().row(i)` (its own decay
@@ -35,7 +94,7 @@ class ChannelDecay {
     // for double gates near −DBL_MAX (their sum would overflow to −Inf and give Inf − Inf).
 #if defined(SEQMEM_ROW_KERNELS)
     if (n > 0 && log_decay.cols() > 0 && log_decay.innerStride() == 1) {
-      row_kernels::with_widest_vectors<SumPass>(
+      row_kernels::with_widest_vectors<DecaySumPass>(
           log_decay.row(begin).data(), Index(n), Index(log_decay.cols()),
           Index(log_decay.outerStride()), -kClamp, sums_.data());
       return;
@@ -67,68 +126,7 @@ class ChannelDecay {
  private:
   static constexpr double kClamp = 2000.0;
   DecaySums sums_;
-
-#if defined(SEQMEM_ROW_KERNELS)
-  /// sums(i + 1, ·) = sums(i, ·) + max(double(x(i, ·)), lo) for i < rows, on Bytes-wide
-  /// vectors of double: Eigen has no vectorized float → double cast for AVX, and GCC
-  /// vectorizes the scalar loop only at -O3 (the -O2 build's chunkwise forms lost 20–40 %).
-  struct SumPass {
-    template <int Bytes, class Scalar>
-    [[gnu::always_inline]] static void run(const Scalar* x, Index rows, Index cols, Index ld,
-                                           double lo, double* sums) {
-      using D = row_kernels::Vec<double, Bytes>;
-      using X = row_kernels::Vec<Scalar, Bytes / int(sizeof(double) / sizeof(Scalar))>;
-      constexpr Index L = Bytes / Index(sizeof(double));
-      for (Index i = 0; i < rows; ++i) {
-        const Scalar* xi = x + i * ld;
-        const double* prev = sums + i * cols;
-        double* next = sums + (i + 1) * cols;
-        Index j = 0;
-        for (; j + L <= cols; j += L) {
-          X xv;
-          D p;
-          __builtin_memcpy(&xv, xi + j, sizeof xv);
-          __builtin_memcpy(&p, prev + j, sizeof p);
-          D a = __builtin_convertvector(xv, D);
-          a = a < lo ? lo : a;
-          p += a;
-          __builtin_memcpy(next + j, &p, sizeof p);
-        }
-        for (; j < cols; ++j)
-          next[j] = prev[j] + std::max(double(xi[j]), lo);
-      }
-    }
-  };
-#endif
 };
-
-#if defined(SEQMEM_ROW_KERNELS)
-/// out(i, ·) = Scalar(sign·(g(i, ·) − ref)) for i < rows, on Bytes-wide vectors of double (see
-/// ChannelDecay::SumPass for why not an Eigen expression).
-struct ExponentPass {
-  template <int Bytes, class Scalar>
-  [[gnu::always_inline]] static void run(const double* g, Index rows, Index cols, Index ld,
-                                         const double* ref, double sign, Scalar* out) {
-    using D = row_kernels::Vec<double, Bytes>;
-    using S = row_kernels::Vec<Scalar, Bytes / int(sizeof(double) / sizeof(Scalar))>;
-    constexpr Index L = Bytes / Index(sizeof(double));
-    for (Index i = 0; i < rows; ++i) {
-      const double* gi = g + i * ld;
-      Scalar* oi = out + i * cols;
-      Index j = 0;
-      for (; j + L <= cols; j += L) {
-        D a, r;
-        __builtin_memcpy(&a, gi + j, sizeof a);
-        __builtin_memcpy(&r, ref + j, sizeof r);
-        const S e = __builtin_convertvector(sign * (a - r), S);
-        __builtin_memcpy(oi + j, &e, sizeof e);
-      }
-      for (; j < cols; ++j)
-        oi[j] = Scalar(sign * (gi[j] - ref[j]));
-    }
-  }
-};
-#endif
 
 /// `exponent = Scalar(sign·(g − ref))` row by row (`g` a block of γ rows, `ref` one γ row),
 /// formed in double and rounded once; `exponent` is resized.
