@@ -64,11 +64,10 @@ CASES: dict[str, dict[str, tuple[float, str]]] = {
         "titans_L2/recurrent/T:256/d:64": (MAX_RATIO, "0.99-1.00 (before the fix: 5.2)"),
         "gated_delta_net/chunkwise/T:1024/d:64": (MAX_RATIO, "0.34-0.35"),
         "gated_delta_net/decode/d:128": (MAX_RATIO, "0.94-0.95 (before the fix: 5.5)"),
-        # One pass over the state since 4a5dadf, so where the allocator put the state shows more:
-        # a build without -march aligns it to 16 bytes only, and a state that is not 64-byte
-        # aligned makes the pass 1.5x slower (measured 470 vs 700-730 ns at d = 128). The two
-        # programs allocate differently, so this ratio can be 1.3-1.5 with nothing wrong.
-        "linear_attention_gated/decode/d:128": (2.0, "1.34 (before the fix: 4.6)"),
+        # Where the allocator put the state no longer matters (RowSplit in detail/row_kernels.hpp):
+        # before, a state not 64-byte aligned made the pass 1.5x slower, so this ratio read up
+        # to 1.34 with nothing wrong and had a limit of 2.0.
+        "linear_attention_gated/decode/d:128": (MAX_RATIO, "1.02 (before the fix: 4.6)"),
         "generalized_delta_rule/decode/d:128": (MAX_RATIO, "0.92-0.99 (before the fix: 5.5)"),
         "kda/chunkwise/T:1024/d:64": (MAX_RATIO, "0.64"),
     },

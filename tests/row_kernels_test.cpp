@@ -4,6 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
 #include <seqmem/detail/math.hpp>
 #include <seqmem/detail/row_kernels.hpp>
 
@@ -131,6 +136,97 @@ TYPED_TEST(RowKernels, WriteReadMatchesEigen) {
                                               seqmem::detail::RankOne{x1, y1});
     EXPECT_LE((S - want_S).cwiseAbs().maxCoeff(), tol);
     EXPECT_LE((out - want_out).cwiseAbs().maxCoeff(), tol * Scalar(size[0]));
+  }
+}
+
+/// A copy of `S0` that starts `offset` scalars past a 64-byte boundary (RowSplit's case: a build
+/// without -march aligns Eigen's matrices to 16 bytes only).
+template <class Scalar>
+struct PlacedState {
+  std::vector<Scalar> buffer;
+  Scalar* data;
+  PlacedState(const Matrix<Scalar>& S0, Index offset) : buffer(std::size_t(S0.size() + 64)) {
+    const auto address = reinterpret_cast<std::uintptr_t>(buffer.data());
+    data = buffer.data() + (64 - address % 64) % 64 / sizeof(Scalar) + offset;
+    std::copy(S0.data(), S0.data() + S0.size(), data);
+  }
+  Matrix<Scalar> matrix(Index rows, Index cols) const {
+    return Eigen::Map<const Matrix<Scalar>>(data, rows, cols);
+  }
+};
+
+/// Every pass gives the same bits wherever S starts, and the right numbers: sizes whose rows are
+/// whole vectors (the straddling loads), at every offset from a 64-byte boundary.
+TYPED_TEST(RowKernels, SameBitsAtEveryAlignment) {
+  using Scalar = TypeParam;
+  const Scalar tol = std::is_same_v<Scalar, float> ? Scalar(2e-5) : Scalar(1e-12);
+  const Index sizes[][2] = {{2, 16}, {5, 32}, {16, 16}, {37, 48}, {64, 64}, {128, 128}, {3, 80}};
+  const auto same_bits = [](const Scalar* a, const Scalar* b, Index n) {
+    return std::memcmp(a, b, std::size_t(n) * sizeof(Scalar)) == 0;
+  };
+  for (const auto& size : sizes) {
+    const Index rows = size[0], cols = size[1];
+    const Matrix<Scalar> S0 = Matrix<Scalar>::Random(rows, cols);
+    const Row<Scalar> decay = (Row<Scalar>::Random(rows).array() * Scalar(0.5) + Scalar(0.5));
+    const Row<Scalar> x1 = Row<Scalar>::Random(rows), x2 = Row<Scalar>::Random(rows);
+    const Row<Scalar> y1 = Row<Scalar>::Random(cols), y2 = Row<Scalar>::Random(cols);
+    const auto per_row = [&decay](Index c) { return decay(c); };
+    const Row<Scalar> want_read1 = x1 * S0, want_read2 = x2 * S0;
+    const Matrix<Scalar> want_S =
+        decay.transpose().asDiagonal() * S0 + x1.transpose() * y1 + x2.transpose() * y2;
+    const Row<Scalar> want_out = x2 * want_S;
+    const Scalar* x[2] = {x1.data(), x2.data()};
+    const Scalar* y[2] = {y1.data(), y2.data()};
+    const Scalar* q = x2.data();
+    for_each_width<k::ReadPass>([&](const char* label, auto read) {
+      Row<Scalar> first1, first2;
+      for (Index offset = 0; offset < Index(64 / sizeof(Scalar)); ++offset) {
+        const PlacedState<Scalar> S(S0, offset);
+        Row<Scalar> r1(cols), r2(cols);
+        Scalar* r[2] = {r1.data(), r2.data()};
+        read(static_cast<const Scalar*>(S.data), rows, cols, cols, x, r);
+        EXPECT_LE((r1 - want_read1).cwiseAbs().maxCoeff(), tol * Scalar(rows)) << label;
+        EXPECT_LE((r2 - want_read2).cwiseAbs().maxCoeff(), tol * Scalar(rows)) << label;
+        if (offset == 0) {
+          first1 = r1;
+          first2 = r2;
+        }
+        EXPECT_TRUE(same_bits(r1.data(), first1.data(), cols) &&
+                    same_bits(r2.data(), first2.data(), cols))
+            << label << ", read " << rows << "x" << cols << " at offset " << offset;
+      }
+    });
+    for_each_width<k::WritePass>([&](const char* label, auto write) {
+      Matrix<Scalar> first;
+      for (Index offset = 0; offset < Index(64 / sizeof(Scalar)); ++offset) {
+        const PlacedState<Scalar> S(S0, offset);
+        write(S.data, rows, cols, cols, per_row, x, y);
+        const Matrix<Scalar> got = S.matrix(rows, cols);
+        EXPECT_LE((got - want_S).cwiseAbs().maxCoeff(), tol) << label;
+        if (offset == 0) first = got;
+        EXPECT_TRUE(same_bits(got.data(), first.data(), got.size()))
+            << label << ", write " << rows << "x" << cols << " at offset " << offset;
+      }
+    });
+    for_each_width<k::WriteReadPass>([&](const char* label, auto write_read) {
+      Matrix<Scalar> first_S;
+      Row<Scalar> first_out;
+      for (Index offset = 0; offset < Index(64 / sizeof(Scalar)); ++offset) {
+        const PlacedState<Scalar> S(S0, offset);
+        Row<Scalar> out(cols);
+        write_read(S.data, rows, cols, cols, per_row, x, y, q, out.data());
+        const Matrix<Scalar> got = S.matrix(rows, cols);
+        EXPECT_LE((got - want_S).cwiseAbs().maxCoeff(), tol) << label;
+        EXPECT_LE((out - want_out).cwiseAbs().maxCoeff(), tol * Scalar(rows)) << label;
+        if (offset == 0) {
+          first_S = got;
+          first_out = out;
+        }
+        EXPECT_TRUE(same_bits(got.data(), first_S.data(), got.size()) &&
+                    same_bits(out.data(), first_out.data(), cols))
+            << label << ", write-read " << rows << "x" << cols << " at offset " << offset;
+      }
+    });
   }
 }
 

@@ -16,10 +16,9 @@
 /// gated DeltaNet decode at d = 128 took 2× its -march=native time before). Other compilers and
 /// other CPUs use the vectors the build targets.
 ///
-/// What is left of the gap is alignment: such a build aligns Eigen's matrices to 16 bytes, so the
-/// state's 64-byte loads and stores mostly split cache lines (measured at d = 128: the passes run
-/// at -march=native speed when the state is 64-byte aligned, 1.5× slower when it is not; peeling
-/// to alignment cost more than it saved, as the read pass then walks S once per narrow block).
+/// Such a build also aligns Eigen's matrices to 16 bytes only. The passes therefore load S at
+/// vector boundaries whatever its address, with one vector per row straddling two rows (RowSplit),
+/// and give the same bits as for an aligned S.
 
 #include <cstddef>
 #include <cstdint>
@@ -55,52 +54,166 @@ inline constexpr int kBuildBytes = 32;
 inline constexpr int kBuildBytes = 16;
 #endif
 
-/// y_n[j, end) = x_n S[:, j, end) (n < N), Bytes-wide vectors, B of them per column block (every
-/// row of S read once for all N products); returns where it stopped (fewer than B vectors left).
-template <int Bytes, int B, class Scalar, int N>
-[[gnu::always_inline]] inline Index read_columns(const Scalar* S, Index rows, Index ld,
-                                                 const Scalar* const (&x)[N], Scalar* const (&y)[N],
-                                                 Index j, Index end) {
+/// The integers of the same width as Scalar, Bytes-wide (for exact lane selects).
+template <class Scalar, int Bytes>
+using Bits = Vec<std::conditional_t<sizeof(Scalar) == 8, std::int64_t, std::int32_t>, Bytes>;
+
+/// Where the rows of S sit against Bytes-wide vectors. A build without -march aligns Eigen's
+/// matrices to 16 bytes only, and a 64-byte load that splits a cache line costs ~1.5× (measured,
+/// the passes at d = 128). When S is contiguous (ld = cols) with rows a whole number of vectors
+/// long, and starts m lanes past a vector boundary (0 < m < L), every row starts m lanes late.
+/// The passes then load S in aligned vectors from column p = L − m of each row; the last vector of
+/// row c straddles two rows: its lanes < m hold row c's last m columns, its lanes ≥ m row c+1's
+/// first p. Row 0's first p columns and the last row's last m are done one at a time, where the
+/// plain loop does them in each sum, so every result is bit for bit the one of unaligned loads:
+/// results do not depend on where the allocator put S. Otherwise m = 0 (the plain loop).
+template <class Scalar, int Bytes>
+struct RowSplit {
   using V = Vec<Scalar, Bytes>;
-  constexpr Index L = Bytes / Index(sizeof(Scalar));
-  for (; j + B * L <= end; j += B * L) {
+  using I = Bits<Scalar, Bytes>;
+  static constexpr Index L = Bytes / Index(sizeof(Scalar));
+
+  Index m = 0;  ///< lanes of the straddling vector that belong to the earlier row
+  I low{};      ///< all ones in lanes < m
+
+  RowSplit(const Scalar* S, Index rows, Index cols, Index ld) {
+    const auto address = reinterpret_cast<std::uintptr_t>(S);
+    if (ld != cols || cols % L != 0 || rows < 2 || address % sizeof(Scalar) != 0) return;
+    m = Index(address % Bytes / sizeof(Scalar));
+    for (Index i = 0; i < m; ++i)
+      low[i] = -1;
+  }
+  // (Vectors are returned through a reference: GCC warns that returning one wider than the
+  // build's changes the ABI.)
+
+  /// v = `a` in lanes < m, `b` in the others (a − 0 is a exactly, also for a = −0).
+  [[gnu::always_inline]] void select(V& v, Scalar a, Scalar b) const {
+    v = low ? a - V{} : b - V{};
+  }
+  /// v = y[cols − m, cols) in lanes < m, y[0, p) in the others: the straddling vector's columns.
+  [[gnu::always_inline]] void rotated(V& v, const Scalar* y, Index cols) const {
+    v = V{};
+    for (Index i = 0; i < L; ++i)
+      v[i] = i < m ? y[cols - m + i] : y[i - m];
+  }
+};
+
+/// Calls `Block::run<Bytes, B, Straddle>(j, split, args...)` for the column blocks of a pass:
+/// B vectors from column j, the last of them straddling rows when `Straddle` (RowSplit). Each
+/// block is one walk over the rows of S. Without a split: blocks of 4 vectors, one block of the 1–3
+/// vectors left, then `Block::scalar(j, cols, args...)` for the columns left (fewer than a vector).
+/// With one: blocks of 4 from column p, and a last block of 1–4 that ends in the straddling vector.
+/// (One walk per vector left made the read at d = 100 take longer than at d = 128: each walk
+/// is a chain of dependent additions.)
+template <int Bytes, class Block, class Scalar, class... Args>
+[[gnu::always_inline]] inline void for_each_block(Index cols, const RowSplit<Scalar, Bytes>& split,
+                                                  const Args&... args) {
+  constexpr Index L = RowSplit<Scalar, Bytes>::L;
+  if (split.m == 0) {
+    Index j = 0, left = cols / L;
+    for (; left >= 4; left -= 4, j += 4 * L)
+      Block::template run<Bytes, 4, false>(j, split, args...);
+    switch (left) {  // the vectors left, in one walk over S
+      case 3: Block::template run<Bytes, 3, false>(j, split, args...); break;
+      case 2: Block::template run<Bytes, 2, false>(j, split, args...); break;
+      case 1: Block::template run<Bytes, 1, false>(j, split, args...); break;
+      default: break;
+    }
+    Block::scalar(j + left * L, cols, args...);
+    return;
+  }
+  Index j = L - split.m, left = cols / L;
+  for (; left > 4; left -= 4, j += 4 * L)
+    Block::template run<Bytes, 4, false>(j, split, args...);
+  switch (left) {
+    case 4: Block::template run<Bytes, 4, true>(j, split, args...); break;
+    case 3: Block::template run<Bytes, 3, true>(j, split, args...); break;
+    case 2: Block::template run<Bytes, 2, true>(j, split, args...); break;
+    default: Block::template run<Bytes, 1, true>(j, split, args...); break;
+  }
+}
+
+/// The read pass's column blocks: y_n[j, j + B·L) = x_n S[:, j, j + B·L) (n < N), every row of S
+/// read once for all N products.
+struct ReadBlock {
+  template <int Bytes, int B, bool Straddle, class Scalar, int N>
+  [[gnu::always_inline]] static void run(Index j, const RowSplit<Scalar, Bytes>& split,
+                                         const Scalar* const& S, const Index& rows, const Index& ld,
+                                         const Scalar* const (&x)[N], Scalar* const (&y)[N]) {
+    using V = Vec<Scalar, Bytes>;
+    constexpr Index L = RowSplit<Scalar, Bytes>::L;
+    constexpr int Whole = Straddle ? B - 1 : B;  // the vectors that lie within one row
+    const Index m = split.m;
     V acc[N][B] = {};
-    for (Index c = 0; c < rows; ++c) {
+    if constexpr (Straddle) {  // row 0's first p columns: the first terms of their sums
+      for (Index i = m; i < L; ++i)
+#pragma GCC unroll 16
+        for (int n = 0; n < N; ++n)
+          acc[n][B - 1][i] += x[n][0] * S[i - m];
+    }
+    const Index straddled_rows = Straddle ? rows - 1 : rows;
+    for (Index c = 0; c < straddled_rows; ++c) {
       const Scalar* row = S + c * ld + j;
 #pragma GCC unroll 16
       for (int b = 0; b < B; ++b) {
         V s;
         __builtin_memcpy(&s, row + b * L, sizeof s);
 #pragma GCC unroll 16
+        for (int n = 0; n < N; ++n) {
+          if (b < Whole) {
+            acc[n][b] += x[n][c] * s;
+          } else {
+            V coef;
+            split.select(coef, x[n][c], x[n][c + 1]);
+            acc[n][b] += coef * s;
+          }
+        }
+      }
+    }
+    if constexpr (Straddle) {  // the last row: its whole vectors, then its last m columns
+      const Index c = rows - 1;
+      const Scalar* row = S + c * ld + j;
+#pragma GCC unroll 16
+      for (int b = 0; b < Whole; ++b) {
+        V s;
+        __builtin_memcpy(&s, row + b * L, sizeof s);
+#pragma GCC unroll 16
         for (int n = 0; n < N; ++n)
           acc[n][b] += x[n][c] * s;
       }
+      for (Index i = 0; i < m; ++i)
+#pragma GCC unroll 16
+        for (int n = 0; n < N; ++n)
+          acc[n][B - 1][i] += x[n][c] * row[Whole * L + i];
     }
 #pragma GCC unroll 16
-    for (int n = 0; n < N; ++n)
+    for (int n = 0; n < N; ++n) {
 #pragma GCC unroll 16
-      for (int b = 0; b < B; ++b)
+      for (int b = 0; b < Whole; ++b)
         __builtin_memcpy(y[n] + j + b * L, &acc[n][b], sizeof(V));
+      if constexpr (Straddle)
+        for (Index i = 0; i < L; ++i)
+          (i < m ? y[n][j + Whole * L + i] : y[n][i - m]) = acc[n][B - 1][i];
+    }
   }
-  return j;
-}
 
-/// The same, one column at a time.
-template <class Scalar, int N>
-[[gnu::always_inline]] inline void read_columns_scalar(const Scalar* S, Index rows, Index ld,
-                                                       const Scalar* const (&x)[N],
-                                                       Scalar* const (&y)[N], Index j, Index end) {
-  for (; j < end; ++j) {
-    Scalar acc[N] = {};
-    for (Index c = 0; c < rows; ++c)
+  /// Columns [j, end) without vectors (the tail of a row, fewer than a vector).
+  template <class Scalar, int N>
+  [[gnu::always_inline]] static void scalar(Index j, Index end, const Scalar* const& S,
+                                            const Index& rows, const Index& ld,
+                                            const Scalar* const (&x)[N], Scalar* const (&y)[N]) {
+    for (; j < end; ++j) {
+      Scalar acc[N] = {};
+      for (Index c = 0; c < rows; ++c)
+#pragma GCC unroll 16
+        for (int n = 0; n < N; ++n)
+          acc[n] += x[n][c] * S[c * ld + j];
 #pragma GCC unroll 16
       for (int n = 0; n < N; ++n)
-        acc[n] += x[n][c] * S[c * ld + j];
-#pragma GCC unroll 16
-    for (int n = 0; n < N; ++n)
-      y[n][j] = acc[n];
+        y[n][j] = acc[n];
+    }
   }
-}
+};
 
 /// y_n = x_n S (n < N) over all columns of S.
 template <int Bytes, class Scalar, int N>
@@ -114,137 +227,144 @@ template <int Bytes, class Scalar, int N>
     x[n] = x_in[n];
     y[n] = y_in[n];
   }
-  Index j = read_columns<Bytes, 4>(S, rows, ld, x, y, 0, cols);
-  j = read_columns<Bytes, 1>(S, rows, ld, x, y, j, cols);
-  read_columns_scalar(S, rows, ld, x, y, j, cols);
+  const RowSplit<Scalar, Bytes> split(S, rows, cols, ld);
+  for_each_block<Bytes, ReadBlock>(cols, split, S, rows, ld, x, y);
 }
 
-/// row[j, end) = d·row + Σ_n xc[n]·y_n with Bytes-wide vectors; returns where it stopped.
-template <int Bytes, class Scalar, int N>
-[[gnu::always_inline]] inline Index write_columns(Scalar* row, Scalar d, const Scalar (&xc)[N],
-                                                  const Scalar* const (&y)[N], Index j, Index end) {
-  using V = Vec<Scalar, Bytes>;
-  constexpr Index L = Bytes / Index(sizeof(Scalar));
-  for (; j + L <= end; j += L) {
-    V s;
-    __builtin_memcpy(&s, row + j, sizeof s);
-    s *= d;
-#pragma GCC unroll 16
-    for (int n = 0; n < N; ++n) {
-      V yv;
-      __builtin_memcpy(&yv, y[n] + j, sizeof yv);
-      s += xc[n] * yv;
-    }
-    __builtin_memcpy(row + j, &s, sizeof s);
-  }
-  return j;
-}
-
-/// The same, one column at a time.
-template <class Scalar, int N>
-[[gnu::always_inline]] inline void write_columns_scalar(Scalar* row, Scalar d,
-                                                        const Scalar (&xc)[N],
-                                                        const Scalar* const (&y)[N], Index j,
-                                                        Index end) {
-  for (; j < end; ++j) {
-    Scalar s = d * row[j];
-#pragma GCC unroll 16
-    for (int n = 0; n < N; ++n)
-      s += xc[n] * y[n][j];
-    row[j] = s;
-  }
-}
-
-/// S_c = decay(c)·S_c + Σ_n x_n[c]·y_n, row by row.
-template <int Bytes, class Scalar, int N, class Decay>
-[[gnu::always_inline]] inline void write_impl(Scalar* S, Index rows, Index cols, Index ld,
-                                              const Decay& decay, const Scalar* const* x,
-                                              const Scalar* const* y_in) {
-  const Scalar* y[N];  // local copies (see read_impl)
-#pragma GCC unroll 16
-  for (int n = 0; n < N; ++n)
-    y[n] = y_in[n];
-  for (Index c = 0; c < rows; ++c) {
-    Scalar* row = S + c * ld;
-    const Scalar d = decay(c);
-    Scalar xc[N];
-#pragma GCC unroll 16
-    for (int n = 0; n < N; ++n)
-      xc[n] = x[n][c];
-    const Index j = write_columns<Bytes>(row, d, xc, y, 0, cols);
-    write_columns_scalar(row, d, xc, y, j, cols);
-  }
-}
-
-/// The write followed by a read of the new rows, in the read's column blocks: S_c = decay(c)·S_c
-/// + Σ_n x_n[c]·y_n, then out[j, end) = q S[:, j, end), Bytes-wide vectors, B of them per
-/// block; returns where it stopped (fewer than B vectors left).
-template <int Bytes, int B, class Scalar, int N, class Decay>
-[[gnu::always_inline]] inline Index write_read_columns(Scalar* S, Index rows, Index ld,
-                                                       const Decay& decay,
-                                                       const Scalar* const (&x)[N],
-                                                       const Scalar* const (&y)[N], const Scalar* q,
-                                                       Scalar* out, Index j, Index end) {
-  using V = Vec<Scalar, Bytes>;
-  constexpr Index L = Bytes / Index(sizeof(Scalar));
-  for (; j + B * L <= end; j += B * L) {
+/// The write pass's column blocks, S_c[j, j + B·L) = decay(c)·S_c + Σ_n x_n[c]·y_n, with y_n's
+/// vectors held in registers; with `Read`, also out[j, j + B·L) = q S of the new rows, in the same
+/// pass (the write-then-read step).
+template <bool Read>
+struct UpdateBlock {
+  template <int Bytes, int B, bool Straddle, class Scalar, int N, class Decay>
+  [[gnu::always_inline]] static void run(Index j, const RowSplit<Scalar, Bytes>& split,
+                                         Scalar* const& S, const Index& rows, const Index& ld,
+                                         const Decay& decay, const Scalar* const (&x)[N],
+                                         const Scalar* const (&y)[N], const Scalar* const& q,
+                                         Scalar* const& out) {
+    using V = Vec<Scalar, Bytes>;
+    constexpr Index L = RowSplit<Scalar, Bytes>::L;
+    constexpr int Whole = Straddle ? B - 1 : B;  // the vectors that lie within one row
+    const Index m = split.m;
     V yv[N][B], acc[B] = {};
 #pragma GCC unroll 16
-    for (int n = 0; n < N; ++n)
+    for (int n = 0; n < N; ++n) {
 #pragma GCC unroll 16
-      for (int b = 0; b < B; ++b)
+      for (int b = 0; b < Whole; ++b)
         __builtin_memcpy(&yv[n][b], y[n] + j + b * L, sizeof(V));
-    for (Index c = 0; c < rows; ++c) {
+      if constexpr (Straddle) split.rotated(yv[n][B - 1], y[n], j + Whole * L + m);
+    }
+    if constexpr (Straddle) {  // row 0's first p columns: the first terms of their sums
+      const Scalar d = decay(0);
+      for (Index i = m; i < L; ++i) {
+        Scalar s = d * S[i - m];
+#pragma GCC unroll 16
+        for (int n = 0; n < N; ++n)
+          s += x[n][0] * y[n][i - m];
+        S[i - m] = s;
+        if constexpr (Read) acc[B - 1][i] += q[0] * s;
+      }
+    }
+    const Index straddled_rows = Straddle ? rows - 1 : rows;
+    for (Index c = 0; c < straddled_rows; ++c) {
       Scalar* row = S + c * ld + j;
-      const Scalar d = decay(c), qc = q[c];
+      // Every factor read before the row's stores (a memcpy store may alias them).
+      const Scalar d = decay(c), qc = Read ? q[c] : Scalar(0);
       Scalar xc[N];
 #pragma GCC unroll 16
       for (int n = 0; n < N; ++n)
         xc[n] = x[n][c];
+      V d_straddled{}, q_straddled{}, x_straddled[N] = {};  // the straddling vector's factors
+      if constexpr (Straddle) {
+        split.select(d_straddled, d, decay(c + 1));
+        if constexpr (Read) split.select(q_straddled, qc, q[c + 1]);
+#pragma GCC unroll 16
+        for (int n = 0; n < N; ++n)
+          split.select(x_straddled[n], xc[n], x[n][c + 1]);
+      }
 #pragma GCC unroll 16
       for (int b = 0; b < B; ++b) {
+        V s;
+        __builtin_memcpy(&s, row + b * L, sizeof s);
+        if (b < Whole) {
+          s *= d;
+#pragma GCC unroll 16
+          for (int n = 0; n < N; ++n)
+            s += xc[n] * yv[n][b];
+          __builtin_memcpy(row + b * L, &s, sizeof s);
+          if constexpr (Read) acc[b] += qc * s;
+        } else {
+          s *= d_straddled;
+#pragma GCC unroll 16
+          for (int n = 0; n < N; ++n)
+            s += x_straddled[n] * yv[n][b];
+          __builtin_memcpy(row + b * L, &s, sizeof s);
+          if constexpr (Read) acc[b] += q_straddled * s;
+        }
+      }
+    }
+    if constexpr (Straddle) {  // the last row: its whole vectors, then its last m columns
+      const Index c = rows - 1;
+      Scalar* row = S + c * ld + j;
+      const Scalar d = decay(c);
+#pragma GCC unroll 16
+      for (int b = 0; b < Whole; ++b) {
         V s;
         __builtin_memcpy(&s, row + b * L, sizeof s);
         s *= d;
 #pragma GCC unroll 16
         for (int n = 0; n < N; ++n)
-          s += xc[n] * yv[n][b];
+          s += x[n][c] * yv[n][b];
         __builtin_memcpy(row + b * L, &s, sizeof s);
-        acc[b] += qc * s;
+        if constexpr (Read) acc[b] += q[c] * s;
+      }
+      for (Index i = 0; i < m; ++i) {
+        Scalar s = d * row[Whole * L + i];
+#pragma GCC unroll 16
+        for (int n = 0; n < N; ++n)
+          s += x[n][c] * y[n][j + Whole * L + i];
+        row[Whole * L + i] = s;
+        if constexpr (Read) acc[B - 1][i] += q[c] * s;
       }
     }
+    if constexpr (Read) {
 #pragma GCC unroll 16
-    for (int b = 0; b < B; ++b)
-      __builtin_memcpy(out + j + b * L, &acc[b], sizeof(V));
-  }
-  return j;
-}
-
-/// The same, one column at a time.
-template <class Scalar, int N, class Decay>
-[[gnu::always_inline]] inline void write_read_columns_scalar(
-    Scalar* S, Index rows, Index ld, const Decay& decay, const Scalar* const (&x)[N],
-    const Scalar* const (&y)[N], const Scalar* q, Scalar* out, Index j, Index end) {
-  for (; j < end; ++j) {
-    Scalar acc(0);
-    for (Index c = 0; c < rows; ++c) {
-      Scalar s = decay(c) * S[c * ld + j];
-#pragma GCC unroll 16
-      for (int n = 0; n < N; ++n)
-        s += x[n][c] * y[n][j];
-      S[c * ld + j] = s;
-      acc += q[c] * s;
+      for (int b = 0; b < Whole; ++b)
+        __builtin_memcpy(out + j + b * L, &acc[b], sizeof(V));
+      if constexpr (Straddle)
+        for (Index i = 0; i < L; ++i)
+          (i < m ? out[j + Whole * L + i] : out[i - m]) = acc[B - 1][i];
     }
-    out[j] = acc;
   }
-}
 
-/// S_c = decay(c)·S_c + Σ_n x_n[c]·y_n, then out = q S, in one pass over S.
-template <int Bytes, class Scalar, int N, class Decay>
-[[gnu::always_inline]] inline void write_read_impl(Scalar* S, Index rows, Index cols, Index ld,
-                                                   const Decay& decay, const Scalar* const* x_in,
-                                                   const Scalar* const* y_in, const Scalar* q,
-                                                   Scalar* out) {
+  /// Columns [j, end) without vectors (the tail of a row, fewer than a vector).
+  template <class Scalar, int N, class Decay>
+  [[gnu::always_inline]] static void scalar(Index j, Index end, Scalar* const& S, const Index& rows,
+                                            const Index& ld, const Decay& decay,
+                                            const Scalar* const (&x)[N],
+                                            const Scalar* const (&y)[N], const Scalar* const& q,
+                                            Scalar* const& out) {
+    for (; j < end; ++j) {
+      Scalar acc(0);
+      for (Index c = 0; c < rows; ++c) {
+        Scalar s = decay(c) * S[c * ld + j];
+#pragma GCC unroll 16
+        for (int n = 0; n < N; ++n)
+          s += x[n][c] * y[n][j];
+        S[c * ld + j] = s;
+        if constexpr (Read) acc += q[c] * s;
+      }
+      if constexpr (Read) out[j] = acc;
+    }
+  }
+};
+
+/// S_c = decay(c)·S_c + Σ_n x_n[c]·y_n; with `Read`, then out = q S, in the same pass over S.
+template <int Bytes, bool Read, class Scalar, int N, class Decay>
+[[gnu::always_inline]] inline void update_impl(Scalar* S, Index rows, Index cols, Index ld,
+                                               const Decay& decay, const Scalar* const* x_in,
+                                               const Scalar* const* y_in, const Scalar* q,
+                                               Scalar* out) {
   const Scalar* x[N];  // local copies (see read_impl)
   const Scalar* y[N];
 #pragma GCC unroll 16
@@ -252,9 +372,8 @@ template <int Bytes, class Scalar, int N, class Decay>
     x[n] = x_in[n];
     y[n] = y_in[n];
   }
-  Index j = write_read_columns<Bytes, 4>(S, rows, ld, decay, x, y, q, out, 0, cols);
-  j = write_read_columns<Bytes, 1>(S, rows, ld, decay, x, y, q, out, j, cols);
-  write_read_columns_scalar(S, rows, ld, decay, x, y, q, out, j, cols);
+  const RowSplit<Scalar, Bytes> split(S, rows, cols, ld);
+  for_each_block<Bytes, UpdateBlock<Read>>(cols, split, S, rows, ld, decay, x, y, q, out);
 }
 
 /// The passes as types, so that one dispatch serves them all: `Pass::run<Bytes>(args...)`.
@@ -270,7 +389,7 @@ struct WritePass {
   [[gnu::always_inline]] static void run(Scalar* S, Index rows, Index cols, Index ld,
                                          const Decay& decay, const Scalar* const (&x)[N],
                                          const Scalar* const (&y)[N]) {
-    write_impl<Bytes, Scalar, N>(S, rows, cols, ld, decay, x, y);
+    update_impl<Bytes, false, Scalar, N>(S, rows, cols, ld, decay, x, y, nullptr, nullptr);
   }
 };
 struct WriteReadPass {
@@ -279,7 +398,7 @@ struct WriteReadPass {
                                          const Decay& decay, const Scalar* const (&x)[N],
                                          const Scalar* const (&y)[N], const Scalar* q,
                                          Scalar* out) {
-    write_read_impl<Bytes, Scalar, N>(S, rows, cols, ld, decay, x, y, q, out);
+    update_impl<Bytes, true, Scalar, N>(S, rows, cols, ld, decay, x, y, q, out);
   }
 };
 
