@@ -231,6 +231,33 @@ template <int Bytes, class Scalar, int N>
   for_each_block<Bytes, ReadBlock>(cols, split, S, rows, ld, x, y);
 }
 
+/// One vector of a row in the write pass: s = d·s + Σ_n x_n·y_n, stored back, and with `Read`
+/// acc += q·s. The factors are scalars, or vectors for the straddling vector (RowSplit).
+template <bool Read, class Scalar, class V, class F, int N>
+[[gnu::always_inline]] inline void update_vector(Scalar* at, const F& d, const F (&x)[N],
+                                                 const V (&y)[N], const F& q, V& acc) {
+  V s;
+  __builtin_memcpy(&s, at, sizeof s);
+  s *= d;
+#pragma GCC unroll 16
+  for (int n = 0; n < N; ++n)
+    s += x[n] * y[n];
+  __builtin_memcpy(at, &s, sizeof s);
+  if constexpr (Read) acc += q * s;
+}
+
+/// The same for one element (the columns no vector covers); returns the new value.
+template <class Scalar, int N>
+[[gnu::always_inline]] inline Scalar update_scalar(Scalar& at, Scalar d, const Scalar (&x)[N],
+                                                   const Scalar (&y)[N]) {
+  Scalar s = d * at;
+#pragma GCC unroll 16
+  for (int n = 0; n < N; ++n)
+    s += x[n] * y[n];
+  at = s;
+  return s;
+}
+
 /// The write pass's column blocks, S_c[j, j + B·L) = decay(c)·S_c + Σ_n x_n[c]·y_n, with y_n's
 /// vectors held in registers; with `Read`, also out[j, j + B·L) = q S of the new rows, in the same
 /// pass (the write-then-read step).
@@ -246,85 +273,68 @@ struct UpdateBlock {
     constexpr Index L = RowSplit<Scalar, Bytes>::L;
     constexpr int Whole = Straddle ? B - 1 : B;  // the vectors that lie within one row
     const Index m = split.m;
-    V yv[N][B], acc[B] = {};
+    V yv[B][N], acc[B] = {};
 #pragma GCC unroll 16
     for (int n = 0; n < N; ++n) {
 #pragma GCC unroll 16
       for (int b = 0; b < Whole; ++b)
-        __builtin_memcpy(&yv[n][b], y[n] + j + b * L, sizeof(V));
-      if constexpr (Straddle) split.rotated(yv[n][B - 1], y[n], j + Whole * L + m);
+        __builtin_memcpy(&yv[b][n], y[n] + j + b * L, sizeof(V));
+      if constexpr (Straddle) split.rotated(yv[B - 1][n], y[n], j + Whole * L + m);
     }
+    // The factors of row c (read before the row's stores: a memcpy store may alias them).
+    const auto factors_of = [&](Index c, Scalar& d, Scalar(&xc)[N], Scalar& qc) {
+      d = decay(c);
+      qc = Read ? q[c] : Scalar(0);
+#pragma GCC unroll 16
+      for (int n = 0; n < N; ++n)
+        xc[n] = x[n][c];
+    };
+    Scalar d, xc[N], qc;
     if constexpr (Straddle) {  // row 0's first p columns: the first terms of their sums
-      const Scalar d = decay(0);
+      factors_of(0, d, xc, qc);
       for (Index i = m; i < L; ++i) {
-        Scalar s = d * S[i - m];
+        Scalar yi[N];
 #pragma GCC unroll 16
         for (int n = 0; n < N; ++n)
-          s += x[n][0] * y[n][i - m];
-        S[i - m] = s;
-        if constexpr (Read) acc[B - 1][i] += q[0] * s;
+          yi[n] = y[n][i - m];
+        const Scalar s = update_scalar(S[i - m], d, xc, yi);
+        if constexpr (Read) acc[B - 1][i] += qc * s;
       }
     }
     const Index straddled_rows = Straddle ? rows - 1 : rows;
     for (Index c = 0; c < straddled_rows; ++c) {
       Scalar* row = S + c * ld + j;
-      // Every factor read before the row's stores (a memcpy store may alias them).
-      const Scalar d = decay(c), qc = Read ? q[c] : Scalar(0);
-      Scalar xc[N];
+      factors_of(c, d, xc, qc);
 #pragma GCC unroll 16
-      for (int n = 0; n < N; ++n)
-        xc[n] = x[n][c];
-      V d_straddled{}, q_straddled{}, x_straddled[N] = {};  // the straddling vector's factors
-      if constexpr (Straddle) {
-        split.select(d_straddled, d, decay(c + 1));
-        if constexpr (Read) split.select(q_straddled, qc, q[c + 1]);
+      for (int b = 0; b < Whole; ++b)
+        update_vector<Read>(row + b * L, d, xc, yv[b], qc, acc[b]);
+      if constexpr (Straddle) {  // lanes < m: row c's factors, lanes ≥ m: row c+1's
+        Scalar d_next, x_next[N], q_next;
+        factors_of(c + 1, d_next, x_next, q_next);
+        V d_straddled, x_straddled[N], q_straddled;
+        split.select(d_straddled, d, d_next);
+        split.select(q_straddled, qc, q_next);
 #pragma GCC unroll 16
         for (int n = 0; n < N; ++n)
-          split.select(x_straddled[n], xc[n], x[n][c + 1]);
-      }
-#pragma GCC unroll 16
-      for (int b = 0; b < B; ++b) {
-        V s;
-        __builtin_memcpy(&s, row + b * L, sizeof s);
-        if (b < Whole) {
-          s *= d;
-#pragma GCC unroll 16
-          for (int n = 0; n < N; ++n)
-            s += xc[n] * yv[n][b];
-          __builtin_memcpy(row + b * L, &s, sizeof s);
-          if constexpr (Read) acc[b] += qc * s;
-        } else {
-          s *= d_straddled;
-#pragma GCC unroll 16
-          for (int n = 0; n < N; ++n)
-            s += x_straddled[n] * yv[n][b];
-          __builtin_memcpy(row + b * L, &s, sizeof s);
-          if constexpr (Read) acc[b] += q_straddled * s;
-        }
+          split.select(x_straddled[n], xc[n], x_next[n]);
+        update_vector<Read>(row + Whole * L, d_straddled, x_straddled, yv[B - 1], q_straddled,
+                            acc[B - 1]);
       }
     }
     if constexpr (Straddle) {  // the last row: its whole vectors, then its last m columns
       const Index c = rows - 1;
       Scalar* row = S + c * ld + j;
-      const Scalar d = decay(c);
+      factors_of(c, d, xc, qc);
 #pragma GCC unroll 16
-      for (int b = 0; b < Whole; ++b) {
-        V s;
-        __builtin_memcpy(&s, row + b * L, sizeof s);
-        s *= d;
-#pragma GCC unroll 16
-        for (int n = 0; n < N; ++n)
-          s += x[n][c] * yv[n][b];
-        __builtin_memcpy(row + b * L, &s, sizeof s);
-        if constexpr (Read) acc[b] += q[c] * s;
-      }
+      for (int b = 0; b < Whole; ++b)
+        update_vector<Read>(row + b * L, d, xc, yv[b], qc, acc[b]);
       for (Index i = 0; i < m; ++i) {
-        Scalar s = d * row[Whole * L + i];
+        Scalar yi[N];
 #pragma GCC unroll 16
         for (int n = 0; n < N; ++n)
-          s += x[n][c] * y[n][j + Whole * L + i];
-        row[Whole * L + i] = s;
-        if constexpr (Read) acc[B - 1][i] += q[c] * s;
+          yi[n] = y[n][j + Whole * L + i];
+        const Scalar s = update_scalar(row[Whole * L + i], d, xc, yi);
+        if constexpr (Read) acc[B - 1][i] += qc * s;
       }
     }
     if constexpr (Read) {
@@ -347,11 +357,13 @@ struct UpdateBlock {
     for (; j < end; ++j) {
       Scalar acc(0);
       for (Index c = 0; c < rows; ++c) {
-        Scalar s = decay(c) * S[c * ld + j];
+        Scalar xc[N], yj[N];
 #pragma GCC unroll 16
-        for (int n = 0; n < N; ++n)
-          s += x[n][c] * y[n][j];
-        S[c * ld + j] = s;
+        for (int n = 0; n < N; ++n) {
+          xc[n] = x[n][c];
+          yj[n] = y[n][j];
+        }
+        const Scalar s = update_scalar(S[c * ld + j], decay(c), xc, yj);
         if constexpr (Read) acc += q[c] * s;
       }
       if constexpr (Read) out[j] = acc;
