@@ -98,38 +98,40 @@ struct RowSplit {
   }
 };
 
+/// `Block::run<Bytes, B, Straddle>(j, split, args...)` for B = count (0 ≤ count ≤ 4).
+template <int Bytes, bool Straddle, class Block, class Scalar, class... Args>
+[[gnu::always_inline]] inline void run_block(Index count, Index j,
+                                             const RowSplit<Scalar, Bytes>& split,
+                                             const Args&... args) {
+  switch (count) {
+    case 4: Block::template run<Bytes, 4, Straddle>(j, split, args...); break;
+    case 3: Block::template run<Bytes, 3, Straddle>(j, split, args...); break;
+    case 2: Block::template run<Bytes, 2, Straddle>(j, split, args...); break;
+    case 1: Block::template run<Bytes, 1, Straddle>(j, split, args...); break;
+    default: break;
+  }
+}
+
 /// Calls `Block::run<Bytes, B, Straddle>(j, split, args...)` for the column blocks of a pass:
 /// B vectors from column j, the last of them straddling rows when `Straddle` (RowSplit). Each
-/// block is one walk over the rows of S. Without a split: blocks of 4 vectors, one block of the 1–3
-/// vectors left, then `Block::scalar(j, cols, args...)` for the columns left (fewer than a vector).
-/// With one: blocks of 4 from column p, and a last block of 1–4 that ends in the straddling vector.
-/// (One walk per vector left made the read at d = 100 take longer than at d = 128: each walk
-/// is a chain of dependent additions.)
+/// block is one walk over the rows of S: blocks of 4 vectors, then one block of the 1–4 vectors
+/// left. Without a split they start at column 0, and `Block::scalar(j, cols, args...)` takes the
+/// columns left (fewer than a vector); with one they start at column p, and the last block ends
+/// in the straddling vector. (One walk per vector left made the read at d = 100 take longer than
+/// at d = 128: each walk is a chain of dependent additions.)
 template <int Bytes, class Block, class Scalar, class... Args>
 [[gnu::always_inline]] inline void for_each_block(Index cols, const RowSplit<Scalar, Bytes>& split,
                                                   const Args&... args) {
   constexpr Index L = RowSplit<Scalar, Bytes>::L;
-  if (split.m == 0) {
-    Index j = 0, left = cols / L;
-    for (; left >= 4; left -= 4, j += 4 * L)
-      Block::template run<Bytes, 4, false>(j, split, args...);
-    switch (left) {  // the vectors left, in one walk over S
-      case 3: Block::template run<Bytes, 3, false>(j, split, args...); break;
-      case 2: Block::template run<Bytes, 2, false>(j, split, args...); break;
-      case 1: Block::template run<Bytes, 1, false>(j, split, args...); break;
-      default: break;
-    }
-    Block::scalar(j + left * L, cols, args...);
-    return;
-  }
-  Index j = L - split.m, left = cols / L;
+  const bool straddle = split.m != 0;
+  Index j = straddle ? L - split.m : 0, left = cols / L;
   for (; left > 4; left -= 4, j += 4 * L)
     Block::template run<Bytes, 4, false>(j, split, args...);
-  switch (left) {
-    case 4: Block::template run<Bytes, 4, true>(j, split, args...); break;
-    case 3: Block::template run<Bytes, 3, true>(j, split, args...); break;
-    case 2: Block::template run<Bytes, 2, true>(j, split, args...); break;
-    default: Block::template run<Bytes, 1, true>(j, split, args...); break;
+  if (straddle) {
+    run_block<Bytes, true, Block>(left, j, split, args...);
+  } else {
+    run_block<Bytes, false, Block>(left, j, split, args...);
+    Block::scalar(j + left * L, cols, args...);
   }
 }
 
