@@ -161,6 +161,52 @@ TYPED_TEST_P(Conformance, RandomSplitsAgree) {
   }
 }
 
+// Where the layer says a call may be cut exactly (`exact_split`), calls cut there at random
+// give the outputs and final state of the whole call to the bit; the pieces are taken with
+// `token_slice`. MultiHead cuts long calls there (multi_head.hpp).
+TYPED_TEST_P(Conformance, ExactSplitsChangeNoBit) {
+  using Case = typename TestFixture::CaseT;
+  using Scalar = typename TestFixture::ScalarT;
+  for (const auto& variant : Case::variants()) {
+    for (Form form : all_forms) {
+      for (int trial = 0; trial < 6; ++trial) {
+        const std::uint64_t seed = 2000u + static_cast<std::uint64_t>(trial);
+        Rng rng(seed);
+        const Index chunk = uniform_index(rng, 1, 40);
+        const auto layer = Case::make(variant, chunk);
+        const Index split = layer.exact_split(form);
+        if (split == 0) continue;
+        const Index T = uniform_index(rng, 1, std::max<Index>(140, 5 * split + split - 1));
+        SCOPED_TRACE(::testing::Message()
+                     << "variant " << variant.name << ", " << to_string(form) << ", seed " << seed
+                     << ", T " << T << ", chunk " << chunk << ", split " << split);
+        const auto data = Case::data(variant, layer, T, rng);
+        const auto init = TestFixture::start_state(layer, trial % 2 == 1, rng);
+        if (!Case::defined(layer, form, init, T)) continue;
+        auto whole_state = init;
+        const auto whole = forward(layer, form, data.whole(), whole_state);
+
+        std::vector<Index> cuts{0, T};
+        for (Index c = uniform_index(rng, 1, 4); c > 0; --c)
+          cuts.push_back(split * uniform_index(rng, 0, T / split));
+        std::sort(cuts.begin(), cuts.end());
+        auto state = init;
+        Matrix<Scalar> out(T, whole.cols());
+        ::testing::Message calls;
+        for (std::size_t c = 0; c + 1 < cuts.size(); ++c) {
+          const Index begin = cuts[c], n = cuts[c + 1] - begin;
+          calls << " " << n;
+          out.middleRows(begin, n) =
+              forward(layer, form, layer.token_slice(data.whole(), begin, n), state);
+        }
+        SCOPED_TRACE(calls << " tokens");
+        EXPECT_TRUE(near(out, whole, 0.0)) << "outputs";
+        EXPECT_TRUE(TestFixture::same_state(state, whole_state, 0.0)) << "state";
+      }
+    }
+  }
+}
+
 // Bad calls throw seqmem::invalid_argument naming the argument and leave the state as it was.
 TYPED_TEST_P(Conformance, BadInputThrowsAndKeepsState) {
   using Case = typename TestFixture::CaseT;
@@ -212,7 +258,7 @@ TYPED_TEST_P(Conformance, EmptyCallKeepsState) {
   }
 }
 
-REGISTER_TYPED_TEST_SUITE_P(Conformance, FormsAgree, RandomSplitsAgree, BadInputThrowsAndKeepsState,
-                            EmptyCallKeepsState);
+REGISTER_TYPED_TEST_SUITE_P(Conformance, FormsAgree, RandomSplitsAgree, ExactSplitsChangeNoBit,
+                            BadInputThrowsAndKeepsState, EmptyCallKeepsState);
 
 }  // namespace seqmem::test

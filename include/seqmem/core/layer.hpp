@@ -13,13 +13,16 @@
 ///     void run(Form, const Inputs&, State&, MatrixRef<Scalar>) const;   the math, T > 0
 ///
 /// and, optionally, `Index query_heads() const` (default 1; more for a layer whose q carries
-/// several query heads side by side that share one k and v: grouped-query softmax attention),
-/// and gets `tokens`, `check`, `head` (slicing H packed heads), both `forward` overloads and
-/// `forward_unchecked` (what `MultiHead` calls after validating once).
+/// several query heads side by side that share one k and v: grouped-query softmax attention)
+/// and `Index exact_split(Form) const` (default: the recurrent form at any token, the others
+/// nowhere), and gets `tokens`, `check`, `head` (slicing H packed heads), `token_slice`
+/// (slicing tokens), both `forward` overloads and `forward_unchecked` (what `MultiHead` calls
+/// after validating once).
 
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <sstream>
 #include <string_view>
@@ -130,6 +133,34 @@ class LayerBase {
   /// softmax attention).
   Index output_dim() const { return self().query_heads() * value_dim(); }
 
+  /// Where a call in `form` may be cut into consecutive calls without changing one bit of the
+  /// outputs or of the final state: at every multiple of the returned number of tokens, counted
+  /// from the call's start; 0 where it may not be cut. Here: the recurrent form at any token
+  /// (it is token by token), the other forms nowhere; a layer whose chunkwise form carries
+  /// nothing but its state from one chunk to the next says so (its chunk size). `MultiHead`
+  /// runs long calls in blocks of tokens at these cuts; the conformance suite checks the claim.
+  Index exact_split(Form form) const { return form == Form::recurrent ? 1 : 0; }
+
+  /// `exact_split` of a chunkwise form that carries nothing but the state from one chunk to
+  /// the next: the multiples of the chunk that are also multiples of 16 tokens. Cut there,
+  /// every row of the copies a call makes (q scaled, …) sits as far from a 64-byte boundary as
+  /// in the whole call, and Eigen's small products, whose order of summation follows that
+  /// distance, add in the same order.
+  static Index chunk_split(Index chunk_size) { return std::lcm(chunk_size, Index{16}); }
+
+  /// Tokens `begin … begin + n − 1` of a call: views into `in` (q, k, v and every gate). The
+  /// range must lie inside the call.
+  template <class L = Layer>
+  static typename L::Inputs token_slice(const typename L::Inputs& in, Index begin, Index n) {
+    typename L::Inputs part = in;
+    detail::rebind(part.q, in.q.middleRows(begin, n));
+    detail::rebind(part.k, in.k.middleRows(begin, n));
+    detail::rebind(part.v, in.v.middleRows(begin, n));
+    std::apply([&](const auto&... spec) { (slice_gate(spec, part, in, begin, n), ...); },
+               Layer::gates());
+    return part;
+  }
+
   /// Throws `seqmem::invalid_argument` unless `forward(form, in, state)` is valid: q, k, v
   /// shapes (and finiteness unless `check_finite` is off), every gate's presence, shape,
   /// finiteness and range, and the state.
@@ -231,6 +262,13 @@ class LayerBase {
                        ", got ", value);
         }
       }
+    }
+  }
+
+  template <class Spec, class Inputs>
+  static void slice_gate(const Spec& spec, Inputs& part, const Inputs& in, Index begin, Index n) {
+    if (const auto* gate = detail::gate_of(in.*spec.member)) {
+      detail::rebind(part.*spec.member, gate->middleRows(begin, n));
     }
   }
 

@@ -123,6 +123,14 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
                          0.0, detail::GateShape::per_key_channel}};
   }
 
+  /// Cuts exactly at any token of the recurrent form and at chunks of the chunkwise form (a
+  /// chunk takes nothing from the ones before it but the state; LayerBase::chunk_split).
+  Index exact_split(Form form) const {
+    using Base = LayerBase<KimiDeltaAttention>;
+    return form == Form::chunkwise ? Base::chunk_split(options_.chunk_size)
+                                   : Base::exact_split(form);
+  }
+
   /// The empty memory: S = 0, `key_dim×value_dim`.
   State initial_state() const {
     return {Matrix<Scalar>::Zero(options_.key_dim, options_.value_dim)};
