@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "test_util.hpp"
@@ -28,7 +29,7 @@ Packed packed(Rng& rng, Index T) {
 
 const LinearAttention<double> kLayer({.key_dim = kDk, .value_dim = kDv, .chunk_size = 7});
 
-TEST(MultiHead, EqualsHeadsAloneBitForBitForAnyThreadCount) {
+TEST(MultiHead, EqualsHeadsAloneBitForBitForAnyThreadCountAndBlock) {
   Rng rng(11);
   const std::vector<Index> lengths{40, 1, 77, 13};
   std::vector<Packed> data;
@@ -54,9 +55,21 @@ TEST(MultiHead, EqualsHeadsAloneBitForBitForAnyThreadCount) {
       }
       want.push_back(o);
     }
-    for (Index threads : {1, 2, 3, 8}) {
-      SCOPED_TRACE(::testing::Message() << to_string(form) << ", threads " << threads);
+    // Blocks of 5 and 16 tokens (7 and 21 in the chunkwise form, whose chunk is 7) cut the
+    // long sequences; the automatic block does not cut these.
+    for (auto [threads, block] : {std::pair<Index, Index>{1, 0},
+                                  {1, 5},
+                                  {1, 16},
+                                  {2, 0},
+                                  {2, 5},
+                                  {3, 16},
+                                  {8, 0},
+                                  {8, 5}}) {
+      SCOPED_TRACE(::testing::Message()
+                   << to_string(form) << ", threads " << threads << ", block tokens " << block);
       MultiHead executor(kLayer, kHeads, threads);
+      executor.set_block_tokens(block);
+      EXPECT_EQ(executor.block_tokens(), block);
       std::vector<MultiHead<LinearAttention<double>>::States> states(data.size(),
                                                                      executor.initial_state());
       for (auto& s : states)
@@ -139,6 +152,8 @@ TEST(MultiHead, RejectsBadArguments) {
   EXPECT_THROW(MultiHead(kLayer, 2, -1), seqmem::invalid_argument);
   MultiHead executor(kLayer, 2);
   EXPECT_GE(executor.num_threads(), 1);
+  EXPECT_THROW(executor.set_block_tokens(-1), seqmem::invalid_argument);
+  EXPECT_EQ(executor.block_tokens(), 0);
   std::vector<MultiHead<LinearAttention<double>>::States> states(1);  // wrong head count
   Rng rng(14);
   const Matrix<double> x = uniform<double>(rng, 4, 2 * kDk), v = uniform<double>(rng, 4, 2 * kDv);

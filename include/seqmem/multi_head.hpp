@@ -5,6 +5,9 @@
 /// different lengths; every (sequence, head) pair has its own state. Threads come from
 /// detail/parallel.hpp.
 
+#include <algorithm>
+#include <concepts>
+#include <numeric>
 #include <span>
 #include <string>
 #include <vector>
@@ -21,6 +24,15 @@ namespace seqmem {
 /// as `layer.forward` on the head's column slices, so results do not depend on the number
 /// of threads (Eigen's own threading is not used inside). Each head is validated once
 /// (`check`), then run through `forward_unchecked`.
+///
+/// A long call runs in blocks of tokens: a thread takes a group of heads and runs each block
+/// through all of them before the next block, so the block's packed rows are still in its
+/// cache for the next head (one head after another over 4096 tokens streamed the packed
+/// inputs from memory once per head: up to 2× the time of one head alone, issue 17). The
+/// blocks end only where the layer says the call may be cut without changing a bit
+/// (`exact_split`): the recurrent form anywhere, the chunkwise form of linear attention,
+/// DeltaNet and the diagonal-gate layers at multiples of both the chunk size and 16 tokens;
+/// other calls run whole (`set_block_tokens` chooses the block's length).
 template <MultiHeadLayer Layer>
 class MultiHead {
  public:
@@ -69,6 +81,16 @@ class MultiHead {
   Index num_heads() const { return num_heads_; }
   /// Threads a call may use (0 at construction has become the hardware concurrency).
   Index num_threads() const { return num_threads_; }
+
+  /// Tokens of a block in a long call (see the class comment), rounded up to where the layer
+  /// may be cut; 0 (the default) chooses them from the sizes: about kBlockBytes of a thread's
+  /// heads' inputs and outputs, and at least kMinBlockTokens.
+  void set_block_tokens(Index tokens) {
+    if (tokens < 0) detail::fail(kName, "block_tokens must be >= 0, got ", tokens);
+    block_tokens_ = tokens;
+  }
+  /// As set by set_block_tokens (0: chosen per call).
+  Index block_tokens() const { return block_tokens_; }
 
   /// Every head's initial state (from its own layer).
   States initial_state() const {
@@ -150,23 +172,103 @@ class MultiHead {
     // step) runs on the calling thread, and allocates nothing once the layers' per-thread
     // buffers have grown.
     const Index threads = total_tokens * num_heads_ < kMinTokensPerThread * 2 ? 1 : num_threads_;
-    const Index items = static_cast<Index>(count) * num_heads_;
-    detail::run_parallel(threads, items, [&](Index item) {
-      const auto s = static_cast<std::size_t>(item / num_heads_);
-      const Index h = item % num_heads_;
-      // An empty output may have no storage to offset into: take column 0 then.
-      const Index column = outs[s].rows() > 0 ? h * dv : 0;
-      // The head's views again (views into the caller's packed inputs, checked above): taking
-      // them costs a few shape comparisons, keeping them would cost a vector per call.
-      layer(h).forward_unchecked(form, layer(h).head(sequences[s], h, num_heads_),
-                                 (*states[s])[static_cast<std::size_t>(h)],
-                                 outs[s].middleCols(column, dv));
+    // A work item is one sequence and a group of its heads: all heads unless the threads
+    // outnumber the sequences. A group of several heads runs long calls in blocks of tokens.
+    Index group = 1, block = 0;
+    const Index split = exact_split(form);
+    if (split > 0 && count > 0) {
+      const auto sequence_count = static_cast<Index>(count);
+      const Index per_sequence =
+          std::clamp<Index>((threads + sequence_count - 1) / sequence_count, 1, num_heads_);
+      group = (num_heads_ + per_sequence - 1) / per_sequence;
+      block = block_tokens(split, group);
+      Index longest = 0;
+      for (const Inputs& seq : sequences)
+        longest = std::max(longest, Layer::tokens(seq));
+      if (group == 1 || longest <= block) {
+        group = 1;
+        block = 0;
+      }
+    }
+    const Index groups = (num_heads_ + group - 1) / group;
+    detail::run_parallel(threads, static_cast<Index>(count) * groups, [&](Index item) {
+      const auto s = static_cast<std::size_t>(item / groups);
+      const Index first = item % groups * group, last = std::min(first + group, num_heads_);
+      const Index T = Layer::tokens(sequences[s]);
+      const Index step = block > 0 && T > block ? block : std::max<Index>(T, 1);
+      for (Index begin = 0; begin == 0 || begin < T; begin += step) {
+        for (Index h = first; h < last; ++h)
+          run_head(form, sequences[s], h, begin, std::min(step, T - begin),
+                   (*states[s])[static_cast<std::size_t>(h)], outs[s]);
+      }
     });
   }
 
  private:
   static constexpr const char* kName = "MultiHead";
   static constexpr Index kMinTokensPerThread = 64;
+  /// Automatic blocks: a block's packed rows of the group's heads (q, k, v, out) take about
+  /// kBlockBytes, a quarter of this core's 1 MiB L2, leaving room for the heads' states; and
+  /// at least kMinBlockTokens, so that a call's fixed costs stay small. 4 heads of d = 64 or
+  /// 128 on one thread: 64 tokens, the best of 32–512 measured.
+  static constexpr Index kBlockBytes = 256 * 1024;
+  static constexpr Index kMinBlockTokens = 64;
+
+  /// Layers that say where their calls may be cut (`exact_split`, `token_slice`: LayerBase).
+  static constexpr bool kCanSplit = requires(const Layer& l, const Inputs& in) {
+    { l.exact_split(Form::recurrent) } -> std::same_as<Index>;
+    { l.token_slice(in, Index{}, Index{}) } -> std::same_as<Inputs>;
+  };
+
+  /// Where every head's calls in `form` may be cut (the least common multiple of the heads'
+  /// exact_split), or 0 when some head's may not.
+  Index exact_split(Form form) const {
+    if constexpr (kCanSplit) {
+      Index split = 1;
+      for (const Layer& l : layers_) {
+        const Index s = l.exact_split(form);
+        if (s <= 0) return 0;
+        split = std::lcm(split, s);
+      }
+      return split;
+    } else {
+      return 0;
+    }
+  }
+
+  /// Tokens of a block: set_block_tokens's or the automatic choice for `group` heads per
+  /// thread, rounded up to a multiple of `split`.
+  Index block_tokens(Index split, Index group) const {
+    Index tokens = block_tokens_;
+    if (tokens == 0) {
+      const Layer& l = layer();
+      const Index head_bytes =
+          (2 * l.key_dim() + l.value_dim() + l.output_dim()) * static_cast<Index>(sizeof(Scalar));
+      tokens = std::max(kMinBlockTokens, kBlockBytes / (group * head_bytes));
+    }
+    return (tokens + split - 1) / split * split;
+  }
+
+  /// Head h of a sequence, tokens begin … begin + n − 1 (the whole call when it is not cut),
+  /// into the head's columns of those rows of `out`.
+  void run_head(Form form, const Inputs& packed, Index h, Index begin, Index n, State& state,
+                MatrixRef<Scalar>& out) const {
+    const Index dv = layer().output_dim();
+    // An empty output may have no storage to offset into: take column 0 then.
+    const Index column = out.rows() > 0 ? h * dv : 0;
+    // The head's views again (views into the caller's packed inputs, checked above): taking
+    // them costs a few shape comparisons, keeping them would cost a vector per call.
+    const Layer& l = layer(h);
+    const Inputs head = l.head(packed, h, num_heads_);
+    if constexpr (kCanSplit) {
+      if (n < Layer::tokens(packed)) {
+        l.forward_unchecked(form, l.token_slice(head, begin, n), state,
+                            out.block(begin, column, n, dv));
+        return;
+      }
+    }
+    l.forward_unchecked(form, head, state, out.middleCols(column, dv));
+  }
 
   /// Throws unless num_threads >= 0; 0 becomes the hardware concurrency.
   void set_threads() {
@@ -177,6 +279,7 @@ class MultiHead {
   std::vector<Layer> layers_;  ///< one shared layer, or one per head
   Index num_heads_;
   Index num_threads_;
+  Index block_tokens_ = 0;  ///< set_block_tokens; 0: automatic
 };
 
 }  // namespace seqmem
