@@ -21,6 +21,7 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "test_util.hpp"
@@ -202,6 +203,15 @@ TYPED_TEST_P(Conformance, ExactSplitsChangeNoBit) {
         SCOPED_TRACE(calls << " tokens");
         EXPECT_TRUE(near(out, whole, 0.0)) << "outputs";
         EXPECT_TRUE(TestFixture::same_state(state, whole_state, 0.0)) << "state";
+        for (auto [begin, n] : {std::pair<Index, Index>{T, 1}, {-1, 1}, {0, T + 1}, {1, -1}}) {
+          try {
+            (void)layer.token_slice(data.whole(), begin, n);
+            ADD_FAILURE() << "token_slice(" << begin << ", " << n << "): no exception";
+          } catch (const seqmem::invalid_argument& e) {
+            EXPECT_NE(std::string(e.what()).find("must lie inside the call's"), std::string::npos)
+                << e.what();
+          }
+        }
       }
     }
   }

@@ -137,21 +137,25 @@ class LayerBase {
   /// outputs or of the final state: at every multiple of the returned number of tokens, counted
   /// from the call's start; 0 where it may not be cut. Here: the recurrent form at any token
   /// (it is token by token), the other forms nowhere; a layer whose chunkwise form carries
-  /// nothing but its state from one chunk to the next says so (its chunk size). `MultiHead`
+  /// nothing but its state from one chunk to the next says so (`chunk_split`). `MultiHead`
   /// runs long calls in blocks of tokens at these cuts; the conformance suite checks the claim.
   Index exact_split(Form form) const { return form == Form::recurrent ? 1 : 0; }
 
   /// `exact_split` of a chunkwise form that carries nothing but the state from one chunk to
   /// the next: the multiples of the chunk that are also multiples of 16 tokens. Cut there,
-  /// every row of the copies a call makes (q scaled, …) sits as far from a 64-byte boundary as
-  /// in the whole call, and Eigen's small products, whose order of summation follows that
-  /// distance, add in the same order.
+  /// every row of the copies a call makes (q scaled, …) sits as far from the boundary Eigen
+  /// aligns its allocations to (at most 64 bytes) as in the whole call, and Eigen's small
+  /// products, whose order of summation follows that distance, add in the same order.
   static Index chunk_split(Index chunk_size) { return std::lcm(chunk_size, Index{16}); }
 
-  /// Tokens `begin … begin + n − 1` of a call: views into `in` (q, k, v and every gate). The
-  /// range must lie inside the call.
+  /// Tokens `begin … begin + n − 1` of a call: views into `in` (q, k, v and every gate).
+  /// Throws unless the range lies inside the call.
   template <class L = Layer>
   static typename L::Inputs token_slice(const typename L::Inputs& in, Index begin, Index n) {
+    if (begin < 0 || n < 0 || begin + n > in.q.rows()) {
+      detail::fail(Layer::kName, "token_slice(", begin, ", ", n, ") must lie inside the call's ",
+                   in.q.rows(), " tokens");
+    }
     typename L::Inputs part = in;
     detail::rebind(part.q, in.q.middleRows(begin, n));
     detail::rebind(part.k, in.k.middleRows(begin, n));
