@@ -31,7 +31,7 @@ const LinearAttention<double> kLayer({.key_dim = kDk, .value_dim = kDv, .chunk_s
 
 TEST(MultiHead, EqualsHeadsAloneBitForBitForAnyThreadCountAndBlock) {
   Rng rng(11);
-  const std::vector<Index> lengths{40, 1, 77, 13};
+  const std::vector<Index> lengths{40, 1, 77, 13, 300};
   std::vector<Packed> data;
   for (Index T : lengths)
     data.push_back(packed(rng, T));
@@ -55,8 +55,9 @@ TEST(MultiHead, EqualsHeadsAloneBitForBitForAnyThreadCountAndBlock) {
       }
       want.push_back(o);
     }
-    // Blocks of 5 and 16 tokens (7 and 21 in the chunkwise form, whose chunk is 7) cut the
-    // long sequences; the automatic block does not cut these.
+    // Blocks of 5 and 16 tokens cut the long sequences (in the chunkwise form, whose chunk is
+    // 7, both become 112 tokens: multiples of the chunk and of 16, LayerBase::chunk_split, so
+    // only the 300 tokens are cut); the automatic block cuts none of these.
     for (auto [threads, block] : {std::pair<Index, Index>{1, 0},
                                   {1, 5},
                                   {1, 16},
