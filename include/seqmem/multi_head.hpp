@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <concepts>
+#include <limits>
 #include <numeric>
 #include <span>
 #include <string>
@@ -181,14 +182,11 @@ class MultiHead {
       const Index per_sequence =
           std::clamp<Index>((threads + sequence_count - 1) / sequence_count, 1, num_heads_);
       group = (num_heads_ + per_sequence - 1) / per_sequence;
-      block = block_tokens(split, group);
       Index longest = 0;
       for (const Inputs& seq : sequences)
         longest = std::max(longest, Layer::tokens(seq));
-      if (group == 1 || longest <= block) {
-        group = 1;
-        block = 0;
-      }
+      block = group > 1 ? block_tokens(split, group, longest) : 0;
+      if (block == 0) group = 1;
     }
     const Index groups = (num_heads_ + group - 1) / group;
     detail::run_parallel(threads, static_cast<Index>(count) * groups, [&](Index item) {
@@ -221,14 +219,16 @@ class MultiHead {
   };
 
   /// Where every head's calls in `form` may be cut (the least common multiple of the heads'
-  /// exact_split), or 0 when some head's may not.
+  /// exact_split), or 0 when some head's may not (or that multiple is not an Index).
   Index exact_split(Form form) const {
     if constexpr (kCanSplit) {
       Index split = 1;
       for (const Layer& l : layers_) {
         const Index s = l.exact_split(form);
         if (s <= 0) return 0;
-        split = std::lcm(split, s);
+        const Index step = s / std::gcd(split, s);
+        if (split > std::numeric_limits<Index>::max() / step) return 0;
+        split *= step;
       }
       return split;
     } else {
@@ -237,8 +237,9 @@ class MultiHead {
   }
 
   /// Tokens of a block: set_block_tokens's or the automatic choice for `group` heads per
-  /// thread, rounded up to a multiple of `split`.
-  Index block_tokens(Index split, Index group) const {
+  /// thread, rounded up to a multiple of `split`; 0 when a block would hold the `longest` call
+  /// (nothing to cut).
+  Index block_tokens(Index split, Index group, Index longest) const {
     Index tokens = block_tokens_;
     if (tokens == 0) {
       const Layer& l = layer();
@@ -246,7 +247,9 @@ class MultiHead {
           (2 * l.key_dim() + l.value_dim() + l.output_dim()) * static_cast<Index>(sizeof(Scalar));
       tokens = std::max(kMinBlockTokens, kBlockBytes / (group * head_bytes));
     }
-    return (tokens + split - 1) / split * split;
+    if (tokens >= longest || split >= longest) return 0;
+    const Index rounded = (tokens + split - 1) / split * split;  // both < longest: no overflow
+    return rounded >= longest ? 0 : rounded;
   }
 
   /// Head h of a sequence, tokens begin … begin + n − 1 (the whole call when it is not cut),
