@@ -14,10 +14,10 @@
 ///
 /// and, optionally, `Index query_heads() const` (default 1; more for a layer whose q carries
 /// several query heads side by side that share one k and v: grouped-query softmax attention)
-/// and `Index exact_split(Form) const` (default: the recurrent form at any token, the others
-/// nowhere), and gets `tokens`, `check`, `head` (slicing H packed heads), `token_slice`
-/// (slicing tokens), both `forward` overloads and `forward_unchecked` (what `MultiHead` calls
-/// after validating once).
+/// and `static constexpr bool kChunksCarryOnlyState` (see `exact_split`), and gets `tokens`,
+/// `check`, `head` (slicing H packed heads), `exact_split` (where a call may be cut), `token_slice`
+/// (slicing tokens), both `forward` overloads and `forward_unchecked` (what `MultiHead` calls after
+/// validating once).
 
 #include <cmath>
 #include <limits>
@@ -136,10 +136,19 @@ class LayerBase {
   /// Where a call in `form` may be cut into consecutive calls without changing one bit of the
   /// outputs or of the final state: at every multiple of the returned number of tokens, counted
   /// from the call's start; 0 where it may not be cut. Here: the recurrent form at any token
-  /// (it is token by token), the other forms nowhere; a layer whose chunkwise form carries
-  /// nothing but its state from one chunk to the next says so (`chunk_split`). `MultiHead`
+  /// (it is token by token), and the chunkwise form at `chunk_split(chunk_size)` when the
+  /// layer declares `static constexpr bool kChunksCarryOnlyState = true` (its chunkwise form
+  /// carries nothing but the state from one chunk to the next); other forms nowhere. `MultiHead`
   /// runs long calls in blocks of tokens at these cuts; the conformance suite checks the claim.
-  Index exact_split(Form form) const { return form == Form::recurrent ? 1 : 0; }
+  Index exact_split(Form form) const {
+    if (form == Form::recurrent) return 1;
+    if constexpr (requires { Layer::kChunksCarryOnlyState; }) {
+      if (form == Form::chunkwise && Layer::kChunksCarryOnlyState) {
+        return chunk_split(self().options().chunk_size);
+      }
+    }
+    return 0;
+  }
 
   /// `exact_split` of a chunkwise form that carries nothing but the state from one chunk to
   /// the next: the multiples of the chunk that are also multiples of 16 tokens. Cut there,

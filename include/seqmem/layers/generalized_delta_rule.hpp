@@ -125,13 +125,8 @@ class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
                       detail::GateSpec{&Inputs::log_decay, "log_decay", -kInf, 0.0, kPerChannel}};
   }
 
-  /// Cuts exactly at any token of the recurrent form and at chunks of the chunkwise form (a
-  /// chunk takes nothing from the ones before it but the state; LayerBase::chunk_split).
-  Index exact_split(Form form) const {
-    using Base = LayerBase<GeneralizedDeltaRule>;
-    return form == Form::chunkwise ? Base::chunk_split(options_.chunk_size)
-                                   : Base::exact_split(form);
-  }
+  /// A chunk takes nothing from the ones before it but the state (LayerBase::exact_split).
+  static constexpr bool kChunksCarryOnlyState = true;
 
   /// The empty memory: S = 0, `key_dim×value_dim`.
   State initial_state() const {

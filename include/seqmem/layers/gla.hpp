@@ -114,13 +114,8 @@ class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
                                        detail::GateShape::per_key_channel}};
   }
 
-  /// Cuts exactly at any token of the recurrent form and at chunks of the chunkwise form (a
-  /// chunk takes nothing from the ones before it but the state; LayerBase::chunk_split).
-  Index exact_split(Form form) const {
-    using Base = LayerBase<GatedLinearAttention>;
-    return form == Form::chunkwise ? Base::chunk_split(options_.chunk_size)
-                                   : Base::exact_split(form);
-  }
+  /// A chunk takes nothing from the ones before it but the state (LayerBase::exact_split).
+  static constexpr bool kChunksCarryOnlyState = true;
 
   /// The empty memory: S = 0, `key_dim×value_dim`.
   State initial_state() const {
