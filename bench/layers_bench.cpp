@@ -2,20 +2,23 @@
 /// Benchmark suite of every seqmem layer (Google Benchmark). Run `scripts/bench.sh` for the
 /// whole pipeline (build, run, plots, docs/benchmarks.md); this binary is one step of it.
 ///
-///   layers_bench [--suite=full|quick|guard|chunks|diagonal|layers|layer_blocks] [--benchmark_*
-///   flags]
+///   layers_bench [--suite=full|quick|guard|chunks|diagonal|threads|layers|layer_blocks]
+///   [--benchmark_* flags]
 ///
 /// Suites (default `full`; docs/benchmarks.md lists exactly what each one runs):
 ///   full   every layer × every form × T ∈ {256, 1024, 4096, 16384} × d ∈ {64, 128}, float,
 ///          one head; TTT/Titans also at T = 16 (one mini-batch, where their parallel form is
-///          defined); a double subset; 4 heads (seqmem::MultiHead) on 1 and 2 threads; decode
-///          latency; Eigen GEMM references.
+///          defined); a double subset; 4 heads (seqmem::MultiHead) on 1 and 2 threads, and
+///          the `threads` cases; decode latency; Eigen GEMM references.
 ///   quick  the same kinds of cases on fewer sizes (T ≤ 4096), for a run of a few minutes.
 ///   guard  the handful of cases bench/ratio_guard.py compares (ctest bench.ratio_guard).
 ///   chunks chunkwise linear attention, (gated) DeltaNet and softmax attention at T = 4096,
 ///          d ∈ {64, 128} over chunk_size ∈ {16 … 192} (how the defaults were chosen).
 ///   diagonal  GLA, KDA and the generalized delta rule (docs/math.md §7–§9) at T = 4096,
 ///          d ∈ {64, 128}: every form, 4 heads chunkwise, decode on 1 and 4 heads.
+///   threads 4 heads chunkwise at T = 4096, d ∈ {64, 128}, every layer: MultiHead on 2
+///          threads vs 1, interleaved with two threads that share nothing (the bound the
+///          machine sets; run_thread_scaling).
 ///   layers the layers from x (include/seqmem/models/) at D = 1024: prefill T = 4096 and
 ///          decode, with the share of projections, memory and the rest (bench/layers_from_x.cpp
 ///          describes the cases and the method); `full` and `quick` run them too.
@@ -28,7 +31,8 @@
 ///     for the memory comparison with its chunkwise form (bench/softmax_memory.cpp).
 ///
 /// Case names: `BM_<layer>/<form>/T:<T>/d:<d>[/f64][/heads:<H>/threads:<n>]`, decode cases
-/// `BM_<layer>/decode/ctx:4096/d:<d>[/heads:<H>]`, references `BM_eigen_gemm[_f64]/<n>` and
+/// `BM_<layer>/decode/ctx:4096/d:<d>[/heads:<H>]`, thread scaling
+/// `BM_<layer>/chunkwise/T:4096/d:<d>/heads:4/scaling`, references `BM_eigen_gemm[_f64]/<n>` and
 /// `BM_eigen_product|BM_engine_product/<m>x<k>x<n>` (the TTT/Titans engine's skinny products).
 ///
 /// Counters (per case):
@@ -66,6 +70,7 @@
 #include <vector>
 
 #include <Eigen/Core>
+#include <seqmem/detail/parallel.hpp>
 #include <seqmem/seqmem.hpp>
 
 #include "layers_from_x.hpp"
@@ -532,8 +537,8 @@ void set_flop_counters(benchmark::State& bench, std::optional<double> form_flops
   }
 }
 
-/// One call of `T` tokens from a fresh state, into a preallocated output (one head) or
-/// through MultiHead (which allocates its output, as its API does).
+/// One call of `T` tokens from a fresh state into a preallocated output, one head called
+/// directly or all heads through MultiHead (as a model that keeps its buffers calls them).
 template <BenchCase Case>
 void run_layer(benchmark::State& bench, const Spec& spec) {
   using Layer = typename Case::Layer;
@@ -553,9 +558,10 @@ void run_layer(benchmark::State& bench, const Spec& spec) {
     }
   } else {
     const seqmem::MultiHead<Layer> multi(layer, spec.heads, spec.threads);
+    seqmem::Matrix<typename Layer::Scalar> out(spec.T, spec.heads * layer.output_dim());
     for ([[maybe_unused]] auto _ : bench) {
       typename seqmem::MultiHead<Layer>::States states = multi.initial_state();
-      seqmem::Matrix<typename Layer::Scalar> out = multi.forward(spec.form, inputs, states);
+      multi.forward(spec.form, inputs, states, out);
       benchmark::DoNotOptimize(out.data());
       benchmark::DoNotOptimize(states);
       benchmark::ClobberMemory();
@@ -570,6 +576,78 @@ void run_layer(benchmark::State& bench, const Spec& spec) {
     set_flop_counters(bench, Case::flops(layer, spec.form, spec.T),
                       Case::flops(layer, Form::recurrent, spec.T), spec.heads);
   }
+}
+
+/// Median of `values` (sorts them).
+double median(std::vector<double>& values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n == 0 ? 0.0 : n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+/// How 4 heads scale from 1 to 2 threads, against what this machine allows (issue 17). Each
+/// iteration times, one after another: (a) MultiHead on 1 thread and (b) on 2 threads, a
+/// chunkwise call of T tokens from fresh states into a preallocated output; (c) the same 4
+/// head calls made directly, 2 heads from each of two copies of the inputs, one after another
+/// on one thread, and (d) those two halves at once on 2 threads (the same thread pool), each
+/// with its own inputs and output: two threads that share nothing. (c)/(d) is the speedup the
+/// machine gives such work (its cores, caches and memory, and other load); (a)/(b) is
+/// MultiHead's. Counters: the medians' ratios, and the medians in ms. Wall-clock time.
+template <BenchCase Case>
+void run_thread_scaling(benchmark::State& bench, Index T, Index d) {
+  using Layer = typename Case::Layer;
+  using Clock = std::chrono::steady_clock;
+  constexpr Index kHeads = 4;
+  const Layer layer = Case::make_layer(d);
+  Rng rng(kSeed);
+  const typename Case::Data data = Case::make_data(T, d, kHeads, rng);
+  const typename Case::Data copy = data;
+  const typename Layer::Inputs inputs[2] = {data.inputs(), copy.inputs()};
+  const Index dv = layer.output_dim();
+  seqmem::Matrix<typename Layer::Scalar> out[2] = {{T, kHeads * dv}, {T, kHeads * dv}};
+  const seqmem::MultiHead<Layer> one(layer, kHeads, 1), two(layer, kHeads, 2);
+  // Half p: heads 2p and 2p + 1 of copy p, called directly into out[p].
+  const auto half = [&](Index p) {
+    for (Index h = 2 * p; h < 2 * p + 2; ++h) {
+      typename Layer::State state = layer.initial_state();
+      layer.forward(Form::chunkwise, layer.head(inputs[p], h, kHeads), state,
+                    out[p].middleCols(h * dv, dv));
+    }
+  };
+  std::vector<double> times[4];
+  for ([[maybe_unused]] auto _ : bench) {
+    double total = 0.0;
+    for (int variant = 0; variant < 4; ++variant) {
+      const auto start = Clock::now();
+      if (variant < 2) {
+        typename seqmem::MultiHead<Layer>::States states = one.initial_state();
+        (variant == 0 ? one : two).forward(Form::chunkwise, inputs[0], states, out[0]);
+      } else if (variant == 2) {
+        half(0);
+        half(1);
+      } else {
+        seqmem::detail::run_parallel(2, 2, half);
+      }
+      benchmark::DoNotOptimize(out[0].data());
+      benchmark::DoNotOptimize(out[1].data());
+      benchmark::ClobberMemory();
+      const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      times[variant].push_back(seconds);
+      total += seconds;
+    }
+    bench.SetIterationTime(total);
+  }
+  double medians[4];
+  for (int variant = 0; variant < 4; ++variant)
+    medians[variant] = median(times[variant]);
+  if (medians[1] > 0.0 && medians[3] > 0.0) {
+    bench.counters["multihead_speedup"] = medians[0] / medians[1];
+    bench.counters["independent_speedup"] = medians[2] / medians[3];
+  }
+  bench.counters["multihead_1t_ms"] = medians[0] * 1e3;
+  bench.counters["multihead_2t_ms"] = medians[1] * 1e3;
+  bench.counters["independent_1t_ms"] = medians[2] * 1e3;
+  bench.counters["independent_2t_ms"] = medians[3] * 1e3;
 }
 
 constexpr Index kDecodeContext = 4096;  // tokens the state has seen before decoding
@@ -754,6 +832,18 @@ void register_case(const std::string& layer, const Spec& spec) {
 }
 
 template <BenchCase Case>
+void register_thread_scaling(const std::string& layer, Index T, Index d) {
+  std::ostringstream name;
+  name << "BM_" << layer << "/chunkwise/T:" << T << "/d:" << d << "/heads:4/scaling";
+  benchmark::RegisterBenchmark(
+      name.str().c_str(),
+      [T, d](benchmark::State& bench) { run_thread_scaling<Case>(bench, T, d); })
+      ->Unit(benchmark::kMillisecond)
+      ->UseManualTime()
+      ->MinTime(1.0);  // enough rounds for a median even where a round takes 0.3 s
+}
+
+template <BenchCase Case>
 void register_decode(const std::string& layer, Index d, Index heads) {
   std::ostringstream name;
   name << "BM_" << layer << "/decode/ctx:" << kDecodeContext << "/d:" << d;
@@ -772,26 +862,30 @@ struct LayerEntry {
   ParallelForm parallel;
   std::function<void(const std::string&, const Spec&)> add;
   std::function<void(const std::string&, Index, Index)> add_decode;
+  std::function<void(const std::string&, Index, Index)> add_thread_scaling;
 
   void operator()(const Spec& spec) const {
     if (included(parallel, spec.form, spec.T)) add(name, spec);
   }
   void decode(Index d, Index heads) const { add_decode(name, d, heads); }
+  void thread_scaling(Index T, Index d) const { add_thread_scaling(name, T, d); }
 };
 
 template <template <class> class Case>
 LayerEntry entry(std::string name, ParallelForm parallel) {
-  return {std::move(name), parallel,
-          [](const std::string& n, const Spec& spec) {
-            if (spec.f64) {
-              register_case<Case<double>>(n, spec);
-            } else {
-              register_case<Case<float>>(n, spec);
-            }
-          },
-          [](const std::string& n, Index d, Index heads) {
-            register_decode<Case<float>>(n, d, heads);
-          }};
+  return {
+      std::move(name), parallel,
+      [](const std::string& n, const Spec& spec) {
+        if (spec.f64) {
+          register_case<Case<double>>(n, spec);
+        } else {
+          register_case<Case<float>>(n, spec);
+        }
+      },
+      [](const std::string& n, Index d, Index heads) { register_decode<Case<float>>(n, d, heads); },
+      [](const std::string& n, Index T, Index d) {
+        register_thread_scaling<Case<float>>(n, T, d);
+      }};
 }
 
 /// ONE line per layer.
@@ -853,6 +947,15 @@ void register_multi_head(const std::vector<Form>& forms, const std::vector<Index
   }
 }
 
+/// 4 heads on 2 threads vs 1, chunkwise, beside two threads that share nothing
+/// (run_thread_scaling).
+void register_thread_scaling_all(Index T, const std::vector<Index>& dims) {
+  for (const LayerEntry& layer : layer_table()) {
+    for (const Index d : dims)
+      layer.thread_scaling(T, d);
+  }
+}
+
 void register_double(const std::vector<Index>& tokens, Index d) {
   for (const LayerEntry& layer : layer_table()) {
     for (const Form form : kForms) {
@@ -883,6 +986,7 @@ void register_full() {
   register_single_head({256, 1024, 4096, 16384}, {64, 128});
   register_double({1024, 4096}, 64);
   register_multi_head({Form::recurrent, Form::chunkwise}, {256, 1024, 4096}, {64, 128});
+  register_thread_scaling_all(4096, {64, 128});
   register_decode_all({64, 128}, {1, 4});
   seqmem::bench::register_layers_from_x();
 }
@@ -969,6 +1073,8 @@ bool register_suite(std::string_view suite) {
     register_guard();
   } else if (suite == "chunks") {
     register_chunks();
+  } else if (suite == "threads") {
+    register_thread_scaling_all(4096, {64, 128});
   } else if (suite == "diagonal") {
     register_diagonal();
   } else if (suite == "layers") {
@@ -1002,11 +1108,10 @@ int main(int argc, char** argv) {
   int rest_count = static_cast<int>(rest.size());
   if (benchmark::ReportUnrecognizedArguments(rest_count, rest.data())) return 1;
   if (!register_suite(suite)) {
-    std::fprintf(
-        stderr,
-        "layers_bench: unknown --suite=%s (full, quick, guard, chunks, diagonal, layers or "
-        "layer_blocks)\n",
-        suite.c_str());
+    std::fprintf(stderr,
+                 "layers_bench: unknown --suite=%s (full, quick, guard, chunks, diagonal, threads, "
+                 "layers or layer_blocks)\n",
+                 suite.c_str());
     return 1;
   }
 

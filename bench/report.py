@@ -51,7 +51,7 @@ TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 @dataclass
 class Case:
     name: str
-    kind: str  # "layer", "decode", "gemm" or "product"
+    kind: str  # "layer", "decode", "gemm", "product" or "scaling" (run_thread_scaling)
     layer: str = ""
     form: str = ""
     T: int = 0
@@ -95,11 +95,15 @@ def parse_name(name: str) -> Case | None:
             case.threads = int(value)
         elif key == "f64":
             case.f64 = True
+        elif key == "scaling":
+            case.kind = "scaling"
     return case
 
 
 VALUE_KEYS = ["tokens/s", "head_tokens/s", "GFLOP/s", "useful_GFLOP/s", "us/token",
-              "us/head_token", "real_time", "cpu_time"]
+              "us/head_token", "real_time", "cpu_time", "multihead_speedup",
+              "independent_speedup", "multihead_1t_ms", "multihead_2t_ms", "independent_1t_ms",
+              "independent_2t_ms"]
 
 
 def load_cases(path: str) -> tuple[dict, dict[str, Case]]:
@@ -134,7 +138,8 @@ def load_cases(path: str) -> tuple[dict, dict[str, Case]]:
                 case.values[key] = statistics.median(float(r[key]) for r in runs)
         cv = aggregates[name].get("cv")
         if cv is not None:
-            case.cv = float(cv.get("cpu_time" if case.threads == 0 else "real_time", 0.0))
+            timed = "cpu_time" if case.threads == 0 and case.kind == "layer" else "real_time"
+            case.cv = float(cv.get(timed, 0.0))
         elif len(runs) > 1:
             times = [float(r["cpu_time"]) for r in runs]
             case.cv = statistics.pstdev(times) / statistics.mean(times)
@@ -152,11 +157,14 @@ class Index:
         self.decode = {}
         self.gemm = {}
         self.product = {}
+        self.scaling = {}
         for c in cases.values():
             if c.kind == "layer":
                 self.layer[(c.layer, c.form, c.T, c.d, c.f64, c.heads, c.threads)] = c
             elif c.kind == "decode":
                 self.decode[(c.layer, c.d, c.heads)] = c
+            elif c.kind == "scaling":
+                self.scaling[(c.layer, c.d)] = c
             elif c.kind == "product":
                 self.product[(c.layer, c.form)] = c.values.get("GFLOP/s")
             else:
@@ -518,12 +526,44 @@ def targets_section(idx: Index, memory: list[dict]) -> list[str]:
                 "not cost extra work (CPU 2t/1t). On an idle 2-core machine 4 heads split 2 + 2 "
                 "and the bound is 2×.", ""]
 
+    out += scaling_section(idx)
+
     # (f)
     out += memory_section(memory, heading=False)
 
     # (g)
     out += diagonal_section(idx, gemm)
     return out
+
+
+def scaling_section(idx: "Index") -> list[str]:
+    """(e)'s speedups measured against what the machine allows (run_thread_scaling)."""
+    rows = []
+    for layer, title in LAYERS:
+        for d in (64, 128):
+            c = idx.scaling.get((layer, d))
+            if c is None:
+                continue
+            v = c.values
+            rows.append([title, d, fmt(v.get("multihead_1t_ms"), 3), fmt(v.get("multihead_2t_ms"), 3),
+                         f"**{fmt(v.get('multihead_speedup'), 3, '×')}**",
+                         fmt(v.get("independent_1t_ms"), 3), fmt(v.get("independent_2t_ms"), 3),
+                         f"**{fmt(v.get('independent_speedup'), 3, '×')}**",
+                         fmt(ratio(v.get("independent_2t_ms"), v.get("multihead_2t_ms")), 3, "×")])
+    if not rows:
+        return []
+    return ["The same speedup against what this machine allows, measured interleaved in one "
+            "process (`BM_<layer>/chunkwise/T:4096/d:<d>/heads:4/scaling`; each round times all "
+            "four calls one after another, medians over the rounds, ms per call): MultiHead "
+            "on 1 and 2 threads, and the same 4 head calls made directly by two threads that "
+            "share nothing (2 heads each, each thread with its own copy of the inputs and its "
+            "own output) vs the two halves one after another on one thread. The second "
+            "speedup is the bound the machine sets for this work (its shared L3 and memory, and "
+            "other load); the last column is MultiHead's 2-thread rate over that of the "
+            "threads that share nothing (1× = MultiHead adds nothing).", "",
+            table(["layer", "d", "MultiHead 1t", "MultiHead 2t", "MultiHead speedup",
+                   "sharing nothing 1t", "sharing nothing 2t", "machine's speedup",
+                   "MultiHead 2t ÷ sharing nothing 2t (rate)"], rows), ""]
 
 
 def diagonal_section(idx: "Index", gemm) -> list[str]:
@@ -661,8 +701,8 @@ def ratio_tables(idx: Index) -> list[str]:
             out += ["Cost per head through MultiHead (one thread) vs one head called directly, "
                     "in head-tokens per CPU second (CPU time, so the machine's load cancels "
                     "out; T=4096; ideal 1×). The 4 heads' inputs are column slices of T×(4·d) "
-                    "matrices (row stride 4·d) and MultiHead allocates the T×(4·d) output per "
-                    "call:", "",
+                    "matrices (row stride 4·d); both write into an output allocated once (MultiHead "
+                    "into the T×(4·d) one):", "",
                     table(["layer", "form", "d=64 direct", "d=64 MultiHead", "ratio",
                            "d=128 direct", "d=128 MultiHead", "ratio"], rows), ""]
 
@@ -786,7 +826,7 @@ def write_csv(cases: dict[str, Case], path: str) -> None:
         w.writerow(cols)
         for c in cases.values():
             v = c.values
-            kind = ("manual" if c.kind == "decode" else "real" if c.threads else "cpu")
+            kind = ("manual" if c.kind in ("decode", "scaling") else "real" if c.threads else "cpu")
             time = v.get("real_time" if kind != "cpu" else "cpu_time")
 
             def g(key):
