@@ -165,6 +165,45 @@ TEST(LinearAttention, SmallCaseByHand) {
   }
 }
 
+// docs/math.md §2 written out: the query is scale·φ(q), the feature map applied before the scale
+// (as fla: its kernels scale the feature-mapped q). For elu+1 the order matters: φ(scale·q) is
+// another function. Random inputs, a scale ≠ 1, plain and normalized, every form.
+TEST(LinearAttention, FeatureMapBeforeScaleAsSpecified) {
+  const auto phi = [](const Matrix<double>& x) {
+    return Matrix<double>(x.unaryExpr([](double v) { return v > 0.0 ? v + 1.0 : std::exp(v); }));
+  };
+  Rng rng(5);
+  const Index T = 7, dk = 3, dv = 2;
+  const double scale = 0.4;
+  const Matrix<double> q = uniform<double>(rng, T, dk, -2.0, 2.0),
+                       k = uniform<double>(rng, T, dk, -2.0, 2.0), v = uniform<double>(rng, T, dv);
+  const Vector<double> g = uniform<double>(rng, T, 1, -0.5, 0.0);
+  for (const bool normalize : {false, true}) {
+    const LinearAttention<double> layer({.key_dim = dk,
+                                         .value_dim = dv,
+                                         .scale = scale,
+                                         .feature_map = FeatureMap::elu_plus_one,
+                                         .normalize = normalize,
+                                         .chunk_size = 3});
+    const double eps = layer.options().norm_eps;
+    Matrix<double> S = Matrix<double>::Zero(dk, dv), z = Matrix<double>::Zero(1, dk), want(T, dv);
+    for (Index t = 0; t < T; ++t) {
+      const Matrix<double> qt = scale * phi(q.row(t)), kt = phi(k.row(t));
+      S = std::exp(g(t)) * S + kt.transpose() * v.row(t);
+      z = std::exp(g(t)) * z + kt;
+      want.row(t) = qt * S;
+      if (normalize) want.row(t) /= (qt * z.transpose())(0, 0) + eps;
+    }
+    for (Form form : all_forms) {
+      auto state = layer.initial_state();
+      const auto o = forward(layer, form, {.q = q, .k = k, .v = v, .log_decay = g}, state);
+      EXPECT_LT((o - want).cwiseAbs().maxCoeff(), 1e-12)
+          << to_string(form) << (normalize ? ", normalized" : "");
+      EXPECT_LT((state.S - S).cwiseAbs().maxCoeff(), 1e-12) << to_string(form);
+    }
+  }
+}
+
 // Strong decay over long spans underflows to zero, never to NaN.
 TEST(LinearAttention, StrongDecayStaysFinite) {
   LinearAttention<float> layer({.key_dim = 3, .value_dim = 3, .normalize = true, .chunk_size = 64});

@@ -41,10 +41,11 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
     /// Width of v and of the output and columns of S; must be > 0.
     Index value_dim = 0;
     std::optional<Scalar> scale = std::nullopt;  ///< default 1/sqrt(key_dim)
-    /// Feature map φ applied to q and k (after q is scaled); identity by default.
+    /// Feature map φ applied to q and k; the layer's query is scale·φ(q) (the scale after the
+    /// map, docs/math.md §2, as fla); identity by default.
     FeatureMap feature_map = FeatureMap::identity;
-    /// Divide each output row by q̃_t·z_t + `norm_eps`, q̃_t the query as the layer uses it
-    /// (scaled, feature-mapped); the state then carries z.
+    /// Divide each output row by q̃_t·z_t + `norm_eps`, q̃_t = scale·φ(q_t) the query as the
+    /// layer uses it; the state then carries z.
     bool normalize = false;
     Scalar norm_eps = Scalar(1e-10);  ///< ε added to the signed denominator (as fla)
     /// Tokens per chunk of the chunkwise form; 32: the fastest at d = 128, 10–17 % behind 16
@@ -142,8 +143,8 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
   /// The math of one checked call with T > 0.
   void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
     if (form == Form::recurrent) return recurrent(in, state, out);
-    Matrix<Scalar> q = in.q * scale();
-    detail::apply_feature_map(options_.feature_map, q);
+    Matrix<Scalar> q = in.q;
+    to_query(q);
     if (options_.feature_map == FeatureMap::identity) {
       run_form(form, q, in.k, in, state, out);
     } else {
@@ -183,6 +184,14 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
     }
   }
 
+  /// q ← scale·φ(q) in place: the map first, then the scale (docs/math.md §2, as fla; for elu+1,
+  /// φ(scale·q) would be another function).
+  template <class Derived>
+  void to_query(Eigen::MatrixBase<Derived>& q) const {
+    detail::apply_feature_map(options_.feature_map, q);
+    q *= scale();
+  }
+
   /// Per-thread buffers of the recurrent form: one token's scale·φ(q) and φ(k).
   struct RecurrentWorkspace {
     detail::Scratch<Scalar> q, k;
@@ -194,8 +203,8 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
     auto q = ws.q.row(options_.key_dim);
     auto k = ws.k.row(options_.key_dim);
     for (Index t = 0; t < in.q.rows(); ++t) {
-      q = in.q.row(t) * scale();
-      detail::apply_feature_map(options_.feature_map, q);
+      q = in.q.row(t);
+      to_query(q);
       if (options_.feature_map == FeatureMap::identity) {
         step(q, in.k.row(t), in, t, state, out);
       } else {
