@@ -7,8 +7,6 @@
 
 #include <algorithm>
 #include <concepts>
-#include <limits>
-#include <numeric>
 #include <span>
 #include <string>
 #include <vector>
@@ -226,9 +224,8 @@ class MultiHead {
       for (const Layer& l : layers_) {
         const Index s = l.exact_split(form);
         if (s <= 0) return 0;
-        const Index step = s / std::gcd(split, s);
-        if (split > std::numeric_limits<Index>::max() / step) return 0;
-        split *= step;
+        split = detail::lcm_or_zero(split, s);
+        if (split == 0) return 0;
       }
       return split;
     } else {

@@ -156,11 +156,7 @@ class LayerBase {
   /// aligns its allocations to (at most 64 bytes) as in the whole call, and Eigen's small
   /// products, whose order of summation follows that distance, add in the same order. 0 (no
   /// cut) for a chunk too large for that multiple to be an Index: no call is that long.
-  static Index chunk_split(Index chunk_size) {
-    constexpr Index kTokens = 16;
-    const Index step = chunk_size / std::gcd(chunk_size, kTokens);
-    return step > std::numeric_limits<Index>::max() / kTokens ? 0 : step * kTokens;
-  }
+  static Index chunk_split(Index chunk_size) { return detail::lcm_or_zero(chunk_size, 16); }
 
   /// Tokens `begin … begin + n − 1` of a call: views into `in` (q, k, v and every gate).
   /// Throws unless the range lies inside the call.

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -36,6 +37,13 @@ inline Index checked_product(std::string_view where, std::string_view name, Inde
     fail(where, name, " (the hidden width) overflows Index: ", a, "·", b);
   }
   return a * b;
+}
+
+/// The least common multiple of a, b > 0, or 0 when it does not fit an Index (std::lcm's
+/// overflow is undefined).
+inline Index lcm_or_zero(Index a, Index b) {
+  const Index step = b / std::gcd(a, b);
+  return a > std::numeric_limits<Index>::max() / step ? 0 : a * step;
 }
 
 /// Throws unless `x` is `rows × cols`.

@@ -143,8 +143,8 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
   /// The math of one checked call with T > 0.
   void run(Form form, const Inputs& in, State& state, MatrixRef<Scalar> out) const {
     if (form == Form::recurrent) return recurrent(in, state, out);
-    Matrix<Scalar> q = in.q;
-    to_query(q);
+    Matrix<Scalar> q;
+    to_query(in.q, q);
     if (options_.feature_map == FeatureMap::identity) {
       run_form(form, q, in.k, in, state, out);
     } else {
@@ -184,10 +184,15 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
     }
   }
 
-  /// q ← scale·φ(q) in place: the map first, then the scale (docs/math.md §2, as fla; for elu+1,
-  /// φ(scale·q) would be another function).
-  template <class Derived>
-  void to_query(Eigen::MatrixBase<Derived>& q) const {
+  /// q = scale·φ(x): the map first, then the scale (docs/math.md §2, as fla; for elu+1,
+  /// φ(scale·x) would be another function). The identity map takes one pass, as before.
+  template <class X, class Q>
+  void to_query(const X& x, Q& q) const {
+    if (options_.feature_map == FeatureMap::identity) {
+      q = x * scale();
+      return;
+    }
+    q = x;
     detail::apply_feature_map(options_.feature_map, q);
     q *= scale();
   }
@@ -203,8 +208,7 @@ class LinearAttention : public LayerBase<LinearAttention<Scalar_>> {
     auto q = ws.q.row(options_.key_dim);
     auto k = ws.k.row(options_.key_dim);
     for (Index t = 0; t < in.q.rows(); ++t) {
-      q = in.q.row(t);
-      to_query(q);
+      to_query(in.q.row(t), q);
       if (options_.feature_map == FeatureMap::identity) {
         step(q, in.k.row(t), in, t, state, out);
       } else {
