@@ -148,6 +148,57 @@ TEST(MultiHead, BadInputAnywhereLeavesAllStatesUnchanged) {
       EXPECT_EQ(states[s][h].S, before[s][h].S);
 }
 
+// A call cut into blocks checks each block's values just before it runs: a bad value in a late
+// block must still leave every state as it was and throw what checking up front throws (the
+// first bad head in sequence-then-head order), whichever thread meets which block first.
+TEST(MultiHead, BadValueInALateBlockLeavesAllStatesUnchanged) {
+  Rng rng(14);
+  using Executor = MultiHead<LinearAttention<double>>;
+  for (Form form : {Form::recurrent, Form::chunkwise}) {
+    for (Index threads : {1, 2}) {
+      for (int bad : {0, 1, 2}) {
+        SCOPED_TRACE(::testing::Message()
+                     << to_string(form) << ", threads " << threads << ", bad case " << bad);
+        std::vector<Packed> data{packed(rng, 300), packed(rng, 40), packed(rng, 260)};
+        if (bad == 0) data[0].q(250, 1 * kDk + 2) = std::nan("");  // late block of head 1
+        if (bad == 1) data[2].g(259, 0) = 0.5;  // the last token of the last sequence
+        if (bad == 2) {  // two: the later sequence's comes first in time, the earlier's counts
+          data[1].v(3, 0) = INFINITY;
+          data[0].k(299, 2 * kDk) = -INFINITY;
+        }
+        Executor blocked(kLayer, kHeads, threads);
+        blocked.set_block_tokens(16);
+        Executor whole(kLayer, kHeads, threads);
+        whole.set_block_tokens(Index(1) << 40);
+        std::vector<Executor::States> states(data.size(), blocked.initial_state());
+        for (auto& s : states)
+          for (auto& h : s)
+            h.S.setConstant(0.5);
+        const auto before = states;
+        std::vector<LinearAttention<double>::Inputs> seqs;
+        for (const auto& d : data)
+          seqs.push_back(d.inputs());
+        std::string want, got;
+        try {
+          (void)forward_batch(whole, form, seqs, states);
+        } catch (const seqmem::invalid_argument& e) {
+          want = e.what();
+        }
+        try {
+          (void)forward_batch(blocked, form, seqs, states);
+        } catch (const seqmem::invalid_argument& e) {
+          got = e.what();
+        }
+        EXPECT_NE(want, "");
+        EXPECT_EQ(got, want);
+        for (std::size_t s = 0; s < data.size(); ++s)
+          for (std::size_t h = 0; h < std::size_t(kHeads); ++h)
+            EXPECT_EQ(states[s][h].S, before[s][h].S) << "sequence " << s << ", head " << h;
+      }
+    }
+  }
+}
+
 TEST(MultiHead, RejectsBadArguments) {
   EXPECT_THROW(MultiHead(kLayer, 0), seqmem::invalid_argument);
   EXPECT_THROW(MultiHead(kLayer, 2, -1), seqmem::invalid_argument);

@@ -180,12 +180,35 @@ class LayerBase {
   /// finiteness and range, and the state.
   template <class L = Layer>
   void check(Form form, const typename L::Inputs& in, const typename L::State& state) const {
-    const Layer& layer = self();
     const Index T = in.q.rows();
-    detail::require_qkv(Layer::kName, in, layer.query_heads() * key_dim(), key_dim(), value_dim(),
-                        layer.options().check_finite);
-    std::apply([&](const auto&... spec) { (this->check_gate(spec, in, T), ...); }, Layer::gates());
-    layer.check_state(form, T, state);
+    check_qkv_shapes(in);
+    check_qkv_values(in);
+    std::apply(
+        [&](const auto&... spec) {
+          ((this->check_gate_shape(spec, in, T), check_gate_values(spec, in)), ...);
+        },
+        Layer::gates());
+    self().check_state(form, T, state);
+  }
+
+  /// The part of `check` that reads no value of the inputs: q, k, v shapes, every gate's
+  /// presence and shape, and the state. (`MultiHead` checks this up front for a long call and
+  /// the values block by block, while the block is in cache.)
+  template <class L = Layer>
+  void check_shapes(Form form, const typename L::Inputs& in, const typename L::State& state) const {
+    const Index T = in.q.rows();
+    check_qkv_shapes(in);
+    std::apply([&](const auto&... spec) { (this->check_gate_shape(spec, in, T), ...); },
+               Layer::gates());
+    self().check_state(form, T, state);
+  }
+
+  /// The rest of `check`, for inputs `check_shapes` has accepted: q, k, v finite (unless
+  /// `check_finite` is off), every gate finite and in its range.
+  template <class L = Layer>
+  void check_values(const typename L::Inputs& in) const {
+    check_qkv_values(in);
+    std::apply([&](const auto&... spec) { (check_gate_values(spec, in), ...); }, Layer::gates());
   }
 
   /// Head `h` of `H` heads packed side by side: q, k `T×(H·key_dim)`, v `T×(H·value_dim)`,
@@ -252,12 +275,34 @@ class LayerBase {
     }
   }
 
+  template <class Inputs>
+  void check_qkv_shapes(const Inputs& in) const {
+    detail::require_qkv_shapes(Layer::kName, in, self().query_heads() * key_dim(), key_dim(),
+                               value_dim());
+  }
+
+  template <class Inputs>
+  void check_qkv_values(const Inputs& in) const {
+    if (!self().options().check_finite) return;
+    detail::require_finite(Layer::kName, "q", in.q);
+    detail::require_finite(Layer::kName, "k", in.k);
+    detail::require_finite(Layer::kName, "v", in.v);
+  }
+
   template <class Spec, class Inputs>
-  void check_gate(const Spec& spec, const Inputs& in, Index T) const {
+  void check_gate_shape(const Spec& spec, const Inputs& in, Index T) const {
     const auto* gate = detail::gate_of(in.*spec.member);
     if (gate == nullptr) return;
     const bool per_token = spec.shape == detail::GateShape::per_token;
     detail::require_shape(Layer::kName, spec.name, *gate, T, per_token ? 1 : key_dim());
+  }
+
+  template <class Spec, class Inputs>
+  static void check_gate_values(const Spec& spec, const Inputs& in) {
+    const auto* gate = detail::gate_of(in.*spec.member);
+    if (gate == nullptr) return;
+    const bool per_token = spec.shape == detail::GateShape::per_token;
+    const Index T = gate->rows();
     // One vectorized pass decides; the scalar search below only runs to name a bad value.
     if (detail::all_finite(*gate) &&
         (T == 0 || (double(gate->minCoeff()) >= spec.lo && double(gate->maxCoeff()) <= spec.hi))) {

@@ -88,21 +88,15 @@ void require_finite(std::string_view where, std::string_view name,
   }
 }
 
-/// Checks one call's q (`T×dq`), k (`T×dk`) and v (`T×dv`), T being q's rows, and — when
-/// `finite` — that they hold no NaN or Inf. dq is dk except where several query heads share
-/// one k and v (softmax attention with `query_heads`).
+/// Checks the shapes of one call's q (`T×dq`), k (`T×dk`) and v (`T×dv`), T being q's rows. dq
+/// is dk except where several query heads share one k and v (softmax attention with
+/// `query_heads`).
 template <class Inputs>
-void require_qkv(std::string_view where, const Inputs& in, Index dq, Index dk, Index dv,
-                 bool finite) {
+void require_qkv_shapes(std::string_view where, const Inputs& in, Index dq, Index dk, Index dv) {
   const Index T = in.q.rows();
   require_shape(where, "q", in.q, T, dq);
   require_shape(where, "k", in.k, T, dk);
   require_shape(where, "v", in.v, T, dv);
-  if (finite) {
-    require_finite(where, "q", in.q);
-    require_finite(where, "k", in.k);
-    require_finite(where, "v", in.v);
-  }
 }
 
 }  // namespace detail
