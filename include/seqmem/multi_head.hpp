@@ -313,10 +313,15 @@ class MultiHead {
     const Layer& l = layer(h);
     const Inputs head = l.head(packed, h, num_heads_);
     if constexpr (kCanSplit) {
-      const bool whole = n == Layer::tokens(packed);
-      const Inputs part = whole ? head : l.token_slice(head, begin, n);
-      if (check_values) l.check_values(part);
-      l.forward_unchecked(form, part, state, out.block(begin, column, n, dv));
+      const auto run = [&](const Inputs& part) {
+        if (check_values) l.check_values(part);
+        l.forward_unchecked(form, part, state, out.block(begin, column, n, dv));
+      };
+      if (n < Layer::tokens(packed)) {
+        run(l.token_slice(head, begin, n));
+      } else {
+        run(head);
+      }
     } else {
       l.forward_unchecked(form, head, state, out.middleCols(column, dv));
     }
