@@ -73,11 +73,15 @@ class DecayTable {
       to_end_(i) = static_cast<Scalar>(std::exp(gamma_(length - 1) - gamma_(i)));
     }
     // [Γ_i/Γ_j] on the lower triangle, diagonal included (= 1); computed once per chunk and
-    // shared by every masked product of the chunk.
+    // shared by every masked product of the chunk. The exponent γ_i − γ_j is formed in double,
+    // the exp taken in Scalar on the stored row, where Eigen vectorizes it: an exp in the same
+    // expression as the cast ran as one libm call per entry (5–9 % of 4-head gated linear
+    // attention, issue 17).
     ratios_.resize(length, length);
     for (Index i = 0; i < length; ++i) {
-      ratios_.row(i).head(i + 1) =
-          (gamma_(i) - gamma_.head(i + 1).array()).exp().template cast<Scalar>().transpose();
+      auto row = ratios_.row(i).head(i + 1);
+      row = (gamma_(i) - gamma_.head(i + 1).array()).template cast<Scalar>().transpose();
+      row = row.array().exp();
     }
   }
 
