@@ -221,7 +221,9 @@ Count parallel_allocations(const Layer& layer, Form form, Index T) {
   Matrix<Scalar> out(T, kHeads * layer.output_dim());
   const MultiHead<Layer> multi(layer, kHeads, 2);
   auto states = multi.initial_state();
-  for (int i = 0; i < 8; ++i) {  // either thread may get any head: warm up both
+  // Either thread may get any head, and which one does is up to the pool: warm up both, long
+  // enough that each has run every head (8 calls once left a thread cold under load).
+  for (int i = 0; i < 64; ++i) {
     states = multi.initial_state();
     multi.forward(form, data.all(), states, out);
   }
