@@ -99,14 +99,16 @@ TEST(FiniteInput, Titans) {
 }
 
 // detail::all_finite (the vectorized check behind check_finite): every position of row- and
-// column-major matrices and of strided views, each non-finite kind, and the largest finite
-// values (whose x − x is still 0) and denormals must not be flagged.
+// column-major matrices, of views whose rows are longer than the view (NaN beyond the view's
+// columns must not count) and of strided views, each non-finite kind, and the largest finite
+// values (whose x − x is still 0) and denormals must not be flagged. 130 columns reach the
+// 4-vector loop of row_kernels::FinitePass at every vector width.
 template <class Scalar>
 void check_all_finite() {
   using Lim = std::numeric_limits<Scalar>;
   using ColMajor = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   for (Index rows : {1, 3, 17}) {
-    for (Index cols : {1, 5, 33}) {
+    for (Index cols : {1, 5, 33, 130}) {
       Matrix<Scalar> m = Matrix<Scalar>::Constant(rows, cols, Lim::max());
       m(0, 0) = -Lim::max();
       m(rows - 1, cols - 1) = Lim::denorm_min();
@@ -121,6 +123,12 @@ void check_all_finite() {
             ASSERT_FALSE(detail::all_finite(ColMajor(b))) << i << ", " << j;
             const MatrixCRef<Scalar> view = b.middleCols(j, 1);  // a strided view
             ASSERT_FALSE(detail::all_finite(view)) << i << ", " << j;
+            Matrix<Scalar> wide = Matrix<Scalar>::Constant(rows, cols + 3, Lim::quiet_NaN());
+            wide.leftCols(cols) = m;
+            const MatrixCRef<Scalar> part = wide.leftCols(cols);  // rows longer than the view
+            ASSERT_TRUE(detail::all_finite(part)) << i << ", " << j;
+            wide(i, j) = bad;
+            ASSERT_FALSE(detail::all_finite(part)) << i << ", " << j;
           }
         }
       }
