@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include <seqmem/detail/math.hpp>
@@ -225,6 +226,34 @@ TYPED_TEST(RowKernels, SameBitsAtEveryAlignment) {
         EXPECT_TRUE(same_bits(got.data(), first_S.data(), got.size()) &&
                     same_bits(out.data(), first_out.data(), cols))
             << label << ", write-read " << rows << "x" << cols << " at offset " << offset;
+      }
+    });
+  }
+}
+
+// The input check's pass (FinitePass) at every width: one non-finite value anywhere in the
+// matrix, in the whole vectors and in the tails, and none in the columns beyond the rows' length.
+TYPED_TEST(RowKernels, FiniteFindsEveryBadValue) {
+  using Scalar = TypeParam;
+  using Lim = std::numeric_limits<Scalar>;
+  for (const auto& size : kSizes) {
+    const Index rows = size[0], cols = size[1], ld = cols + 2;
+    Matrix<Scalar> x = Matrix<Scalar>::Constant(rows, ld, Lim::quiet_NaN());
+    x.leftCols(cols) = Matrix<Scalar>::Random(rows, cols) * Lim::max();
+    for_each_width<k::FinitePass>([&](const char* label, auto finite) {
+      bool ok = false;
+      finite(x.data(), rows, cols, ld, &ok);
+      EXPECT_TRUE(ok) << label << " " << rows << "x" << cols;
+      for (Scalar bad : {Lim::quiet_NaN(), Lim::infinity(), -Lim::infinity()}) {
+        for (Index i : {Index(0), rows / 2, rows - 1}) {
+          for (Index j = 0; j < cols; ++j) {
+            Matrix<Scalar> b = x;
+            b(i, j) = bad;
+            ok = true;
+            finite(b.data(), rows, cols, ld, &ok);
+            ASSERT_FALSE(ok) << label << " at " << i << ", " << j << " = " << bad;
+          }
+        }
       }
     });
   }
