@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -12,6 +13,7 @@
 
 #include <seqmem/detail/math.hpp>
 #include <seqmem/detail/row_kernels.hpp>
+#include <seqmem/detail/vector_exp.hpp>
 
 namespace {
 
@@ -257,6 +259,65 @@ TYPED_TEST(RowKernels, FiniteFindsEveryBadValue) {
       }
     });
   }
+}
+
+#if defined(SEQMEM_VECTOR_EXP)
+// libmvec's exp (vector_exp.hpp) at every width against std::exp: within a few ulp over the
+// range where exp is a normal number, 0 below it, Inf above it, NaN kept; every length of tail.
+TYPED_TEST(RowKernels, ExpMatchesStdExp) {
+  using Scalar = TypeParam;
+  using Lim = std::numeric_limits<Scalar>;
+  const Scalar lo = std::log(Lim::min()), hi = std::log(Lim::max());
+  for (Index n = 1; n <= 40; ++n) {
+    Row<Scalar> x = Row<Scalar>::LinSpaced(n, lo, hi);
+    if (n > 3) {
+      x(1) = Scalar(0);
+      x(2) = -Lim::infinity();
+      x(n - 1) = Lim::quiet_NaN();
+    }
+    for_each_width<k::ExpPass>([&](const char* label, auto exp) {
+      Row<Scalar> y = x;
+      exp(y.data(), n);
+      for (Index i = 0; i < n; ++i) {
+        const Scalar want = std::exp(x(i));
+        if (std::isnan(want)) {
+          EXPECT_TRUE(std::isnan(y(i))) << label << " exp(" << x(i) << ")";
+        } else if (want == Scalar(0) || std::isinf(want)) {
+          EXPECT_EQ(y(i), want) << label << " exp(" << x(i) << ")";
+        } else {
+          EXPECT_LE(std::abs(y(i) - want), Scalar(4) * Lim::epsilon() * want)
+              << label << " exp(" << x(i) << ")";
+        }
+      }
+    });
+  }
+}
+#endif
+
+// exp_in_place: the flat run (a matrix, a row of one) and Eigen's exp (a block whose rows are
+// not back to back) give exp within a few ulp.
+TYPED_TEST(RowKernels, ExpInPlaceMatchesEigen) {
+  using Scalar = TypeParam;
+  const Matrix<Scalar> x = Scalar(20) * Matrix<Scalar>::Random(37, 19);
+  const Matrix<Scalar> want = x.array().exp();
+  const Scalar tol = Scalar(8) * std::numeric_limits<Scalar>::epsilon();
+  Matrix<Scalar> all = x;
+  seqmem::detail::exp_in_place(all);
+  EXPECT_LE(((all - want).array() / want.array()).abs().maxCoeff(), tol);
+  Matrix<Scalar> part = x;
+  seqmem::detail::exp_in_place(part.block(3, 2, 30, 11));
+  seqmem::detail::exp_in_place(part.row(0).head(7));
+  EXPECT_LE(((part.block(3, 2, 30, 11) - want.block(3, 2, 30, 11)).array() /
+             want.block(3, 2, 30, 11).array())
+                .abs()
+                .maxCoeff(),
+            tol);
+  EXPECT_LE(((part.row(0).head(7) - want.row(0).head(7)).array() / want.row(0).head(7).array())
+                .abs()
+                .maxCoeff(),
+            tol);
+  EXPECT_EQ(part.row(0).tail(12), x.row(0).tail(12));  // nothing outside the block
+  EXPECT_EQ(part.row(1), x.row(1));
 }
 
 }  // namespace
