@@ -14,6 +14,7 @@
 #include "seqmem/detail/math.hpp"
 #include "seqmem/detail/matmul.hpp"
 #include "seqmem/detail/row_kernels.hpp"
+#include "seqmem/detail/vector_exp.hpp"
 
 namespace seqmem::detail {
 
@@ -154,7 +155,8 @@ template <class Scalar, class X, class G, class Ref, class Out>
 void scale_by_decay(const X& x, const G& g, const Ref& ref, double sign, Out&& out,
                     Matrix<Scalar>& exponent) {
   round_exponents(g, ref, sign, exponent);
-  out = x.array() * exponent.array().exp();
+  exp_in_place(exponent);
+  out = x.array() * exponent.array();
 }
 
 /// One side of the decayed-pair matrices: rows x (C×dk) with their exponents g (the chunk's
@@ -314,8 +316,8 @@ inline Eigen::RowVectorXd from_start(Index width) {
 /// exponentials, not one per entry of S).
 template <class Scalar>
 void decay_state(Matrix<Scalar>& state, const ChannelDecay& decay) {
-  const Vector<Scalar> factor =
-      decay.total().transpose().template cast<Scalar>().array().exp().matrix();
+  Vector<Scalar> factor = decay.total().transpose().template cast<Scalar>();
+  exp_in_place(factor);
   state = factor.asDiagonal() * state;
 }
 

@@ -12,6 +12,7 @@
 #include "seqmem/core/types.hpp"
 #include "seqmem/detail/matmul.hpp"
 #include "seqmem/detail/row_kernels.hpp"
+#include "seqmem/detail/vector_exp.hpp"
 
 /// Inlines every call in a function's body (recursively) where the compiler can.
 #ifndef SEQMEM_FLATTEN
@@ -67,21 +68,21 @@ class DecayTable {
       gamma_(i) = sum;
     }
     // Every exponent is formed in double and the exp taken in Scalar on the stored vector or
-    // row, where Eigen vectorizes it. An exp in the same expression as the cast ran as one libm
-    // call per entry (issue 17: 5–9 % of 4-head gated linear attention; in a -march=native
+    // row, vectorized (vector_exp.hpp). An exp in the same expression as the cast ran as one
+    // libm call per entry (issue 17: 5–9 % of 4-head gated linear attention; in a -march=native
     // AVX-512 build the 2 libm calls per token here took 40 % of 4-head gated DeltaNet, d = 64).
     to_start_ = gamma_.template cast<Scalar>();  // Γ_i = exp(γ_i): decay from the chunk start to i
-    to_start_ = to_start_.array().exp();
+    exp_in_place(to_start_);
     // Γ_C/Γ_j = exp(γ_C − γ_j): decay from j to the chunk end
     to_end_ = (gamma_(length - 1) - gamma_.array()).template cast<Scalar>();
-    to_end_ = to_end_.array().exp();
+    exp_in_place(to_end_);
     // [Γ_i/Γ_j] on the lower triangle, diagonal included (= 1); computed once per chunk and
     // shared by every masked product of the chunk.
     ratios_.resize(length, length);
     for (Index i = 0; i < length; ++i) {
       auto row = ratios_.row(i).head(i + 1);
       row = (gamma_(i) - gamma_.head(i + 1).array()).template cast<Scalar>().transpose();
-      row = row.array().exp();
+      exp_in_place(row);
     }
   }
 

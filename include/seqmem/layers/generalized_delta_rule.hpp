@@ -18,6 +18,7 @@
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/detail/matmul.hpp"
 #include "seqmem/detail/scratch.hpp"
+#include "seqmem/detail/vector_exp.hpp"
 
 namespace seqmem {
 
@@ -214,7 +215,8 @@ class GeneralizedDeltaRule : public LayerBase<GeneralizedDeltaRule<Scalar_>> {
     auto decayed_q = ws.decayed_q.row(options_.key_dim);
     auto read = ws.read.row(options_.value_dim);
     for (Index t = 0; t < in.q.rows(); ++t) {
-      decay = in.log_decay.row(t).transpose().array().exp();
+      decay = in.log_decay.row(t).transpose();
+      detail::exp_in_place(decay);
       const auto q = in.q.row(t);
       const auto a = in.a.row(t);
       const auto b = in.b.row(t);

@@ -17,6 +17,7 @@
 #include "seqmem/detail/channel_decay.hpp"
 #include "seqmem/detail/checks.hpp"
 #include "seqmem/detail/scratch.hpp"
+#include "seqmem/detail/vector_exp.hpp"
 
 namespace seqmem {
 
@@ -154,7 +155,8 @@ class GatedLinearAttention : public LayerBase<GatedLinearAttention<Scalar_>> {
     auto& ws = detail::thread_workspace<RecurrentWorkspace>();
     auto decay = ws.decay.column(options_.key_dim);
     for (Index t = 0; t < in.q.rows(); ++t) {
-      decay = in.log_decay.row(t).transpose().array().exp();
+      decay = in.log_decay.row(t).transpose();
+      detail::exp_in_place(decay);
       const auto v = in.v.row(t);
       auto o = out.row(t);
       detail::decay_write_and_read_rows(state.S, decay, in.q.row(t), o,

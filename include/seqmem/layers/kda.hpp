@@ -19,6 +19,7 @@
 #include "seqmem/detail/math.hpp"
 #include "seqmem/detail/matmul.hpp"
 #include "seqmem/detail/scratch.hpp"
+#include "seqmem/detail/vector_exp.hpp"
 
 namespace seqmem {
 
@@ -228,7 +229,8 @@ class KimiDeltaAttention : public LayerBase<KimiDeltaAttention<Scalar_>> {
     auto decayed_k = ws.decayed_k.row(options_.key_dim);
     auto decayed_q = ws.decayed_q.row(options_.key_dim);
     auto u = ws.u.row(options_.value_dim);
-    decay = in.log_decay.row(t).transpose().array().exp();
+    decay = in.log_decay.row(t).transpose();
+    detail::exp_in_place(decay);
     decayed_k = kt.cwiseProduct(decay.transpose());
     decayed_q = qt.cwiseProduct(decay.transpose());
     detail::read_rows(state.S, decayed_k, u, decayed_q, out.row(t));
