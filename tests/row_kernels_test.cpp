@@ -262,24 +262,27 @@ TYPED_TEST(RowKernels, FiniteFindsEveryBadValue) {
 }
 
 #if defined(SEQMEM_VECTOR_EXP)
-// libmvec's exp (vector_exp.hpp) at every width against std::exp: within a few ulp over the
-// range where exp is a normal number, 0 below it, Inf above it, NaN kept; every length of tail.
+// libmvec's exp (vector_exp.hpp) at every width against std::exp: within a few ulp from the
+// floor kExpFloor up to where exp overflows, exactly 0 below the floor (−Inf included), Inf
+// above the top, NaN kept; every length of tail.
 TYPED_TEST(RowKernels, ExpMatchesStdExp) {
   using Scalar = TypeParam;
   using Lim = std::numeric_limits<Scalar>;
-  const Scalar lo = std::log(Lim::min()), hi = std::log(Lim::max());
+  const Scalar floor = k::kExpFloor<Scalar>, top = std::log(Lim::max());
   for (Index n = 1; n <= 40; ++n) {
-    Row<Scalar> x = Row<Scalar>::LinSpaced(n, lo, hi);
-    if (n > 3) {
+    Row<Scalar> x = Row<Scalar>::LinSpaced(n, floor, top + Scalar(1));
+    if (n > 5) {
       x(1) = Scalar(0);
       x(2) = -Lim::infinity();
+      x(3) = floor - Scalar(0.25);
+      x(4) = Scalar(-1e4);
       x(n - 1) = Lim::quiet_NaN();
     }
     for_each_width<k::ExpPass>([&](const char* label, auto exp) {
       Row<Scalar> y = x;
       exp(y.data(), n);
       for (Index i = 0; i < n; ++i) {
-        const Scalar want = std::exp(x(i));
+        const Scalar want = x(i) < floor ? Scalar(0) : std::exp(x(i));
         if (std::isnan(want)) {
           EXPECT_TRUE(std::isnan(y(i))) << label << " exp(" << x(i) << ")";
         } else if (want == Scalar(0) || std::isinf(want)) {
