@@ -72,7 +72,7 @@ inline void exp_vector(libmvec::D2& v) {
 /// Below this argument exp is 0 here: libmvec computes exp at full vector speed only where the
 /// result is a normal number, and calls the scalar exp for every other lane (measured: 0.25 →
 /// 4 ns per float entry, x ≤ −87.5). Strong decays give many such arguments, so they are
-/// flushed before the call: exp(x) < 1.7·10⁻³⁸ (float) or 10⁻³⁰⁷ (double) becomes 0, as the
+/// flushed before the call: exp(x) < 1.7·10⁻³⁸ (float) or 3.3·10⁻³⁰⁸ (double) becomes 0, as the
 /// library's flush-to-zero guard makes of results below the smallest normal number anyway.
 template <class Scalar>
 inline constexpr Scalar kExpFloor = std::is_same_v<Scalar, float> ? Scalar(-87) : Scalar(-708);
@@ -116,8 +116,8 @@ void exp_in_place(X&& x) {
   using Plain = std::remove_cvref_t<X>;
   using Scalar = typename Plain::Scalar;
 #if defined(SEQMEM_VECTOR_EXP)
-  if constexpr ((std::is_same_v<Scalar, float> ||
-                 std::is_same_v<Scalar, double>)&&bool(Plain::Flags & Eigen::DirectAccessBit)) {
+  constexpr bool kernel_type = std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>;
+  if constexpr (kernel_type && bool(Plain::Flags & Eigen::DirectAccessBit)) {
     // one run over the entries when they lie back to back in memory
     const bool flat = x.innerStride() == 1 &&
                       (x.outerStride() == x.innerSize() || x.rows() == 1 || x.cols() == 1);
